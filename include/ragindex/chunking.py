@@ -1,0 +1,105 @@
+"""Cut parsed documents into chunks with stable ids and true start offsets."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from ragindex.parsing import ParsedDocument
+from ragindex.settings import ChunkingSettings
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document: what is embedded, plus where it came from."""
+
+    chunk_id: str
+    source: str
+    page: int | None
+    start: int
+    text: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        """One docstore / chunks.jsonl record."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "Chunk":
+        """Inverse of ``to_json``; extra keys (e.g. a row number) are ignored."""
+        return cls(**{k: record[k] for k in ("chunk_id", "source", "page", "start", "text", "sha256")})
+
+
+def text_sha256(text: str) -> str:
+    """The embedding cache key's content part."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_splitter(settings: ChunkingSettings, kind: str):
+    """The langchain splitter for a document kind (Markdown may split on headers first)."""
+    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+
+    common = dict(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    if settings.splitter == "markdown" and kind == "markdown":
+        return RecursiveCharacterTextSplitter.from_language(Language.MARKDOWN, **common)
+    return RecursiveCharacterTextSplitter(**common)
+
+
+# Offsets: the splitter's ``start_index`` uses ``text.find`` and gets repeated text wrong, and searching
+# forward from the previous piece is still wrong for periodic text (a repeated line, a table row) when
+# chunks overlap: the piece also matches a period before its true place and the error grows chunk after
+# chunk. So the splitter runs on a copy of the text in which every character it can cut on (whitespace,
+# and the characters of the Markdown separators) is kept and every other one is replaced by a character
+# that encodes its position. The splitter cuts the copy exactly where it would cut the text (its
+# decisions depend only on separator matches and lengths), and each piece of the copy occurs once, at its
+# true offset; the chunk is the text at that offset.
+_MARK_BASE, _MARK_SPAN = 0x20000, 0x20000  # Unicode planes 2-3: one code unit each, never whitespace
+MARKDOWN_CUT_CHARS = frozenset("#`*-_")  # what Markdown's separators match besides whitespace
+
+
+def _position_marked(text: str, keep: frozenset[str]) -> str:
+    return "".join(ch if ch.isspace() or ch in keep else chr(_MARK_BASE + i % _MARK_SPAN)
+                   for i, ch in enumerate(text))
+
+
+def split_with_offsets(splitter, text: str, keep: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
+    """(start, piece) for every non-blank piece the splitter makes of ``text``, with true start offsets;
+    ``keep``: the non-space characters the splitter's separators match."""
+    marked = _position_marked(text, keep)
+    out: list[tuple[int, str]] = []
+    prev = -1
+    for piece in splitter.split_text(marked):
+        if not piece.strip():
+            continue
+        pos = marked.find(piece, prev + 1)
+        if pos < 0:  # cannot happen (the splitter never rewrites text); never lose a chunk over an offset
+            pos = marked.find(piece)
+        out.append((pos, text[pos:pos + len(piece)]))
+        prev = pos
+    return out
+
+
+def chunk_id(source: str, page: int | None, start: int, sha: str) -> str:
+    """Stable across runs: the same text at the same place always has the same id."""
+    return hashlib.sha256(f"{source}\0{page}\0{start}\0{sha}".encode()).hexdigest()[:32]
+
+
+def chunk_document(doc: ParsedDocument, settings: ChunkingSettings) -> list[Chunk]:
+    """Chunks of one document, page by page so every chunk keeps its PDF page."""
+    splitter = make_splitter(settings, doc.kind)
+    keep = MARKDOWN_CUT_CHARS if settings.splitter == "markdown" and doc.kind == "markdown" else frozenset()
+    chunks: list[Chunk] = []
+    for page in doc.pages:
+        for start, piece in split_with_offsets(splitter, page.text, keep):
+            sha = text_sha256(piece)
+            chunks.append(Chunk(chunk_id(doc.path, page.number, start, sha), doc.path, page.number, start, piece, sha))
+    return chunks
+
+
+def chunk_documents(docs: Iterable[ParsedDocument], settings: ChunkingSettings) -> list[Chunk]:
+    """All chunks of a corpus in a deterministic order (by path, then position)."""
+    out: list[Chunk] = []
+    for doc in sorted(docs, key=lambda d: d.path):
+        out.extend(chunk_document(doc, settings))
+    return out

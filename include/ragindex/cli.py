@@ -1,0 +1,232 @@
+"""The ``ragindex`` command: build, search, ingest into a registry, and inspect versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragindex.errors import RagindexError
+from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, IndexSettings
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def add_build_settings(parser: argparse.ArgumentParser) -> None:
+    """The settings shared by ``build`` and ``ingest``."""
+    parser.add_argument("--chunk-size", type=int, default=ChunkingSettings.chunk_size)
+    parser.add_argument("--chunk-overlap", type=int, default=ChunkingSettings.chunk_overlap)
+    parser.add_argument("--splitter", default="recursive", help="recursive (default) or markdown (split on headers first)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model: a local folder or a name (default: %(default)s)")
+    parser.add_argument("--index-kind", default="flat", help="flat (exact, default) or hnsw (large corpora)")
+    parser.add_argument("--as-of", default=None, help="keep only documents modified at or before this ISO date-time")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def settings_from_args(args: argparse.Namespace) -> BuildSettings:
+    """Validated settings; a bad value raises SettingsError naming it."""
+    return BuildSettings(
+        chunking=ChunkingSettings(args.chunk_size, args.chunk_overlap, args.splitter),
+        index=IndexSettings(kind=args.index_kind),
+        model=args.model,
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build an index folder from a corpus, reusing embeddings of ``--previous``."""
+    from ragindex.pipeline import build
+
+    result = build(args.source, Path(args.out), settings_from_args(args),
+                   previous=Path(args.previous) if args.previous else None, as_of=args.as_of)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"built {result.out}: {result.documents} documents, {result.chunks} chunks "
+              f"({result.embedded} embedded, {result.reused} reused) in {result.seconds:.1f} s")
+        for f in result.failed + result.refused:
+            print(f"  skipped {f['path']}: {f['reason']}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Top-k hits for a question, from an index folder or a registry ref."""
+    from ragindex.retrieval import Retriever
+
+    retriever = Retriever.open(args.index, getattr(args, "registry", None))
+    hits = retriever.search(args.question, k=args.k)
+    if args.json:
+        _print_json([h.to_json() for h in hits])
+        return 0
+    if retriever.ref:
+        print(f"# {retriever.ref}")
+    for rank, h in enumerate(hits, 1):
+        where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
+        snippet = " ".join(h.text.split())[:160]
+        print(f"{rank}. [{h.score:.3f}] {where}\n   {snippet}")
+    return 0
+
+
+def _registry(args: argparse.Namespace):
+    from ragindex.registry import open_registry
+
+    return open_registry(getattr(args, "registry", None))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """snapshot → log raw → chunk → log chunks → embed (cache from the newest index) → index → log index."""
+    from ragindex.ingest import IngestContext, ingest, new_pipeline_run_id, snapshot_alias
+
+    registry = _registry(args)
+    run_id = args.run_id or new_pipeline_run_id()
+    aliases = tuple(a for a in [snapshot_alias(args.logical_date)] if a)
+    ctx = IngestContext(registry, run_id, settings_from_args(args), source=args.source, as_of=args.as_of,
+                        logical_date=args.logical_date, aliases=aliases, run_type="cli")
+    result = ingest(ctx) | {"registry": registry.uri, "pipeline_run_id": run_id}
+    if args.json:
+        _print_json(result)
+    elif result["unchanged"]:
+        print(f"{result['message']} (production candidate stays {result['index']})")
+    else:
+        print(f"raw {result['raw']} -> chunks {result['chunks']} -> index {result['index']} "
+              f"({result['embedded']} embedded, {result['reused']} reused) in {registry.uri}")
+    return 0
+
+
+def _version_json(v) -> dict[str, Any]:
+    return {"ref": v.ref, "version": v.version, "digest": v.digest, "aliases": list(v.aliases),
+            "created_at": v.created_at, "metadata": v.metadata, "consumed": list(v.consumed), "url": v.url}
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """List an artifact's versions, newest last."""
+    versions = _registry(args).versions(args.name)
+    if not versions:
+        raise RagindexError(f"artifact {args.name!r}: no versions in this registry")
+    if args.json:
+        _print_json([_version_json(v) for v in versions])
+        return 0
+    for v in versions:
+        print(f"{v.ref:28} {v.digest[:12]}  {v.created_at[:19]}  {','.join(v.aliases)}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print the upstream graph of a version."""
+    graph = _registry(args).lineage(args.ref)
+    if args.json:
+        _print_json(graph)
+        return 0
+    parents: dict[str, list[str]] = {}
+    for src, dst in graph["edges"]:
+        parents.setdefault(dst, []).append(src)
+
+    def show(ref: str, depth: int) -> None:
+        node = graph["nodes"].get(ref, {})
+        print("  " * depth + f"{ref}  [{node.get('type', '?')}] {','.join(node.get('aliases', []))}")
+        for parent in sorted(parents.get(ref, [])):
+            show(parent, depth + 1)
+
+    show(graph["root"], 0)
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    """Move an alias onto a version (exclusive within the artifact name)."""
+    version = _registry(args).set_alias(args.ref, args.alias, actor=args.actor, reason=args.reason)
+    print(f"{args.alias} -> {version.ref}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move production back to a given version or to the previous holder."""
+    from ragindex.ingest import rollback
+
+    outcome = rollback(_registry(args), to_version=args.to_version, reason=args.reason, actor=args.actor)
+    if args.json:
+        _print_json(outcome)
+    else:
+        print(f"production: {outcome['from']} -> {outcome['to']} (digest {outcome['digest'][:12]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands; each maps to one function."""
+    parser = argparse.ArgumentParser(prog="ragindex", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build an index folder from a corpus")
+    p.add_argument("source", help="corpus folder or fsspec URL (file://, s3://, gs://, ...)")
+    p.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    p.add_argument("--previous", help="an earlier index folder whose embeddings are reused")
+    add_build_settings(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("search", help="query an index folder or a registry ref (e.g. vector-index:production)")
+    p.add_argument("index")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--registry", default=None, help="registry URI (default: $RAGINDEX_REGISTRY or the local registry)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    registry_help = "registry URI: wandb://ENTITY/PROJECT or a folder (default: $RAGINDEX_REGISTRY, else $RAGINDEX_HOME/registry)"
+    p = sub.add_parser("ingest", help="run the versioned pipeline into a registry (no Airflow needed)")
+    p.add_argument("source")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--run-id", default=None, help="pipeline run id (default: generated)")
+    p.add_argument("--logical-date", default=None, help="date the versions are tagged with (snapshot-YYYY-MM-DD)")
+    add_build_settings(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("versions", help="list an artifact's versions")
+    p.add_argument("name")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser("lineage", help="show the upstream graph of a version")
+    p.add_argument("ref")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("alias", help="move an alias onto a version")
+    p.add_argument("ref")
+    p.add_argument("alias")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--actor", default="cli")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("rollback", help="move production back (default: to the previous holder)")
+    p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3")
+    p.add_argument("--reason", default="")
+    p.add_argument("--actor", default="cli")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; expected errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ragindex.registry.protocol import RegistryError
+
+    try:
+        return args.func(args)
+    except (RagindexError, RegistryError) as exc:
+        print(f"ragindex {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

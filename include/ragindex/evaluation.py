@@ -1,0 +1,92 @@
+"""Score an index on a versioned question set and decide whether it may replace production."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from ragindex.errors import RagindexError
+
+QUESTIONS_FILE = "questions.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalQuestion:
+    """A question and the document that answers it."""
+
+    question: str
+    expected_source: str
+    expected_page: int | None = None
+
+
+class Searcher(Protocol):
+    """Anything with ``search(question, k)`` returning hits that have a ``source`` (a Retriever)."""
+
+    def search(self, question: str, k: int = 5) -> Sequence[Any]: ...
+
+
+def load_questions(path: Path) -> list[EvalQuestion]:
+    """Read a JSON-lines question set; a malformed line is an error naming file and line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / QUESTIONS_FILE
+    if not path.is_file():
+        raise RagindexError(f"eval questions {path}: no such file")
+    questions = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            questions.append(EvalQuestion(str(record["question"]), str(record["expected_source"]),
+                                          record.get("expected_page")))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RagindexError(f"eval questions {path}, line {n}: expected {{question, expected_source}} ({exc})") from None
+    if not questions:
+        raise RagindexError(f"eval questions {path}: no questions")
+    return questions
+
+
+def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5) -> dict[str, Any]:
+    """recall@k (the expected source among the top k) and MRR (1/rank of its first hit, 0 if absent)."""
+    rows, hits_at_k, reciprocal = [], 0, 0.0
+    for q in questions:
+        sources = [h.source for h in searcher.search(q.question, k=k)]
+        rank = sources.index(q.expected_source) + 1 if q.expected_source in sources else None
+        hits_at_k += rank is not None
+        reciprocal += 1.0 / rank if rank else 0.0
+        rows.append({"question": q.question, "expected_source": q.expected_source, "rank": rank, "top": sources[:3]})
+    n = len(questions)
+    return {"k": k, "questions": n, "recall_at_k": round(hits_at_k / n, 4), "mrr": round(reciprocal / n, 4),
+            "results": rows}
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate may be promoted, and the reason in words."""
+
+    passed: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """For the eval report."""
+        return asdict(self)
+
+
+def gate(candidate: dict[str, Any], production: dict[str, Any] | None, *, min_recall: float,
+         max_regression: float) -> GateDecision:
+    """Pass only above an absolute recall floor and no worse than production by more than a tolerance."""
+    recall = candidate["recall_at_k"]
+    if recall < min_recall:
+        return GateDecision(False, f"recall@{candidate['k']} {recall:.3f} is below the threshold {min_recall:.3f}")
+    if production is not None:
+        for metric in ("recall_at_k", "mrr"):
+            drop = production[metric] - candidate[metric]
+            if drop > max_regression + 1e-9:
+                return GateDecision(False, f"{metric} {candidate[metric]:.3f} is worse than production's "
+                                           f"{production[metric]:.3f} by {drop:.3f} (tolerance {max_regression:.3f})")
+        return GateDecision(True, f"recall@{candidate['k']} {recall:.3f} >= {min_recall:.3f} and within "
+                                  f"{max_regression:.3f} of production ({production['recall_at_k']:.3f})")
+    return GateDecision(True, f"recall@{candidate['k']} {recall:.3f} >= {min_recall:.3f} (no production index yet)")

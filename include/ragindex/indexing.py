@@ -1,0 +1,167 @@
+"""Write and read index directories: a FAISS file, a JSON-lines docstore and the settings that made them.
+
+Every file is a pure function of (chunks, vectors, settings): no timestamps, so rebuilding the same
+corpus gives the same bytes and the registry recognises it as the same version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ragindex.chunking import Chunk
+from ragindex.errors import IndexDirError
+from ragindex.settings import IndexSettings
+
+INDEX_FILE = "index.faiss"
+DOCSTORE_FILE = "docstore.jsonl"
+SETTINGS_FILE = "index.json"
+FORMAT_VERSION = 1
+
+
+def _faiss():
+    import faiss  # heavy: imported only where an index is built or read
+
+    return faiss
+
+
+def make_faiss_index(vectors: np.ndarray, settings: IndexSettings):
+    """Inner product over normalised vectors (cosine); flat by default, HNSW for large corpora."""
+    faiss = _faiss()
+    dim = vectors.shape[1]
+    if settings.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # HNSW insertion order must not depend on thread timing
+        try:
+            index.add(vectors)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    else:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+    return index
+
+
+def write_index_dir(
+    out_dir: Path,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    *,
+    index_settings: IndexSettings,
+    description: dict[str, Any],
+) -> Path:
+    """Build the index and replace ``out_dir`` atomically; a folder that is not an index is never overwritten."""
+    if len(chunks) != len(vectors):
+        raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
+        raise IndexDirError(f"--out {out_dir}: folder exists and is not a ragindex index; refusing to overwrite it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        index = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32), index_settings)
+        _faiss().write_index(index, str(tmp / INDEX_FILE))
+        with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8") as fh:
+            for chunk in chunks:
+                fh.write(json.dumps(chunk.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+        meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
+                "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
+                "index": vars(index_settings) | {}, **description}
+        (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap a finished folder into place; the old one is removed only after the new one is there."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def read_index_settings(index_dir: Path) -> dict[str, Any]:
+    """The settings an index was built with; a clear error when the folder is not an index."""
+    index_dir = Path(index_dir)
+    path = index_dir / SETTINGS_FILE
+    if not index_dir.is_dir():
+        raise IndexDirError(f"index {index_dir}: no such folder")
+    if not path.is_file() or not (index_dir / INDEX_FILE).is_file():
+        raise IndexDirError(f"index {index_dir}: not a ragindex index folder (missing {SETTINGS_FILE} or {INDEX_FILE})")
+    return json.loads(path.read_text())
+
+
+def iter_docstore(index_dir: Path) -> Iterator[dict[str, Any]]:
+    """Stream docstore records in row order (the FAISS ids)."""
+    with open(Path(index_dir) / DOCSTORE_FILE, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+def read_chunks(index_dir: Path) -> list[Chunk]:
+    """All chunks of an index, in row order."""
+    return [Chunk.from_json(r) for r in iter_docstore(index_dir)]
+
+
+def read_faiss(index_dir: Path):
+    """The FAISS index object of an index folder."""
+    return _faiss().read_index(str(Path(index_dir) / INDEX_FILE))
+
+
+def cached_vectors(index_dir: Path | None, model_identity: str) -> dict[str, np.ndarray]:
+    """The (text sha256 → vector) cache an earlier index offers, if it was built with the same model."""
+    if index_dir is None:
+        return {}
+    settings = read_index_settings(index_dir)
+    if settings.get("model_identity") != model_identity:
+        return {}
+    index = read_faiss(index_dir)
+    if index.ntotal == 0:
+        return {}
+    vectors = index.reconstruct_n(0, index.ntotal) if not hasattr(index, "storage") else \
+        _faiss().downcast_index(index.storage).reconstruct_n(0, index.ntotal)
+    return {rec["sha256"]: vectors[i] for i, rec in enumerate(iter_docstore(index_dir))}
+
+
+@dataclass
+class DocstoreReader:
+    """Random access to docstore records by row without loading every text into memory."""
+
+    path: Path
+    offsets: list[int]
+
+    @classmethod
+    def open(cls, index_dir: Path) -> "DocstoreReader":
+        """Scan once for line offsets; texts are read only for hits."""
+        path = Path(index_dir) / DOCSTORE_FILE
+        offsets, pos = [], 0
+        with open(path, "rb") as fh:
+            for line in fh:
+                offsets.append(pos)
+                pos += len(line)
+        return cls(path, offsets)
+
+    def get(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """Records for the given FAISS ids."""
+        out = []
+        with open(self.path, "rb") as fh:
+            for row in rows:
+                fh.seek(self.offsets[row])
+                out.append(json.loads(fh.readline()))
+        return out

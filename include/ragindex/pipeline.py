@@ -1,0 +1,234 @@
+"""The steps of an index build, shared by the CLI and the Airflow DAGs.
+
+Each step reads and writes folders (never large data in memory between steps, nor in XCom), writes
+to a temporary name and renames, and produces the same bytes when re-run on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragindex.chunking import Chunk, chunk_document
+from ragindex.errors import SourceError
+from ragindex.parsing import ParseError, ParsedDocument, parse_document
+from ragindex.quality import quality_report
+from ragindex.settings import BuildSettings
+from ragindex.sources import FILES_DIR, load_manifest
+
+log = logging.getLogger(__name__)
+
+CHUNKS_FILE = "chunks.jsonl"
+QUALITY_FILE = "quality.json"
+CHUNKING_FILE = "chunking.json"
+REUSED_FILE = "reused.npz"
+
+
+def replace_dir_atomically(tmp: Path, target: Path) -> Path:
+    """Move a finished temp folder into place so readers never see a half-written one."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+    return target
+
+
+def fresh_temp_dir(target: Path) -> Path:
+    """A temp folder beside ``target`` (same filesystem, so the final rename is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+
+
+# ---------------------------------------------------------------- parse + chunk
+
+@dataclass
+class ChunkingResult:
+    """What the chunk step produced: the chunks file's folder and the run's quality figures."""
+
+    chunks_dir: Path
+    documents: int
+    chunks: int
+    failed: list[dict[str, str]]
+    quality: dict[str, Any]
+
+
+def parse_snapshot(raw_dir: Path, settings: BuildSettings) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
+    """Parse every document of a snapshot; failures are collected with their reason, the rest go on."""
+    manifest = load_manifest(raw_dir)
+    paths = [d["path"] for d in manifest["documents"]]
+
+    def one(rel: str) -> ParsedDocument | dict[str, str]:
+        try:
+            return parse_document(raw_dir / FILES_DIR / rel, rel, timeout_s=settings.parse_timeout_s,
+                                  memory_mb=settings.parse_memory_mb)
+        except ParseError as exc:
+            return {"path": rel, "reason": str(exc)}
+        except Exception as exc:  # a parser bug must not sink the other documents
+            return {"path": rel, "reason": f"unexpected parser error ({type(exc).__name__}: {exc})"}
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = list(pool.map(one, paths))
+    docs = [r for r in results if isinstance(r, ParsedDocument)]
+    failed = [r for r in results if isinstance(r, dict)]
+    for f in failed:
+        log.warning("could not parse %s: %s", f["path"], f["reason"])
+    return docs, failed
+
+
+def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings) -> ChunkingResult:
+    """Parse + chunk a snapshot into ``chunks_dir`` (chunks.jsonl, quality.json, chunking.json)."""
+    docs, failed = parse_snapshot(raw_dir, settings)
+    manifest = load_manifest(raw_dir)
+    if not docs:
+        raise SourceError(f"source {manifest['source']!r}: none of its {len(manifest['documents'])} documents could be parsed")
+    chunks = [c for doc in sorted(docs, key=lambda d: d.path) for c in chunk_document(doc, settings.chunking)]
+    quality = quality_report(docs, chunks, failed, manifest.get("refused", []))
+    tmp = fresh_temp_dir(chunks_dir)
+    with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as fh:
+        for c in chunks:
+            fh.write(json.dumps(c.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+    (tmp / QUALITY_FILE).write_text(json.dumps(quality, indent=1, sort_keys=True))
+    (tmp / CHUNKING_FILE).write_text(json.dumps(
+        {"chunking": vars(settings.chunking), "corpus_digest": manifest["content_digest"]}, indent=1, sort_keys=True))
+    replace_dir_atomically(tmp, chunks_dir)
+    return ChunkingResult(chunks_dir, len(docs), len(chunks), failed, quality)
+
+
+def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
+    """The chunks a chunk step wrote, in order."""
+    with open(chunks_dir / CHUNKS_FILE, encoding="utf-8") as fh:
+        return [Chunk.from_json(json.loads(line)) for line in fh]
+
+
+# ---------------------------------------------------------------- embed
+
+@dataclass
+class EmbedPlanFile:
+    """A plan written to disk so that mapped tasks on other workers can each take a shard."""
+
+    path: Path
+    to_embed: int
+    reused: int
+    shards: int
+
+
+def shard_count(to_embed: int, shard_size: int, max_shards: int) -> int:
+    """Enough shards of about ``shard_size`` texts for workers to share, but never more than ``max_shards``."""
+    return max(1, min(max_shards, -(-to_embed // max(1, shard_size))))
+
+
+def plan_embeddings(chunks_dir: Path, previous_index: Path | None, model: str, plan_path: Path,
+                    shards: int | None = 1, *, shard_size: int = 256, max_shards: int = 16) -> EmbedPlanFile:
+    """Decide which texts need the model and split them into shards; the vectors reused from the
+    previous index are copied beside the plan, so later steps never read that index again."""
+    from ragindex.embedding import model_identity, plan_embedding, save_vectors
+    from ragindex.indexing import cached_vectors
+
+    import numpy as np
+
+    identity = model_identity(model)
+    cache = cached_vectors(previous_index, identity) if previous_index else {}
+    chunks = read_chunks_file(chunks_dir)
+    plan = plan_embedding(chunks, cache)
+    reused_shas = sorted({c.sha256 for c in chunks if c.sha256 in cache})
+    reused = np.stack([cache[s] for s in reused_shas]) if reused_shas else np.zeros((0, 0), np.float32)
+    save_vectors(plan_path.with_name(REUSED_FILE), reused_shas, reused)
+    shard_lists = plan.shards(shards or shard_count(len(plan.to_embed), shard_size, max_shards))
+    body = {"model": model, "model_identity": identity, "reused": plan.reused, "total_chunks": plan.total_chunks,
+            "shards": [[sha for sha, _ in s] for s in shard_lists]}
+    tmp = plan_path.with_name(plan_path.name + ".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, plan_path)
+    return EmbedPlanFile(plan_path, len(plan.to_embed), plan.reused, len(shard_lists))
+
+
+def embed_shard(chunks_dir: Path, plan_path: Path, shard: int, out_path: Path) -> int:
+    """Embed one shard of the plan into ``out_path`` (.npz); re-running rewrites the same vectors."""
+    from ragindex.embedding import encode_texts, save_vectors
+
+    plan = json.loads(plan_path.read_text())
+    wanted = plan["shards"][shard]
+    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(chunks_dir) if c.sha256 in set(wanted)} if wanted else {}
+    import numpy as np
+
+    vectors = encode_texts(plan["model"], [texts_by_sha[s] for s in wanted]) if wanted else np.zeros((0, 0), np.float32)
+    save_vectors(out_path, wanted, vectors)
+    return len(wanted)
+
+
+def build_index_from_shards(chunks_dir: Path, plan_path: Path, shard_paths: Sequence[Path], out_dir: Path,
+                            settings: BuildSettings, description: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Join cached and freshly embedded vectors in chunk order and write the index folder."""
+    from ragindex.embedding import assemble_vectors, load_vectors
+    from ragindex.indexing import write_index_dir
+
+    plan = json.loads(plan_path.read_text())
+    chunks = read_chunks_file(chunks_dir)
+    lookup = load_vectors(plan_path.with_name(REUSED_FILE))
+    for p in shard_paths:
+        lookup.update(load_vectors(Path(p)))
+    dimension = next((len(v) for v in lookup.values()), 0)
+    vectors = assemble_vectors(chunks, lookup, dimension)
+    chunking = json.loads((chunks_dir / CHUNKING_FILE).read_text())
+    quality = json.loads((chunks_dir / QUALITY_FILE).read_text())
+    desc = {"model": plan["model"], "model_identity": plan["model_identity"], "chunking": chunking["chunking"],
+            "corpus_digest": chunking["corpus_digest"], "documents": quality["documents"], **(description or {})}
+    write_index_dir(out_dir, chunks, vectors, index_settings=settings.index, description=desc)
+    return {"chunks": len(chunks), "embedded": sum(len(s) for s in plan["shards"]), "reused": plan["reused"]}
+
+
+# ---------------------------------------------------------------- the whole build, without a registry
+
+@dataclass
+class BuildResult:
+    """What ``ragindex build`` reports."""
+
+    out: str
+    documents: int
+    chunks: int
+    embedded: int
+    reused: int
+    failed: list[dict[str, str]]
+    refused: list[dict[str, str]]
+    seconds: float
+    quality: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` output."""
+        return {k: getattr(self, k) for k in ("out", "documents", "chunks", "embedded", "reused", "failed",
+                                               "refused", "seconds", "quality")}
+
+
+def build(source: str, out: Path, settings: BuildSettings, previous: Path | None = None,
+          as_of: str | None = None, work_root: Path | None = None) -> BuildResult:
+    """Snapshot → parse → chunk → embed (reusing ``previous``) → index, in a private work folder."""
+    from ragindex.indexing import read_index_settings
+    from ragindex.sources import snapshot
+
+    started = time.monotonic()
+    if previous is not None:
+        read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
+    work = Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root))
+    try:
+        snap = snapshot(source, work / "raw", as_of)
+        chunked = chunk_snapshot(work / "raw", work / "chunks", settings)
+        plan = plan_embeddings(work / "chunks", previous, settings.model, work / "embed" / "plan.json")
+        shard = work / "embed" / "shard-0.npz"
+        embed_shard(work / "chunks", plan.path, 0, shard)
+        stats = build_index_from_shards(work / "chunks", plan.path, [shard], Path(out), settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(str(out), chunked.documents, stats["chunks"], stats["embedded"], stats["reused"],
+                       chunked.failed, snap.refused, round(time.monotonic() - started, 3), chunked.quality)

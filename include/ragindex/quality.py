@@ -1,0 +1,85 @@
+"""Quality figures for a run: counts, chunk lengths, failures, duplicates and PII findings (counts only)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ragindex.chunking import Chunk
+from ragindex.parsing import ParsedDocument
+
+EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+# Not part of a longer run of digit groups: "1234 5678 9012" inside the card-shaped "1234 5678 9012 3456"
+# (Luhn-invalid, so not a card) is an account or order number, not a phone.
+PHONE = re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w]|[ .-]\d)")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){13,19}(?!\d)")
+
+
+def luhn_valid(digits: str) -> bool:
+    """Card numbers pass the Luhn check; random digit runs mostly do not."""
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = int(ch)
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def find_pii(text: str) -> dict[str, int]:
+    """How many emails, phone numbers and Luhn-valid card numbers a text contains (never the values)."""
+    cards = 0
+    card_spans = []
+    for m in CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            cards += 1
+            card_spans.append(m.span())
+    phones = sum(1 for m in PHONE.finditer(text)
+                 if not any(a <= m.start() < b for a, b in card_spans) and 7 <= len(re.sub(r"\D", "", m.group())) <= 15)
+    return {"email": len(EMAIL.findall(text)), "phone": phones, "card": cards}
+
+
+def _distribution(values: Sequence[int]) -> dict[str, float]:
+    if not values:
+        return {"min": 0, "p50": 0, "p90": 0, "max": 0, "mean": 0}
+    arr = np.asarray(values)
+    return {"min": int(arr.min()), "p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
+
+
+def quality_report(
+    docs: Iterable[ParsedDocument], chunks: Sequence[Chunk], failures: Sequence[dict[str, str]],
+    refused: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
+    """The figures a reviewer looks at before approving an index."""
+    docs = list(docs)
+    pii: dict[str, dict[str, int]] = {}
+    for doc in docs:
+        found: Counter = Counter()
+        for page in doc.pages:
+            found.update(find_pii(page.text))
+        found = +found
+        if found:
+            pii[doc.path] = dict(sorted(found.items()))
+    by_sha: dict[str, list[str]] = defaultdict(list)
+    for c in chunks:
+        by_sha[c.sha256].append(c.chunk_id)
+    duplicate_groups = [ids for ids in by_sha.values() if len(ids) > 1]
+    return {
+        "documents": len(docs),
+        "documents_by_kind": dict(sorted(Counter(d.kind for d in docs).items())),
+        "chunks": len(chunks),
+        "chunk_length": _distribution([len(c.text) for c in chunks]),
+        "parse_failures": list(failures),
+        "refused": list(refused),
+        "duplicate_chunks": sum(len(g) - 1 for g in duplicate_groups),
+        "duplicate_groups": len(duplicate_groups),
+        "pii": pii,
+        "pii_totals": dict(sum((Counter(v) for v in pii.values()), Counter())),
+    }

@@ -1,0 +1,135 @@
+"""The artifact-registry contract shared by every backend (local catalogue, Weights & Biases).
+
+Semantics follow W&B Artifacts so that backends are interchangeable:
+- versions are ``v0, v1, ...`` per artifact name; a version's digest comes from its files' contents;
+- logging content identical to an existing version of that name returns that version (no new one);
+- ``latest`` always follows the newest version; every other alias is exclusive within a name;
+- each version records the run that produced it and the versions that run consumed (lineage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+
+class RegistryError(Exception):
+    """Base error of the registry: the message names the ref or URI and the reason."""
+
+
+class ArtifactNotFound(RegistryError, KeyError):
+    """A ref (``name:vN`` or ``name:alias``) that names no version."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "artifact not found"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who is logging: one pipeline step of one pipeline run (a W&B run of ``job_type`` in ``group``)."""
+
+    job_type: str
+    group: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    """One immutable version of an artifact and what is known about it."""
+
+    name: str
+    type: str
+    version: str
+    digest: str
+    aliases: tuple[str, ...]
+    metadata: dict[str, Any]
+    created_at: str
+    producer_run: str | None = None
+    consumed: tuple[str, ...] = ()
+    url: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The stable reference ``name:vN`` used everywhere else."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def index(self) -> int:
+        """The numeric part of the version, for ordering."""
+        return int(self.version.lstrip("v"))
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias, kept so a rollback can find the previous holder."""
+
+    name: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    at: str
+    actor: str = ""
+    reason: str = ""
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split ``name:tag`` (tag = ``vN`` or an alias; missing tag means ``latest``)."""
+    name, sep, tag = ref.partition(":")
+    if not name:
+        raise RegistryError(f"invalid artifact ref {ref!r}: expected NAME:VERSION or NAME:ALIAS")
+    return name, (tag if sep and tag else "latest")
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Where versions live. ``open_registry(uri)`` picks the backend."""
+
+    uri: str
+
+    def log_artifact(
+        self,
+        name: str,
+        type: str,
+        files: Path,
+        *,
+        run: RunInfo,
+        metadata: dict[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+        uses: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        """Log the files under directory ``files`` as a version of ``name``; dedup by digest."""
+        ...
+
+    def get(self, ref: str) -> ArtifactVersion:
+        """Resolve ``name:vN`` / ``name:alias`` / ``name`` (latest); raise ArtifactNotFound."""
+        ...
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first (empty list when the name is unknown)."""
+        ...
+
+    def download(self, ref: str, root: Path | None = None) -> Path:
+        """Materialise a version's files in a directory and return it (cached, never half-written)."""
+        ...
+
+    def set_alias(self, ref: str, alias: str, *, actor: str = "", reason: str = "") -> ArtifactVersion:
+        """Point ``alias`` at ``ref`` (taking it off any other version) and record the move."""
+        ...
+
+    def alias_history(self, name: str, alias: str) -> list[AliasMove]:
+        """Every recorded move of ``alias`` within ``name``, oldest first."""
+        ...
+
+    def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
+        """Merge ``patch`` into a version's metadata (files and digest stay immutable)."""
+        ...
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        """The upstream graph of a version: ``{"root": ref, "nodes": {ref: {...}}, "edges": [[src, dst]]}``."""
+        ...
+
+    def web_url(self, ref: str) -> str | None:
+        """A link a person can open for the version (W&B page), or None for the local backend."""
+        ...

@@ -1,0 +1,89 @@
+"""Settings that decide what an index contains; they are recorded with every version they produce."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragindex.errors import SettingsError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SPLITTERS = ("recursive", "markdown")
+INDEX_KINDS = ("flat", "hnsw")
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """How documents are cut into chunks."""
+
+    chunk_size: int = 1000
+    chunk_overlap: int = 150
+    splitter: str = "recursive"
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 50:
+            raise SettingsError(f"chunk_size={self.chunk_size}: must be at least 50 characters")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise SettingsError(
+                f"chunk_overlap={self.chunk_overlap}: must be >= 0 and smaller than chunk_size={self.chunk_size}"
+            )
+        if self.splitter not in SPLITTERS:
+            raise SettingsError(f"splitter={self.splitter!r}: must be one of {', '.join(SPLITTERS)}")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Which FAISS index is built over the (normalised) vectors."""
+
+    kind: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise SettingsError(f"index kind={self.kind!r}: must be one of {', '.join(INDEX_KINDS)}")
+        if self.hnsw_m < 4:
+            raise SettingsError(f"hnsw_m={self.hnsw_m}: must be at least 4")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything that changes the bytes of an index, plus the limits that keep parsing safe."""
+
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    model: str = DEFAULT_MODEL
+    batch_size: int = 64
+    parse_timeout_s: float = 60.0
+    parse_memory_mb: int = 1536
+
+    def __post_init__(self) -> None:
+        if not self.model or not str(self.model).strip():
+            raise SettingsError("model: must name a sentence-transformers model or a local model folder")
+        if self.batch_size < 1:
+            raise SettingsError(f"batch_size={self.batch_size}: must be at least 1")
+        if self.parse_timeout_s <= 0:
+            raise SettingsError(f"parse_timeout_s={self.parse_timeout_s}: must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, for metadata and W&B run configs."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BuildSettings":
+        """Inverse of ``to_dict``; unknown keys are an error so typos do not pass silently."""
+        data = dict(data)
+        chunking = ChunkingSettings(**data.pop("chunking", {}))
+        index = IndexSettings(**data.pop("index", {}))
+        try:
+            return cls(chunking=chunking, index=index, **data)
+        except TypeError as exc:
+            raise SettingsError(f"unknown build setting: {exc}") from None
+
+
+def ragindex_home() -> Path:
+    """Where caches, work files and the default local registry live (``RAGINDEX_HOME``)."""
+    return Path(os.environ.get("RAGINDEX_HOME") or Path.home() / ".ragindex").expanduser()

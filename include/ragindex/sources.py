@@ -1,0 +1,222 @@
+"""Snapshot a corpus (local folder or any fsspec URL) into a point-in-time copy plus a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from ragindex.errors import SourceError
+
+MANIFEST_NAME = "manifest.json"
+FILES_DIR = "files"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One document of the corpus as it was when the snapshot was taken."""
+
+    path: str
+    size: int
+    modified: str
+    sha256: str
+
+
+@dataclass
+class Snapshot:
+    """The documents kept, the ones refused (with why), and a digest of the corpus contents."""
+
+    source: str
+    as_of: str | None
+    entries: list[ManifestEntry]
+    refused: list[dict[str, str]] = field(default_factory=list)
+    root: Path | None = None
+
+    @property
+    def content_digest(self) -> str:
+        """Identity of the corpus by (path, sha256) alone, so a re-sync that only touches times is no change."""
+        h = hashlib.sha256()
+        for e in sorted(self.entries, key=lambda e: e.path):
+            h.update(f"{e.path}\0{e.sha256}\n".encode())
+        return h.hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest file's content."""
+        return {
+            "source": self.source,
+            "as_of": self.as_of,
+            "content_digest": self.content_digest,
+            "documents": [asdict(e) for e in self.entries],
+            "refused": self.refused,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    """Hash in blocks so large documents never sit in memory whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def parse_as_of(value: str | datetime | None) -> datetime | None:
+    """Accept an ISO date/time (naive means UTC) so backfills can pass the data interval's end."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise SourceError(f"as_of={value!r}: not an ISO date or date-time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _is_hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _walk_local(root: Path, refused: list[dict[str, str]]) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Yield regular files under root; links that resolve outside it are refused, never followed out."""
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            p = here / d
+            if p.is_symlink():
+                dirnames.remove(d)
+                target = p.resolve()
+                rel = p.relative_to(root).as_posix()
+                if not target.is_relative_to(real_root):
+                    refused.append({"path": rel, "reason": f"symlink resolves outside the source root ({target})"})
+                else:
+                    refused.append({"path": rel, "reason": "symlinked folder inside the source (not followed)"})
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = here / name
+            rel = p.relative_to(root).as_posix()
+            if _is_hidden(rel):
+                continue
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(real_root):
+                    refused.append({"path": rel, "reason": f"symlink resolves outside the source root ({target})"})
+                    continue
+                if not target.is_file():
+                    refused.append({"path": rel, "reason": "broken symlink"})
+                    continue
+            if not p.is_file():
+                continue
+            yield rel, p, p.stat()
+
+
+def _local_root(source: str) -> Path | None:
+    if source.startswith("file://"):
+        return Path(source[len("file://"):])
+    if "://" not in source:
+        return Path(source)
+    return None
+
+
+def snapshot(source: str, dest: Path, as_of: str | datetime | None = None) -> Snapshot:
+    """Copy the corpus at ``source`` (as it was at ``as_of``) into ``dest/files`` and write the manifest."""
+    cutoff = parse_as_of(as_of)
+    files_dir = dest / FILES_DIR
+    if dest.exists():
+        shutil.rmtree(dest)
+    files_dir.mkdir(parents=True)
+    refused: list[dict[str, str]] = []
+    entries: list[ManifestEntry] = []
+    local = _local_root(str(source))
+    if local is not None:
+        if not local.exists():
+            raise SourceError(f"source {source!r}: no such folder")
+        if not local.is_dir():
+            raise SourceError(f"source {source!r}: not a folder")
+        items = ((rel, p, st.st_size, _utc(st.st_mtime)) for rel, p, st in _walk_local(local, refused))
+        for rel, p, size, modified in items:
+            if cutoff is not None and modified > cutoff:
+                continue
+            target = files_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+            entries.append(ManifestEntry(rel, size, modified.isoformat(), file_sha256(target)))
+    else:
+        entries = _snapshot_remote(str(source), files_dir, cutoff, refused)
+    snap = Snapshot(str(source), cutoff.isoformat() if cutoff else None, entries, refused, dest)
+    if not entries:
+        when = f" as of {snap.as_of}" if snap.as_of else ""
+        raise SourceError(f"source {source!r}: no documents found{when}")
+    (dest / MANIFEST_NAME).write_text(json.dumps(snap.to_json(), indent=1, sort_keys=True))
+    return snap
+
+
+def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refused: list[dict[str, str]]) -> list[ManifestEntry]:
+    """Object storage through fsspec (s3://, gs://, memory://, ...): keys are relative to the URL's prefix."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(source)
+    except (ImportError, ValueError) as exc:
+        raise SourceError(f"source {source!r}: cannot open ({exc})") from None
+    root = root.rstrip("/")
+    try:
+        listing = fs.find(root, detail=True)
+    except FileNotFoundError:
+        raise SourceError(f"source {source!r}: no such location") from None
+    entries = []
+    for key in sorted(listing):
+        info = listing[key]
+        if info.get("type") != "file":
+            continue
+        rel = key[len(root):].lstrip("/") if key.startswith(root) else key
+        if not rel or _is_hidden(rel):
+            continue
+        if ".." in rel.split("/") or rel.startswith("/"):
+            refused.append({"path": rel, "reason": "key escapes the source prefix"})
+            continue
+        modified = _remote_mtime(info)
+        if cutoff is not None and modified is not None and modified > cutoff:
+            continue
+        target = files_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(key, str(target))
+        stamp = (modified or _utc(target.stat().st_mtime)).isoformat()
+        entries.append(ManifestEntry(rel, target.stat().st_size, stamp, file_sha256(target)))
+    return entries
+
+
+def _remote_mtime(info: dict[str, Any]) -> datetime | None:
+    """Object stores name the modification time differently; accept the common spellings."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return _utc(float(value))
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        try:
+            return parse_as_of(str(value))
+        except SourceError:
+            continue
+    return None
+
+
+def load_manifest(snapshot_dir: Path) -> dict[str, Any]:
+    """Read a snapshot's manifest (from a work dir or a downloaded raw-documents version)."""
+    path = snapshot_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise SourceError(f"{snapshot_dir}: no {MANIFEST_NAME} (not a ragindex snapshot)")
+    return json.loads(path.read_text())

@@ -1,0 +1,9 @@
+# Sourced by the scripts: a self-contained Airflow home and ragindex home inside the checkout.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
+export RAGINDEX_HOME="${RAGINDEX_HOME:-$ROOT/.ragindex}"
+export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"
+export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PATH="$ROOT/.venv/bin:$PATH"

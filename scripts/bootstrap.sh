@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (if missing) and update the virtual environment .venv at the repository root.
+# Idempotent: re-installs only when requirements.txt or pyproject.toml changed since the last run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "bootstrap: creating .venv" >&2
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.ragindex-installed"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "bootstrap: installing requirements (torch pinned to the CPU build)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned, so nothing can pull a CUDA build as a dependency
+  .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The main job end to end on the embedded defaults: set up .venv, run the real rag_ingest DAG once
+# (airflow dags test, SQLite, local registry under .ragindex/), then show the result and query it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/bootstrap.sh"
+source "$ROOT/scripts/airflow-env.sh"
+cd "$ROOT"
+mkdir -p "$AIRFLOW_HOME"
+airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
+echo "==> airflow dags test rag_ingest (sample corpus, require_approval=false; log: $AIRFLOW_HOME/rag_ingest-test.log)"
+if ! airflow dags test rag_ingest -c '{"require_approval": false}' >"$AIRFLOW_HOME/rag_ingest-test.log" 2>&1; then
+  tail -40 "$AIRFLOW_HOME/rag_ingest-test.log" >&2
+  echo "rag_ingest failed; full log: $AIRFLOW_HOME/rag_ingest-test.log" >&2
+  exit 1
+fi
+grep -o "DagRun Finished: .*state=[a-z_]*" "$AIRFLOW_HOME/rag_ingest-test.log" | tail -1 | sed 's/, run_start_date.*state=/ ... state=/'
+grep -o "Skipping task: pull_documents.*\|corpus unchanged since [^:]*" "$AIRFLOW_HOME/rag_ingest-test.log" | head -1 || true
+echo
+echo "==> versions in the local registry ($RAGINDEX_HOME/registry)"
+ragindex versions vector-index
+echo
+echo "==> lineage of the production index"
+ragindex lineage vector-index:production
+echo
+echo "==> ragindex search vector-index:production \"How long is a forklift certificate valid?\""
+ragindex search vector-index:production "How long is a forklift certificate valid?" -k 3 2>/dev/null
+cat <<MSG
+
+Done. Next:
+  source .venv/bin/activate && source scripts/airflow-env.sh
+  ragindex search vector-index:production "your question"      # query the production index
+  ragindex versions eval-report --json                          # eval figures of every candidate
+  airflow standalone                                            # the UI: trigger rag_ingest, review in Required Actions
+MSG

@@ -1,0 +1,121 @@
+"""A separate process that drives a registry, for the concurrency and crash tests.
+
+Usage:
+    registry_worker.py log URI NAME TAG COUNT          log COUNT distinct contents, print refs (JSON)
+    registry_worker.py alias URI NAME ALIAS COUNT REF...   move ALIAS between REFs COUNT times
+    registry_worker.py crash-copy URI NAME              SIGKILL itself after one file was copied
+    registry_worker.py crash-commit URI NAME            SIGKILL itself inside the catalogue transaction
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ragindex.registry import RunInfo, open_registry
+
+
+def make_files(root: Path, tag: str, i: int) -> Path:
+    """A directory with content unique to (tag, i) and several files."""
+    folder = root / f"{tag}-{i}"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(f"{tag} {i} a\n")
+    (folder / "sub" / "b.bin").write_bytes(f"{tag}:{i}".encode() * 1000)
+    (folder / "c.json").write_text(json.dumps({"tag": tag, "i": i}))
+    return folder
+
+
+def do_log(uri: str, name: str, tag: str, count: int) -> None:
+    """Log ``count`` different contents and print the refs obtained."""
+    registry = open_registry(uri)
+    refs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(count):
+            version = registry.log_artifact(
+                name, "dataset", make_files(Path(tmp), tag, i), run=RunInfo("worker", group=tag)
+            )
+            refs.append(version.ref)
+    print(json.dumps(refs))
+
+
+def do_alias(uri: str, name: str, alias: str, count: int, refs: list[str]) -> None:
+    """Move ``alias`` round-robin over ``refs`` ``count`` times."""
+    registry = open_registry(uri)
+    for i in range(count):
+        registry.set_alias(refs[i % len(refs)], alias, actor=f"pid{os.getpid()}", reason=f"move {i}")
+    print(json.dumps({"moves": count}))
+
+
+def die() -> None:
+    """Simulate a hard kill: no cleanup handlers, no finally blocks."""
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def do_crash_copy(uri: str, name: str) -> None:
+    """Die after the first file has been copied into the registry's staging area."""
+    import ragindex.registry.local as local
+
+    real_copy = local.shutil.copyfile
+    copied = []
+
+    def copy_then_die(src, dst, *args, **kwargs):
+        result = real_copy(src, dst, *args, **kwargs)
+        copied.append(dst)
+        if len(copied) == 1:
+            die()
+        return result
+
+    local.shutil.copyfile = copy_then_die
+    with tempfile.TemporaryDirectory() as tmp:
+        open_registry(uri).log_artifact(name, "dataset", make_files(Path(tmp), "crash", 0), run=RunInfo("crash"))
+
+
+def do_crash_commit(uri: str, name: str) -> None:
+    """Die inside the catalogue transaction, after the version row was inserted but before COMMIT."""
+    import ragindex.registry.local as local
+
+    real_move = local.LocalRegistry._move_alias
+
+    def move_then_die(self, conn, *args, **kwargs):
+        real_move(self, conn, *args, **kwargs)
+        assert conn.execute("SELECT COUNT(*) FROM versions").fetchone()[0] >= 1  # row inserted, uncommitted
+        die()
+
+    local.LocalRegistry._move_alias = move_then_die
+    with tempfile.TemporaryDirectory() as tmp:
+        open_registry(uri).log_artifact(
+            name, "dataset", make_files(Path(tmp), "crash", 1), run=RunInfo("crash"), aliases=["prod"]
+        )
+
+
+def wait_for_start() -> None:
+    """Sleep until the shared start time so that the workers really overlap."""
+    start_at = float(os.environ.get("REGISTRY_WORKER_START_AT", "0"))
+    time.sleep(max(0.0, start_at - time.time()))
+
+
+def main(argv: list[str]) -> None:
+    """Dispatch on the command word."""
+    command, uri, name, *rest = argv
+    open_registry(uri)  # open (and create) before the barrier, as a long-lived worker would
+    wait_for_start()
+    if command == "log":
+        do_log(uri, name, rest[0], int(rest[1]))
+    elif command == "alias":
+        do_alias(uri, name, rest[0], int(rest[1]), rest[2:])
+    elif command == "crash-copy":
+        do_crash_copy(uri, name)
+    elif command == "crash-commit":
+        do_crash_commit(uri, name)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

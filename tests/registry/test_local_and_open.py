@@ -1,0 +1,144 @@
+"""The local backend's locking and layout details, and how ``open_registry`` picks a backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ragindex.registry import RegistryError, RunInfo, default_registry_uri, open_registry
+from ragindex.registry.local import LocalRegistry
+
+INCLUDE = Path(__file__).resolve().parent.parent.parent / "include"
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    """Create a directory holding ``files``."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_writer_waits_for_another_writers_transaction_and_takes_the_next_version(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "reg")
+    other = sqlite3.connect(registry.root / "catalog.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is half-way through logging docs:v0
+    result: dict[str, object] = {}
+
+    def log() -> None:
+        try:
+            result["ref"] = registry.log_artifact(
+                "docs", "dataset", write(tmp_path / "in", {"f": "mine"}), run=RunInfo("t")
+            ).ref
+        except Exception as exc:  # noqa: BLE001 - reported to the test thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=log)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive(), "the second writer must queue behind the open write transaction"
+    other.execute(
+        "INSERT INTO versions (name, idx, type, digest, manifest, metadata, created_at, producer_run, consumed) "
+        "VALUES ('docs', 0, 'dataset', 'd0', '{}', '{}', '2024-01-01T00:00:00+00:00', 'r', '[]')"
+    )
+    other.execute("COMMIT")
+    thread.join(timeout=30)
+    assert "error" not in result, result.get("error")
+    assert result["ref"] == "docs:v1"
+
+
+def test_catalogue_uses_wal_and_content_lives_under_objects(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "reg")
+    version = registry.log_artifact("docs", "dataset", write(tmp_path / "in", {"a/b.txt": "x"}), run=RunInfo("t"))
+    with sqlite3.connect(registry.root / "catalog.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (registry.root / "objects" / version.digest / "a" / "b.txt").read_text() == "x"
+    assert registry.download(version.ref) == registry.root / "objects" / version.digest
+
+
+def test_runs_are_recorded_with_generated_or_given_ids(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "reg")
+    first = registry.log_artifact(
+        "a", "t", write(tmp_path / "1", {"f": "1"}), run=RunInfo("ingest", group="g1", config={"k": [1, 2]})
+    )
+    assert first.producer_run and len(first.producer_run) == 32
+    recorded = registry.run_info(first.producer_run)
+    assert recorded == RunInfo("ingest", group="g1", config={"k": [1, 2]}, run_id=first.producer_run)
+    second = registry.log_artifact("b", "t", write(tmp_path / "2", {"f": "2"}), run=RunInfo("embed", run_id="run-42"))
+    assert second.producer_run == "run-42"
+    assert registry.run_info("run-42").job_type == "embed"
+    assert registry.run_info("nope") is None
+
+
+def test_metadata_must_be_json(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "reg")
+    with pytest.raises(RegistryError, match="docs"):
+        registry.log_artifact("docs", "t", write(tmp_path / "in", {"f": "1"}), run=RunInfo("t"), metadata={"x": object()})
+    assert registry.versions("docs") == []
+
+
+# -- open_registry -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No registry settings from the developer's shell; RAGINDEX_HOME in tmp."""
+    monkeypatch.delenv("RAGINDEX_REGISTRY", raising=False)
+    monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_default_is_local_folder_under_ragindex_home(clean_env: Path) -> None:
+    registry = open_registry()
+    assert isinstance(registry, LocalRegistry)
+    assert registry.root == (clean_env / "registry").resolve()
+    assert (clean_env / "registry" / "catalog.sqlite").is_file()
+    assert open_registry("").root == registry.root
+
+
+def test_ragindex_home_defaults_to_dot_ragindex(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGINDEX_REGISTRY", raising=False)
+    monkeypatch.delenv("RAGINDEX_HOME", raising=False)
+    assert default_registry_uri() == str(Path("~/.ragindex/registry").expanduser())
+
+
+def test_env_registry_wins_over_home(clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RAGINDEX_REGISTRY", f"file://{tmp_path / 'from-env'}")
+    assert open_registry().root == (tmp_path / "from-env").resolve()
+    assert open_registry(str(tmp_path / "explicit")).root == (tmp_path / "explicit").resolve()
+
+
+def test_file_uri_round_trips(clean_env: Path, tmp_path: Path) -> None:
+    registry = open_registry(f"file://{tmp_path / 'r'}")
+    assert registry.uri == f"file://{(tmp_path / 'r').resolve()}"
+    assert open_registry(registry.uri).root == registry.root
+
+
+def test_unknown_scheme_names_the_uri(clean_env: Path) -> None:
+    with pytest.raises(RegistryError, match=r"s3://bucket/reg"):
+        open_registry("s3://bucket/reg")
+    with pytest.raises(RegistryError, match="wandb://only-entity"):
+        open_registry("wandb://only-entity")
+
+
+def test_wandb_uri_builds_wandb_backend_without_importing_wandb() -> None:
+    code = (
+        "import sys; from ragindex.registry import open_registry; "
+        "r = open_registry('wandb://my-team/rag?reference=1'); "
+        "import json; print(json.dumps([type(r).__name__, r.entity, r.project, r.by_reference, r.uri, "
+        "'wandb' in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(INCLUDE)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    kind, entity, project, by_ref, uri, imported = json.loads(out)
+    assert (kind, entity, project, by_ref) == ("WandbRegistry", "my-team", "rag", True)
+    assert uri == "wandb://my-team/rag?reference=1"
+    assert imported is False, "wandb must be imported lazily"
