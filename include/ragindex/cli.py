@@ -90,7 +90,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     elif result["unchanged"]:
-        print(f"{result['message']} (production candidate stays {result['index']})")
+        print(result["message"])
     else:
         print(f"raw {result['raw']} -> chunks {result['chunks']} -> index {result['index']} "
               f"({result['embedded']} embedded, {result['reused']} reused) in {registry.uri}")

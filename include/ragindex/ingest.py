@@ -143,11 +143,42 @@ def _index_for_corpus(ctx: IngestContext, corpus_digest: str, fingerprint: str) 
     return None
 
 
+def prune_work_dirs(work_root: Path, keep: Path, older_than_days: float = 7.0) -> int:
+    """Remove the work folders of runs idle for a week (longer than any review waits), so disk use stays flat."""
+    import time
+
+    if not work_root.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than_days * 86400, 0
+    for entry in work_root.iterdir():
+        if entry.is_dir() and entry != keep and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def logs_by_reference(registry: Registry, source: str) -> bool:
+    """Object-storage corpora go to W&B by reference (no upload) when the registry URI asks for it."""
+    return bool(getattr(registry, "by_reference", False)) and "://" in source and not source.startswith("file://")
+
+
+def manifest_only(raw_dir: Path, source: str, entries: Sequence[Any]) -> tuple[Path, dict[str, str]]:
+    """A folder with just the manifest, plus ``files/PATH → URL`` references to the documents in place."""
+    from ragindex.sources import MANIFEST_NAME
+
+    target = raw_dir.with_name("raw-manifest")
+    tmp = fresh_temp_dir(target)
+    shutil.copyfile(raw_dir / MANIFEST_NAME, tmp / MANIFEST_NAME)
+    replace_dir_atomically(tmp, target)
+    return target, {f"files/{e.path}": f"{source.rstrip('/')}/{e.path}" for e in entries}
+
+
 def pull_documents(ctx: IngestContext) -> PullResult:
     """Snapshot the source and log ``raw-documents``; report 'unchanged' when the newest version already
     has this content and an index was built from it with the same settings."""
     from ragindex.embedding import model_identity
 
+    prune_work_dirs(ctx.work_dir.parent, ctx.work_dir)
     raw_dir = ctx.work_dir / "raw"
     snap = snapshot(ctx.source, raw_dir, ctx.as_of)
     latest = newest(ctx.registry, ctx.names.raw)
@@ -157,10 +188,13 @@ def pull_documents(ctx: IngestContext) -> PullResult:
         if existing is not None:
             log.info("corpus unchanged since %s (index %s); nothing to do", latest.ref, existing.ref)
             return PullResult(latest.ref, True, len(snap.entries), snap.content_digest, existing.ref, snap.refused)
-    version = ctx.registry.log_artifact(
-        ctx.names.raw, TYPES["raw"], raw_dir, run=ctx.run("pull_documents"), aliases=ctx.aliases,
-        metadata=ctx.metadata(documents=len(snap.entries), corpus_digest=snap.content_digest,
-                              bytes=sum(e.size for e in snap.entries), refused=len(snap.refused)))
+    metadata = ctx.metadata(documents=len(snap.entries), corpus_digest=snap.content_digest,
+                            bytes=sum(e.size for e in snap.entries), refused=len(snap.refused))
+    logged_dir = raw_dir
+    if logs_by_reference(ctx.registry, ctx.source):
+        logged_dir, metadata["references"] = manifest_only(raw_dir, ctx.source, snap.entries)
+    version = ctx.registry.log_artifact(ctx.names.raw, TYPES["raw"], logged_dir, run=ctx.run("pull_documents"),
+                                        aliases=ctx.aliases, metadata=metadata)
     return PullResult(version.ref, False, len(snap.entries), snap.content_digest, None, snap.refused)
 
 
@@ -394,7 +428,8 @@ def ingest(ctx: IngestContext) -> dict[str, Any]:
     if pulled.unchanged:
         return {"unchanged": True, "raw": pulled.raw, "chunks": None, "index": pulled.existing_index,
                 "embedded": 0, "reused": 0, "documents": pulled.documents,
-                "message": f"corpus unchanged since {pulled.raw}; no new versions"}
+                "message": f"corpus unchanged since {pulled.raw} and {pulled.existing_index} was built from it "
+                           "with these settings: no new versions"}
     chunked = chunk_documents(ctx, pulled.raw)
     for shard in range(chunked.shards):
         embed_chunks(ctx, shard)

@@ -1,0 +1,101 @@
+"""`ragindex ingest` on the sample corpus, through the real console script, a real local registry and the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "include" / "sample_data" / "corpus"
+RAGINDEX = str(Path(sys.executable).with_name("ragindex"))
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"RAGINDEX_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("RAGINDEX_REGISTRY", None)
+    return subprocess.run([RAGINDEX, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def cli_json(*args: str, home: Path):
+    proc = run_cli(*args, "--json", home=home)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def chunk_texts(registry_ref: str, home: Path) -> set[str]:
+    from ragindex.pipeline import read_chunks_file
+    from ragindex.registry import open_registry
+
+    registry = open_registry(str(home / "registry"))
+    return {c.sha256 for c in read_chunks_file(registry.download(registry_ref))}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """Ingest, ingest again unchanged, change one document, ingest a third time."""
+    home = tmp_path_factory.mktemp("home")
+    corpus = tmp_path_factory.mktemp("corpus") / "c"
+    shutil.copytree(SAMPLE, corpus)
+    first = cli_json("ingest", str(corpus), home=home)
+    versions_after_first = {n: len(cli_json("versions", n, home=home))
+                            for n in ("raw-documents", "processed-chunks", "vector-index")}
+    second = cli_json("ingest", str(corpus), home=home)
+    versions_after_second = {n: len(cli_json("versions", n, home=home))
+                             for n in ("raw-documents", "processed-chunks", "vector-index")}
+    doc = corpus / "returns_policy.md"
+    doc.write_text(doc.read_text() + "\n\n## Gift returns\n\nGifts can be returned for store credit within 60 days.\n")
+    third = cli_json("ingest", str(corpus), home=home)
+    return {"home": home, "first": first, "second": second, "third": third,
+            "after_first": versions_after_first, "after_second": versions_after_second}
+
+
+def test_first_ingest_logs_one_version_of_each(scenario):
+    first = scenario["first"]
+    assert (first["raw"], first["chunks"], first["index"]) == ("raw-documents:v0", "processed-chunks:v0", "vector-index:v0")
+    assert first["reused"] == 0 and first["embedded"] == len(chunk_texts(first["chunks"], scenario["home"]))
+    assert first["documents"] == len([p for p in SAMPLE.rglob("*") if p.is_file()])
+
+
+def test_second_ingest_of_an_unchanged_corpus_creates_nothing(scenario):
+    assert scenario["second"]["unchanged"] is True
+    assert scenario["second"]["embedded"] == 0
+    assert scenario["after_second"] == scenario["after_first"]
+
+
+def test_changed_document_gives_linked_versions_and_embeds_only_its_new_chunks(scenario):
+    home, first, third = scenario["home"], scenario["first"], scenario["third"]
+    assert (third["raw"], third["chunks"], third["index"]) == ("raw-documents:v1", "processed-chunks:v1", "vector-index:v1")
+    new_texts = chunk_texts(third["chunks"], home) - chunk_texts(first["chunks"], home)
+    assert 0 < len(new_texts) < 5
+    assert third["embedded"] == len(new_texts)
+    lineage = cli_json("lineage", third["index"], home=home)
+    assert [third["chunks"], third["index"]] in lineage["edges"]
+    assert [third["raw"], third["chunks"]] in lineage["edges"]
+
+
+def test_search_by_registry_ref_answers_from_the_changed_document(scenario):
+    hits = cli_json("search", "vector-index:latest", "Can gifts be returned for store credit?", "-k", "3",
+                    home=scenario["home"])
+    assert hits[0]["source"] == "returns_policy.md"
+    assert "store credit" in " ".join(h["text"] for h in hits)
+
+
+def test_versions_of_unknown_artifact_is_a_clear_error(scenario):
+    proc = run_cli("versions", "no-such-artifact", home=scenario["home"])
+    assert proc.returncode == 2
+    assert "no-such-artifact" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rollback_to_missing_version_is_refused_without_losing_production(scenario):
+    home = scenario["home"]
+    assert run_cli("alias", "vector-index:v1", "production", home=home).returncode == 0
+    proc = run_cli("rollback", "--to-version", "v99", home=home)
+    assert proc.returncode == 2 and "v99" in proc.stderr and "Traceback" not in proc.stderr
+    held = [v["ref"] for v in cli_json("versions", "vector-index", home=home) if "production" in v["aliases"]]
+    assert held == ["vector-index:v1"]
