@@ -64,6 +64,8 @@ def write_index_dir(
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IndexDirError(f"--out {out_dir}: exists and is not a folder; refusing to overwrite it")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
         raise IndexDirError(f"--out {out_dir}: folder exists and is not a ragindex index; refusing to overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ragindex.chunking import Chunk, chunk_document
 from ragindex.errors import SourceError
 from ragindex.parsing import ParseError, ParsedDocument, parse_document
@@ -136,8 +138,6 @@ def plan_embeddings(chunks_dir: Path, previous_index: Path | None, model: str, p
     from ragindex.embedding import model_identity, plan_embedding, save_vectors
     from ragindex.indexing import cached_vectors
 
-    import numpy as np
-
     identity = model_identity(model)
     cache = cached_vectors(previous_index, identity) if previous_index else {}
     chunks = read_chunks_file(chunks_dir)
@@ -160,9 +160,8 @@ def embed_shard(chunks_dir: Path, plan_path: Path, shard: int, out_path: Path) -
 
     plan = json.loads(plan_path.read_text())
     wanted = plan["shards"][shard]
-    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(chunks_dir) if c.sha256 in set(wanted)} if wanted else {}
-    import numpy as np
-
+    wanted_set = set(wanted)
+    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(chunks_dir) if c.sha256 in wanted_set}
     vectors = encode_texts(plan["model"], [texts_by_sha[s] for s in wanted]) if wanted else np.zeros((0, 0), np.float32)
     save_vectors(out_path, wanted, vectors)
     return len(wanted)

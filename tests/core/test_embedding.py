@@ -1,0 +1,111 @@
+"""Embedding with the real default model: normalised float32, per-text determinism, the reuse plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragindex.chunking import Chunk, text_sha256
+from ragindex.embedding import (
+    EmbeddingPlan, assemble_vectors, embedding_dimension, encode_texts, load_vectors, model_identity,
+    plan_embedding, save_vectors,
+)
+from ragindex.settings import DEFAULT_MODEL
+
+TEXTS = [
+    "Forklift operators renew their certification every three years.",
+    "Perishable parcels ship on Mondays and Tuesdays only.",
+    "A very short one.",
+    "Customs invoices are archived for five years after the export date, together with the packing list, "
+    "the certificate of origin and any licence the goods required, so that an audit can be answered.",
+]
+
+
+def chunk(text: str, n: int = 0) -> Chunk:
+    sha = text_sha256(text)
+    return Chunk(f"id{n:030d}", f"doc{n}.txt", None, 0, text, sha)
+
+
+def test_vectors_are_float32_and_l2_normalised(model) -> None:
+    vectors = encode_texts(DEFAULT_MODEL, TEXTS)
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), embedding_dimension(model)) == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert len({v.tobytes() for v in vectors}) == len(TEXTS)  # different texts, different vectors
+
+
+def test_similar_texts_are_closer_than_unrelated_ones(model) -> None:
+    a, b, c = encode_texts(DEFAULT_MODEL, ["How often must forklift drivers be recertified?",
+                                           TEXTS[0], "Perishable parcels ship on Mondays."])
+    assert float(a @ b) > float(a @ c) + 0.2
+
+
+def test_a_texts_vector_does_not_depend_on_the_other_texts_encoded_with_it(model) -> None:
+    together = encode_texts(DEFAULT_MODEL, TEXTS)
+    for i, text in enumerate(TEXTS):
+        alone = encode_texts(DEFAULT_MODEL, [text])
+        assert alone[0].tobytes() == together[i].tobytes(), f"text {i} differs alone vs in a batch"
+    reordered = encode_texts(DEFAULT_MODEL, list(reversed(TEXTS)) * 2)
+    assert reordered[len(TEXTS) - 1].tobytes() == together[0].tobytes()
+    # progress_every splits the loop into slices; the vectors stay the same
+    sliced = encode_texts(DEFAULT_MODEL, TEXTS, progress_every=1, on_progress=lambda done, total: None)
+    assert sliced.tobytes() == together.tobytes()
+
+
+def test_progress_callback_reports_every_slice() -> None:
+    seen = []
+    encode_texts(DEFAULT_MODEL, TEXTS[:3], progress_every=2, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 3), (3, 3)]
+
+
+def test_plan_embeds_each_new_text_once_and_counts_reused_chunks() -> None:
+    cached_text, new_a, new_b = "already embedded", "brand new text", "another new text"
+    chunks = [chunk(cached_text, 0), chunk(new_a, 1), chunk(new_a, 2), chunk(new_b, 3), chunk(cached_text, 4),
+              chunk(new_b, 5), chunk(new_a, 6)]
+    cache = {text_sha256(cached_text): np.zeros(3, np.float32)}
+    plan = plan_embedding(chunks, cache)
+    assert plan.total_chunks == 7
+    assert plan.reused == 2
+    assert sorted(text for _, text in plan.to_embed) == sorted([new_a, new_b])
+    assert [sha for sha, _ in plan.to_embed] == sorted(sha for sha, _ in plan.to_embed)
+    assert all(sha == text_sha256(text) for sha, text in plan.to_embed)
+    # a set of shas works as the cache too, and an empty cache embeds every distinct text
+    assert plan_embedding(chunks, set(cache)).to_embed == plan.to_embed
+    fresh = plan_embedding(chunks, {})
+    assert (len(fresh.to_embed), fresh.reused) == (3, 0)
+
+
+@pytest.mark.parametrize("items,count", [(0, 1), (0, 3), (1, 4), (5, 1), (5, 2), (5, 5), (7, 3), (10, 16), (100, 7)])
+def test_shards_cover_every_item_exactly_once(items: int, count: int) -> None:
+    to_embed = [(f"{i:064x}", f"text {i}") for i in range(items)]
+    plan = EmbeddingPlan(to_embed, reused=0, total_chunks=items)
+    shards = plan.shards(count)
+    assert len(shards) == count
+    assert [item for shard in shards for item in shard] == to_embed
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shards_of_zero_or_negative_count_give_one_shard() -> None:
+    plan = EmbeddingPlan([("a" * 64, "x"), ("b" * 64, "y")], 0, 2)
+    assert plan.shards(0) == [plan.to_embed] == plan.shards(-3)
+
+
+def test_saved_vectors_round_trip_and_assemble_in_chunk_order(tmp_path) -> None:
+    vectors = encode_texts(DEFAULT_MODEL, TEXTS[:2])
+    shas = [text_sha256(t) for t in TEXTS[:2]]
+    save_vectors(tmp_path / "shard.npz", shas, vectors)
+    lookup = load_vectors(tmp_path / "shard.npz")
+    assert set(lookup) == set(shas)
+    chunks = [chunk(TEXTS[1], 0), chunk(TEXTS[0], 1), chunk(TEXTS[1], 2)]
+    assembled = assemble_vectors(chunks, lookup, vectors.shape[1])
+    assert assembled[0].tobytes() == assembled[2].tobytes() == vectors[1].tobytes()
+    assert assembled[1].tobytes() == vectors[0].tobytes()
+    with pytest.raises(RuntimeError, match="no vector for chunk"):
+        assemble_vectors([chunk("missing text", 9)], lookup, vectors.shape[1])
+
+
+def test_model_identity_names_the_weights() -> None:
+    identity = model_identity(DEFAULT_MODEL)
+    assert identity.startswith(DEFAULT_MODEL + "@") and len(identity.split("@")[1]) == 16
+    assert model_identity("all-MiniLM-L6-v2") == identity  # an alias of the same bundled weights

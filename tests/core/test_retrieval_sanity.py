@@ -1,0 +1,91 @@
+"""Retrieval sanity on the shipped sample corpus: its questions find their documents (recall@5 >= 0.8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragindex.errors import RagindexError
+from ragindex.indexing import read_chunks
+from ragindex.pipeline import build
+from ragindex.retrieval import Retriever
+from ragindex.settings import BuildSettings
+
+from .conftest import REPO
+
+SAMPLE = REPO / "include" / "sample_data"
+CORPUS = SAMPLE / "corpus"
+QUESTIONS = SAMPLE / "eval_questions.jsonl"
+K = 5
+
+
+def load_questions() -> list[dict]:
+    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory: pytest.TempPathFactory):
+    """The sample corpus built once for this module, with the default settings."""
+    assert CORPUS.is_dir() and QUESTIONS.is_file(), "the shipped sample corpus and its questions are missing"
+    out = tmp_path_factory.mktemp("sample") / "index"
+    result = build(str(CORPUS), out, BuildSettings())
+    return out, result
+
+
+def test_sample_corpus_builds_without_failures(sample_index) -> None:
+    out, result = sample_index
+    documents = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(CORPUS).parts))
+    assert result.failed == [] and result.refused == []
+    assert result.documents == len(documents)
+    assert {c.source for c in read_chunks(out)} == set(documents)
+
+
+def test_every_expected_source_exists_in_the_corpus() -> None:
+    questions = load_questions()
+    assert len(questions) >= 10
+    for q in questions:
+        assert q["question"].strip()
+        assert (CORPUS / q["expected_source"]).is_file(), q
+
+
+@pytest.fixture(scope="module")
+def sample_hits(sample_index) -> list[tuple[dict, list]]:
+    """Each question with its top-K hits (searched once for the module)."""
+    retriever = Retriever(sample_index[0])
+    return [(q, retriever.search(q["question"], k=K)) for q in load_questions()]
+
+
+def test_recall_at_5_is_at_least_0_8(sample_hits) -> None:
+    found, misses = 0, []
+    for q, hits in sample_hits:
+        assert len(hits) == K
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        sources = [h.source for h in hits]
+        if q["expected_source"] in sources:
+            found += 1
+        else:
+            misses.append((q["question"], q["expected_source"], sources))
+    recall = found / len(sample_hits)
+    assert recall >= 0.8, f"recall@{K} = {recall:.2f}; misses: {misses}"
+
+
+def test_pdf_hits_carry_their_page_numbers(sample_hits) -> None:
+    pdf_hits = [h for _, hits in sample_hits for h in hits if h.source.endswith(".pdf")]
+    assert pdf_hits
+    for q, hits in sample_hits:
+        for hit in hits:
+            if hit.source.endswith(".pdf"):
+                assert isinstance(hit.page, int) and hit.page >= 1
+            else:
+                assert hit.page is None
+
+
+def test_retriever_rejects_empty_questions_and_bad_k(sample_index) -> None:
+    retriever = Retriever(sample_index[0])
+    with pytest.raises(RagindexError, match="must not be empty"):
+        retriever.search("  ")
+    with pytest.raises(RagindexError, match="k=0"):
+        retriever.search("forklift", k=0)
