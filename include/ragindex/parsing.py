@@ -79,6 +79,11 @@ def normalise_whitespace(text: str) -> str:
     return text.strip()
 
 
+_LOW_BYTES = bytes(range(0x80))
+_BLANK_BYTES = bytes(range(0x21))
+_NOT_C1_BYTES = bytes(range(0x80)) + bytes(range(0xA0, 0x100))
+
+
 def decode_text(data: bytes) -> str:
     """Decode any encoding with fallbacks; binary junk is refused rather than indexed as noise."""
     if data.startswith(b"\xef\xbb\xbf"):
@@ -91,15 +96,18 @@ def decode_text(data: bytes) -> str:
             return _refuse_control_noise(data.decode(encoding))
         except UnicodeDecodeError:
             continue
-    # Not UTF-8. Western legacy text is by far the commonest case and detectors guess it badly for
-    # mostly-ASCII files (cp775 for Latin-1), so try Latin-1 / cp1252 first: Latin-1 when no byte falls
-    # in 0x80-0x9F (its C1 controls), cp1252 when those bytes are its printable characters.
-    if not any(0x80 <= b < 0xA0 for b in data):
-        return _refuse_control_noise(data.decode("latin-1"))
-    try:
-        return _refuse_control_noise(data.decode("cp1252"))
-    except UnicodeDecodeError:
-        pass
+    # Not UTF-8. Western legacy text (accents here and there) is the commonest case, and detectors guess
+    # it badly for mostly-ASCII files (cp775 for Latin-1), so read it as Latin-1, or cp1252 when bytes
+    # 0x80-0x9F (its printable characters) occur. Text whose letters are mostly high bytes (Cyrillic,
+    # Greek, ...) goes to the detector.
+    high = len(data.translate(None, _LOW_BYTES))
+    if high <= 0.3 * max(1, len(data.translate(None, _BLANK_BYTES))):
+        if not data.translate(None, _NOT_C1_BYTES):
+            return _refuse_control_noise(data.decode("latin-1"))
+        try:
+            return _refuse_control_noise(data.decode("cp1252"))
+        except UnicodeDecodeError:
+            pass
     try:
         from charset_normalizer import from_bytes
 

@@ -143,3 +143,17 @@ def test_folder_with_good_and_bad_files_reports_failures_by_path_and_keeps_the_r
     quality = json.loads((tmp_path / "chunks" / QUALITY_FILE).read_text())
     assert quality["parse_failures"] == result.failed
     assert quality["documents"] == 3
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("Привет, как дела? Это проверка кодировки текста на русском языке.", "cp1251"),
+    ("Καλημέρα κόσμε. Αυτό είναι ένα ελληνικό κείμενο για τον έλεγχο της κωδικοποίησης. Η αποθήκη ανοίγει "
+     "στις οκτώ το πρωί και κλείνει στις πέντε το απόγευμα. Οι οδηγοί παραλαμβάνουν τα δέματα από την πύλη δύο.",
+     "cp1253"),
+    ("Smart “quotes” – a dash and 20 € in an ordinary English cp1252 text.", "cp1252"),
+    ("Zürich, café, naïve, Renée: a Latin-1 text with a few accents.", "latin-1"),
+])
+def test_legacy_encodings_decode_to_the_original_text(text, encoding):
+    from ragindex.parsing import decode_text
+
+    assert decode_text(text.encode(encoding)) == text
