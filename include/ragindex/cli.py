@@ -142,6 +142,30 @@ def cmd_alias(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score an index version on a question set (both versioned) against production, log eval-report."""
+    from ragindex.ingest import IngestContext, evaluate_index, new_pipeline_run_id
+
+    ctx = IngestContext(_registry(args), args.run_id or new_pipeline_run_id(), run_type="cli")
+    outcome = evaluate_index(ctx, args.ref, Path(args.questions), k=args.k, min_recall=args.min_recall,
+                             max_regression=args.max_regression)
+    if args.json:
+        _print_json(outcome.to_json())
+    else:
+        print(f"{outcome.report}: recall@{args.k} {outcome.candidate['recall_at_k']:.3f}, MRR "
+              f"{outcome.candidate['mrr']:.3f}; gate {'passed' if outcome.passed else 'FAILED'}: {outcome.reason}")
+    return 0 if outcome.passed else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Move production to an index version (and mark the versions it came from)."""
+    from ragindex.ingest import promote
+
+    outcome = promote(_registry(args), args.ref, actor=args.actor, reason=args.reason)
+    print(f"production -> {outcome['promoted']}" + ("" if outcome["changed"] else " (already)"))
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move production back to a given version or to the previous holder."""
     from ragindex.ingest import rollback
@@ -203,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", default="cli")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("evaluate", help="score an index version on a question set; log eval-report (exit 1: gate failed)")
+    p.add_argument("ref", help="e.g. vector-index:latest")
+    p.add_argument("--questions", required=True, help="JSON-lines file of {question, expected_source}")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--min-recall", type=float, default=0.6)
+    p.add_argument("--max-regression", type=float, default=0.05)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("promote", help="move production to an index version")
+    p.add_argument("ref")
+    p.add_argument("--actor", default="cli")
+    p.add_argument("--reason", default="")
+    p.add_argument("--registry", default=None, help=registry_help)
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", help="move production back (default: to the previous holder)")
     p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3")

@@ -173,6 +173,12 @@ def manifest_only(raw_dir: Path, source: str, entries: Sequence[Any]) -> tuple[P
     return target, {f"files/{e.path}": f"{source.rstrip('/')}/{e.path}" for e in entries}
 
 
+def wants_second_review(ctx: IngestContext, existing: ArtifactVersion) -> bool:
+    """A manual run over an unchanged corpus whose index was rejected or failed its gate goes on (reusing
+    every version) so a person can evaluate and review it again; scheduled runs do not nag weekly."""
+    return ctx.run_type == "manual" and PRODUCTION not in existing.aliases
+
+
 def pull_documents(ctx: IngestContext) -> PullResult:
     """Snapshot the source and log ``raw-documents``; report 'unchanged' when the newest version already
     has this content and an index was built from it with the same settings."""
@@ -185,7 +191,7 @@ def pull_documents(ctx: IngestContext) -> PullResult:
     if latest and latest.metadata.get("corpus_digest") == snap.content_digest \
             and latest.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
         existing = _index_for_corpus(ctx, snap.content_digest, ctx.settings_fingerprint(model_identity(ctx.settings.model)))
-        if existing is not None:
+        if existing is not None and not wants_second_review(ctx, existing):
             log.info("corpus unchanged since %s (index %s); nothing to do", latest.ref, existing.ref)
             return PullResult(latest.ref, True, len(snap.entries), snap.content_digest, existing.ref, snap.refused)
     metadata = ctx.metadata(documents=len(snap.entries), corpus_digest=snap.content_digest,

@@ -1,0 +1,143 @@
+"""The DAG files as the dag-processor sees them: they import cleanly and quickly, and wire what the README says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from tests.dags.conftest import DAGS, REPO
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+INGEST_ORDER = ["pull_documents", "chunk_documents", "embed_chunks", "build_index", "evaluate_index", "review", "promote"]
+# Data dependencies (XComs) add edges besides the main chain; these are all of them, exactly.
+INGEST_UPSTREAM = {
+    "pull_documents": set(),
+    "chunk_documents": {"pull_documents"},
+    "embed_chunks": {"chunk_documents"},
+    "build_index": {"pull_documents", "chunk_documents", "embed_chunks"},
+    "evaluate_index": {"pull_documents", "chunk_documents", "build_index"},
+    "review": {"evaluate_index"},
+    "promote": {"evaluate_index", "review"},
+}
+HEAVY = ("torch", "faiss", "wandb", "sentence_transformers")
+
+
+@pytest.fixture(scope="module")
+def dagbag_and_warnings():
+    import airflow  # noqa: F401  (configuration warnings, if any, are not the DAG files')
+    from airflow.dag_processing.dagbag import DagBag
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bag = DagBag(dag_folder=str(DAGS), safe_mode=False)
+    return bag, caught
+
+
+@pytest.fixture(scope="module")
+def dagbag(dagbag_and_warnings):
+    return dagbag_and_warnings[0]
+
+
+def test_dags_import_without_errors_or_warnings(dagbag_and_warnings):
+    bag, caught = dagbag_and_warnings
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"rag_ingest", "rag_rollback"}
+    assert bag.captured_warnings == {}
+    ours = [f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught]
+    assert ours == []
+
+
+@pytest.mark.parametrize("dag_id", ["rag_ingest", "rag_rollback"])
+def test_every_param_has_title_and_description_and_defaults_validate(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.params, dag_id
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.schema.get("title"), f"{dag_id}.{name} has no title"
+        assert param.description, f"{dag_id}.{name} has no description"
+    validated = dag.params.validate()
+    assert set(validated) == set(dag.params)
+
+
+@pytest.mark.parametrize("name, bad", [("chunk_size", 10), ("index_kind", "ivf"), ("min_recall", 1.5),
+                                       ("eval_k", 0), ("require_approval", "yes")])
+def test_bad_ingest_param_is_rejected(dagbag, name, bad):
+    from airflow.sdk import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dagbag.dags["rag_ingest"].params)
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = bad
+        params.validate()
+
+
+def test_no_cycles(dagbag):
+    for dag in dagbag.dags.values():
+        dag.check_cycle()
+        assert len(dag.topological_sort()) == len(dag.tasks)
+
+
+def test_ingest_tasks_and_order(dagbag):
+    dag = dagbag.dags["rag_ingest"]
+    assert set(dag.task_ids) == set(INGEST_ORDER)
+    assert [t.task_id for t in dag.topological_sort()] == INGEST_ORDER
+    for task_id, upstream in INGEST_UPSTREAM.items():
+        assert dag.task_dict[task_id].upstream_task_ids == upstream, task_id
+    for before, after in zip(INGEST_ORDER, INGEST_ORDER[1:]):
+        assert after in dag.task_dict[before].downstream_task_ids, (before, after)
+    assert dag.task_dict["promote"].downstream_task_ids == set()
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dag.task_dict["embed_chunks"], MappedOperator)
+    assert not isinstance(dag.task_dict["build_index"], MappedOperator)
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    assert isinstance(dag.task_dict["review"], ApprovalOperator)
+
+
+def test_ingest_schedule_and_run_limits(dagbag):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = dagbag.dags["rag_ingest"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.expression == "0 3 * * 1"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+
+
+def test_rollback_is_manual_only(dagbag):
+    from airflow.timetables.simple import NullTimetable
+
+    dag = dagbag.dags["rag_rollback"]
+    assert dag.schedule is None
+    assert isinstance(dag.timetable, NullTimetable) or type(dag.timetable).__name__ == "NullTimetable"
+    assert [t.task_id for t in dag.tasks] == ["rollback_production"]
+
+
+PARSE_PROBE = r"""
+import importlib.util, json, sys, time
+import airflow, airflow.sdk  # already imported by any dag-processor
+path = sys.argv[1]
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("probe_dag_module", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+elapsed = time.perf_counter() - start
+heavy = [m for m in %r if m in sys.modules]
+print(json.dumps({"elapsed": elapsed, "heavy": heavy}))
+""" % (HEAVY,)
+
+
+@pytest.mark.parametrize("dag_file", ["rag_ingest.py", "rag_rollback.py"])
+def test_dag_file_parses_fast_without_heavy_imports(dag_file):
+    proc = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(DAGS / dag_file)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"{dag_file} imports {result['heavy']} at parse time"
+    assert result["elapsed"] < 1.0, f"{dag_file} took {result['elapsed']:.2f}s to parse"

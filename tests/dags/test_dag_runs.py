@@ -1,0 +1,244 @@
+"""rag_ingest and rag_rollback run end to end with ``dag.test()``: real Airflow (SQLite metadata DB), the real
+model, real FAISS, a local registry in tmp. One ordered scenario over one registry, so the number of full
+DAG runs stays small:
+
+1. first run: every artifact v0, lineage, production on vector-index:v0;
+2. same corpus again: pull_documents skipped, everything after it skipped, no new versions;
+3. one document changed: only its changed chunks are embedded, production moves to v1;
+4. another change, but a gate that cannot pass: run fails, eval-report passed=false, production stays;
+5. a run whose run type is patched to backfill: review and promote skipped, production stays;
+6. rag_rollback: back to the previous production; a version that does not exist fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import DAGS, SAMPLE_QUESTIONS, copy_corpus
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+NAMES = ("raw-documents", "processed-chunks", "vector-index", "eval-questions", "eval-report")
+DOWNSTREAM_OF_PULL = ("chunk_documents", "embed_chunks", "build_index", "evaluate_index", "review", "promote")
+
+
+class Scenario:
+    """State the ordered tests hand on to each other."""
+
+    def __init__(self, root: Path) -> None:
+        # The documents are older than any data interval a test uses; a change made by a test is "now".
+        self.corpus = copy_corpus(root / "corpus", mtime=time.time() - 60 * 86400)
+        self.registry_path = root / "registry"
+        self.questions = SAMPLE_QUESTIONS
+        self.production_digests: list[str] = []
+
+    def conf(self, **extra) -> dict:
+        return {"source": str(self.corpus), "registry": str(self.registry_path), "require_approval": False,
+                "eval_questions": str(self.questions), **extra}
+
+    @property
+    def registry(self):
+        from ragindex.registry import open_registry
+
+        return open_registry(str(self.registry_path))
+
+    def counts(self) -> dict[str, int]:
+        reg = self.registry
+        return {name: len(reg.versions(name)) for name in NAMES}
+
+    def production(self):
+        return self.registry.get("vector-index:production")
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> Scenario:
+    return Scenario(tmp_path_factory.mktemp("dag-runs"))
+
+
+class FreshDags:
+    """Each run gets freshly parsed DAG objects, as each worker would: ``dag.test()`` runs the tasks in this
+    process, and a run's conf is merged into the task objects' params in place, so a DAG object reused for a
+    second run would see the first run's conf for every key the second conf leaves out."""
+
+    def __getitem__(self, dag_id: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(DAGS), safe_mode=False)
+        assert bag.import_errors == {}
+        return bag.dags[dag_id]
+
+
+@pytest.fixture(scope="module")
+def dags() -> FreshDags:
+    return FreshDags()
+
+
+def run_dag(dag, conf: dict, **kwargs) -> tuple[str, dict[str, list[str]], object]:
+    """``dag.test()`` and what it left in the metadata DB: run state and the states of each task id."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    dr = dag.test(run_conf=conf, **kwargs)
+    with create_session() as session:
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
+            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dr.run_id)).all()
+    states: dict[str, list[str]] = {}
+    for task_id, _, state in sorted(rows, key=lambda r: (r[0], r[1])):
+        states.setdefault(task_id, []).append(str(getattr(state, "value", state)))
+    return str(getattr(dr.state, "value", dr.state)), states, dr
+
+
+def chunk_texts(registry, ref: str) -> list[str]:
+    from ragindex.pipeline import CHUNKS_FILE
+
+    with open(registry.download(ref) / CHUNKS_FILE, encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh]
+
+
+def test_first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    assert state == "success", tis
+    assert all(s == ["success"] for t, s in tis.items() if t != "embed_chunks"), tis
+    assert tis["embed_chunks"] and set(tis["embed_chunks"]) == {"success"}
+
+    reg = scenario.registry
+    assert scenario.counts() == {name: 1 for name in NAMES}
+    index = reg.get("vector-index:v0")
+    report = reg.get("eval-report:v0")
+    assert set(report.consumed) == {"vector-index:v0", "eval-questions:v0"}
+    assert index.consumed == ("processed-chunks:v0",)
+    assert reg.get("processed-chunks:v0").consumed == ("raw-documents:v0",)
+    assert reg.get("raw-documents:v0").consumed == ()
+    assert report.metadata["passed"] is True
+    assert index.metadata["documents"] == 16 and index.metadata["reused"] == 0
+    assert index.metadata["embedded"] == len(set(chunk_texts(reg, "processed-chunks:v0")))
+    assert index.metadata["run_type"] == "manual"
+
+    graph = reg.lineage("eval-report:v0")
+    edges = {tuple(e) for e in graph["edges"]}
+    assert {("vector-index:v0", "eval-report:v0"), ("eval-questions:v0", "eval-report:v0"),
+            ("processed-chunks:v0", "vector-index:v0"), ("raw-documents:v0", "processed-chunks:v0")} <= edges
+
+    production = scenario.production()
+    assert production.ref == "vector-index:v0"
+    assert "production" in index.aliases
+    scenario.production_digests.append(production.digest)
+
+
+def test_second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
+    before = scenario.counts()
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    assert state == "success", tis
+    assert tis["pull_documents"] == ["skipped"]
+    for task_id in DOWNSTREAM_OF_PULL:
+        assert set(tis[task_id]) == {"skipped"}, (task_id, tis)
+    assert scenario.counts() == before
+    assert scenario.production().ref == "vector-index:v0"
+
+
+def test_changed_document_embeds_only_its_changed_chunks(dags, scenario):
+    doc = scenario.corpus / "forklift_certification.md"
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n\n## Night shifts\n\nOperators on the night shift must "
+                   "carry a torch and report every near miss to the shift supervisor before leaving the site.\n",
+                   encoding="utf-8")
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    assert state == "success", tis
+    reg = scenario.registry
+    old, new = chunk_texts(reg, "processed-chunks:v0"), chunk_texts(reg, "processed-chunks:v1")
+    old_set = set(old)
+    changed = {t for t in new if t not in old_set}
+    assert 0 < len(changed) < len(set(new)) / 4
+    index = reg.get("vector-index:v1")
+    assert index.metadata["embedded"] == len(changed)
+    assert index.metadata["reused"] == sum(1 for t in new if t in old_set)
+    assert index.metadata["chunks"] == len(new)
+    assert index.metadata["raw"] == "raw-documents:v1"
+    assert scenario.production().ref == "vector-index:v1"
+    assert reg.get("eval-report:v1").metadata["production"] == "vector-index:v0"  # compared with the old one
+    scenario.production_digests.append(index.digest)
+
+
+def test_gate_that_cannot_pass_fails_the_run_and_does_not_promote(dags, scenario, tmp_path):
+    doc = scenario.corpus / "returns_policy.md"
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n\nGift cards are never refunded in cash.\n", encoding="utf-8")
+    impossible = tmp_path / "impossible.jsonl"
+    impossible.write_text("".join(json.dumps({"question": q, "expected_source": "no_such_document.md"}) + "\n"
+                                  for q in ("How long is a forklift certificate valid?", "Who pays for returns?")))
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf(eval_questions=str(impossible), min_recall=1.0))
+    assert state == "failed", tis
+    assert tis["build_index"] == ["success"]
+    assert tis["evaluate_index"] == ["failed"]
+    assert tis["review"] == ["upstream_failed"] and tis["promote"] == ["upstream_failed"]
+    reg = scenario.registry
+    report = reg.get("eval-report:latest")
+    assert report.metadata["index"] == "vector-index:v2"
+    assert report.metadata["passed"] is False
+    assert "below the threshold" in report.metadata["reason"]
+    assert reg.get("vector-index:v2").metadata["eval"]["passed"] is False
+    assert scenario.production().ref == "vector-index:v1"
+    assert "production" not in reg.get("vector-index:v2").aliases
+
+
+def test_backfill_type_run_patched_run_type_does_not_promote(dags, scenario, monkeypatch):
+    """dag.test() always creates a MANUAL run; the run type is patched to BACKFILL_JOB right after creation,
+    so the tasks read 'backfill' from their context as they would in a run made by ``airflow backfill``."""
+    import airflow.models.dagrun as dagrun_module
+    from airflow.utils.types import DagRunType
+
+    original = dagrun_module.get_or_create_dagrun
+
+    def as_backfill(**kwargs):
+        dr = original(**kwargs)
+        dr.run_type = DagRunType.BACKFILL_JOB
+        kwargs["session"].merge(dr)
+        kwargs["session"].commit()
+        return dr
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", as_backfill)
+    # A past week: its data interval ends before the changes above, so the snapshot is the older corpus.
+    logical_date = (datetime.now(timezone.utc) - timedelta(days=14)).replace(microsecond=0)
+    before = scenario.counts()
+    state, tis, dr = run_dag(dags["rag_ingest"], scenario.conf(), logical_date=logical_date)
+    assert str(getattr(dr.run_type, "value", dr.run_type)) == "backfill"
+    assert state == "success", tis
+    assert tis["evaluate_index"] == ["success"]
+    assert tis["review"] == ["skipped"] and tis["promote"] == ["skipped"]
+    reg = scenario.registry
+    index = reg.get("vector-index:latest")
+    report = reg.get("eval-report:latest")
+    assert report.metadata["index"] == index.ref and report.metadata["run_type"] == "backfill"
+    # The past corpus lacks two documents the questions ask about: below production, recorded, no failure.
+    assert report.metadata["passed"] is False and "worse than production" in report.metadata["reason"]
+    assert scenario.counts()["vector-index"] == before["vector-index"] + 1
+    assert index.metadata["run_type"] == "backfill"
+    assert index.metadata["as_of"] is not None and index.metadata["as_of"] < logical_date.isoformat()
+    assert index.metadata["documents"] == 14  # the two documents changed "now" are not in the past snapshot
+    assert index.metadata["embedded"] == 0  # every text of the older corpus is in the cache
+    assert any(a.startswith("snapshot-") and a == f"snapshot-{logical_date:%Y-%m-%d}" for a in index.aliases)
+    assert scenario.production().ref == "vector-index:v1"
+
+
+def test_rollback_restores_previous_production(dags, scenario):
+    state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "reason": "test"})
+    assert state == "success", tis
+    production = scenario.production()
+    assert production.ref == "vector-index:v0"
+    assert production.digest == scenario.production_digests[0]
+    last = scenario.registry.alias_history("vector-index", "production")[-1]
+    assert (last.from_version, last.to_version) == ("v1", "v0")
+    assert "rollback" in last.reason
+
+
+def test_rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd):
+    state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "to_version": "v99"})
+    assert state == "failed", tis
+    assert tis["rollback_production"] == ["failed"]
+    out, err = capfd.readouterr()
+    assert "vector-index:v99" in out + err and "no such version" in out + err
+    assert scenario.production().ref == "vector-index:v0"
