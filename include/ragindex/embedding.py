@@ -1,10 +1,13 @@
 """Embed chunk texts with sentence-transformers, never embedding the same (model, text) twice.
 
-Each text is encoded in a forward pass of its own (``batch_size=1``): then a text's vector does not
-depend on which other texts share its batch, so a vector reused from a cache, one computed on another
-worker's shard and one from a fresh build are bit-identical, and an index's digest is a pure function
-of corpus, settings and model. On CPU this costs nothing measurable for chunk-sized texts (the padding
-that batching needs wastes about as much as it saves; see benchmarks/).
+A text's vector must not depend on which other texts share its batch: then a vector reused from the
+cache, one computed on another worker's shard and one from a fresh build are bit-identical, and an
+index's digest is a pure function of corpus, settings and model. Ordinary batching breaks that (padding
+to the longest text of the batch changes the matrix shapes, and with them the float rounding), so every
+forward pass here has a FIXED shape: a text is padded to its length bucket (a multiple of 32 tokens)
+and batched only with texts of the same bucket, in batches of a size fixed per bucket (short batches are
+topped up with copies). Same shape, same kernels, same bits, wherever the text lands; the padding costs
+about what the length-sorted batching of ``SentenceTransformer.encode`` costs (see benchmarks/).
 """
 
 from __future__ import annotations
@@ -61,8 +64,8 @@ def model_identity(model: str) -> str:
     if folder.is_dir():
         stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
         name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
-        return f"{name}@{_folder_fingerprint(str(folder), stamp)}"
-    return model
+        return f"{name}@{_folder_fingerprint(str(folder), stamp)}/{EMBEDDING_RECIPE}"
+    return f"{model}/{EMBEDDING_RECIPE}"
 
 
 @lru_cache(maxsize=2)
@@ -85,30 +88,71 @@ def embedding_dimension(st) -> int:
     return int(getter())
 
 
+LENGTH_BUCKET = 32            # tokens: texts are padded up to a multiple of this
+TOKENS_PER_BATCH = 2048       # batch size per bucket = TOKENS_PER_BATCH // bucket length
+EMBEDDING_RECIPE = f"fixed-shape-{LENGTH_BUCKET}x{TOKENS_PER_BATCH}"
+
+
+def length_bucket(n_tokens: int, max_length: int) -> int:
+    """The padded length of a text: its own, rounded up to the bucket size, capped at the model's limit."""
+    return min(max_length, -(-max(n_tokens, 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+
+
+def fixed_shape_batches(lengths: Sequence[int], max_length: int) -> list[tuple[int, int, list[int]]]:
+    """(bucket length, batch size, text indices) for every forward pass; a pure function of the lengths."""
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        buckets.setdefault(length_bucket(n, max_length), []).append(i)
+    out = []
+    for length in sorted(buckets):
+        size = max(1, TOKENS_PER_BATCH // length)
+        members = buckets[length]
+        out.extend((length, size, members[lo:lo + size]) for lo in range(0, len(members), size))
+    return out
+
+
+def _forward_fixed(st, texts: list[str], length: int, size: int) -> np.ndarray:
+    """One forward pass of exactly ``size`` rows × ``length`` tokens."""
+    import torch
+
+    features = st.tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+    if len(texts) < size:
+        features = {k: torch.cat([v, v[:1].repeat(size - len(texts), 1)]) for k, v in features.items()}
+    with torch.inference_mode():
+        vectors = st.forward(dict(features))["sentence_embedding"][: len(texts)]
+        vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+    return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+
 def encode_texts(
     model: str,
     texts: Sequence[str],
     *,
-    progress_every: int = 64,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """L2-normalised float32 vectors, one forward pass per text (see the module docstring)."""
+    """L2-normalised float32 vectors, each independent of the other texts (see the module docstring)."""
     st = load_model(model)
-    dim = embedding_dimension(st)
-    out = np.empty((len(texts), dim), dtype=np.float32)
-    started = time.monotonic()
-    for lo in range(0, len(texts), progress_every):
-        hi = min(lo + progress_every, len(texts))
-        out[lo:hi] = st.encode(
-            list(texts[lo:hi]), batch_size=1, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+    out = np.empty((len(texts), embedding_dimension(st)), dtype=np.float32)
+    if not texts:
+        return out
+    max_length = int(st.max_seq_length or 512)
+    lengths = [len(ids) for ids in st.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    started, done, last_log = time.monotonic(), 0, time.monotonic()
+    for length, size, members in fixed_shape_batches(lengths, max_length):
+        out[members] = _forward_fixed(st, [texts[i] for i in members], length, size)
+        done += len(members)
         if on_progress:
-            on_progress(hi, len(texts))
-        elif len(texts) > progress_every:
-            rate = hi / max(time.monotonic() - started, 1e-9)
-            log.info("embedded %d/%d texts (%.1f/s)", hi, len(texts), rate)
+            on_progress(done, len(texts))
+        elif time.monotonic() - last_log > 10:
+            last_log = time.monotonic()
+            log.info("embedded %d/%d texts (%.1f/s)", done, len(texts), done / (last_log - started))
     return out
+
+
+def encode_query(model: str, text: str) -> np.ndarray:
+    """A question's vector for search: latency matters here and bit-reproducibility does not."""
+    vector = load_model(model).encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    return vector.astype(np.float32, copy=False)
 
 
 @dataclass

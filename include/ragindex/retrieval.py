@@ -63,9 +63,9 @@ class Retriever:
             raise RagindexError(f"k={k}: must be at least 1")
         if self.index.ntotal == 0:
             return []
-        from ragindex.embedding import encode_texts
+        from ragindex.embedding import encode_query
 
-        query = encode_texts(self.model, [question])
+        query = encode_query(self.model, question)
         scores, rows = self.index.search(np.ascontiguousarray(query), min(k, self.index.ntotal))
         valid = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
         records = self.docstore.get([r for _, r in valid])

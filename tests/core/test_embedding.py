@@ -7,8 +7,8 @@ import pytest
 
 from ragindex.chunking import Chunk, text_sha256
 from ragindex.embedding import (
-    EmbeddingPlan, assemble_vectors, embedding_dimension, encode_texts, load_vectors, model_identity,
-    plan_embedding, save_vectors,
+    EMBEDDING_RECIPE, EmbeddingPlan, assemble_vectors, embedding_dimension, encode_texts, load_vectors, model_identity,
+    fixed_shape_batches, length_bucket, plan_embedding, save_vectors,
 )
 from ragindex.settings import DEFAULT_MODEL
 
@@ -47,15 +47,30 @@ def test_a_texts_vector_does_not_depend_on_the_other_texts_encoded_with_it(model
         assert alone[0].tobytes() == together[i].tobytes(), f"text {i} differs alone vs in a batch"
     reordered = encode_texts(DEFAULT_MODEL, list(reversed(TEXTS)) * 2)
     assert reordered[len(TEXTS) - 1].tobytes() == together[0].tobytes()
-    # progress_every splits the loop into slices; the vectors stay the same
-    sliced = encode_texts(DEFAULT_MODEL, TEXTS, progress_every=1, on_progress=lambda done, total: None)
-    assert sliced.tobytes() == together.tobytes()
 
 
-def test_progress_callback_reports_every_slice() -> None:
+def test_vectors_do_not_depend_on_batch_neighbours_in_a_full_bucket(model) -> None:
+    """Enough same-length texts to fill several fixed-shape batches: each row as if encoded alone."""
+    many = [f"Dock {n} opens at {n % 12 + 1} o'clock for inbound pallets." for n in range(150)]
+    together = encode_texts(DEFAULT_MODEL, many)
+    for i in (0, 63, 64, 149):
+        assert encode_texts(DEFAULT_MODEL, [many[i]])[0].tobytes() == together[i].tobytes()
+
+
+def test_fixed_shape_batches_depend_only_on_lengths_and_cover_every_text() -> None:
+    lengths = [5, 300, 33, 32, 64, 7, 256, 100] * 20
+    batches = fixed_shape_batches(lengths, 256)
+    assert sorted(i for _, _, members in batches for i in members) == list(range(len(lengths)))
+    for length, size, members in batches:
+        assert length % 32 == 0 and length <= 256 and size == 2048 // length and 0 < len(members) <= size
+        assert all(length_bucket(lengths[i], 256) == length for i in members)
+    assert fixed_shape_batches(lengths, 256) == batches
+
+
+def test_progress_callback_reports_texts_done() -> None:
     seen = []
-    encode_texts(DEFAULT_MODEL, TEXTS[:3], progress_every=2, on_progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(2, 3), (3, 3)]
+    encode_texts(DEFAULT_MODEL, TEXTS[:3], on_progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (3, 3) and all(total == 3 for _, total in seen)
 
 
 def test_plan_embeds_each_new_text_once_and_counts_reused_chunks() -> None:
@@ -107,5 +122,7 @@ def test_saved_vectors_round_trip_and_assemble_in_chunk_order(tmp_path) -> None:
 
 def test_model_identity_names_the_weights() -> None:
     identity = model_identity(DEFAULT_MODEL)
-    assert identity.startswith(DEFAULT_MODEL + "@") and len(identity.split("@")[1]) == 16
+    weights, recipe = identity.split("@")[1].split("/")
+    assert identity.startswith(DEFAULT_MODEL + "@") and len(weights) == 16
+    assert recipe == EMBEDDING_RECIPE  # a change of batching recipe must not reuse vectors made the old way
     assert model_identity("all-MiniLM-L6-v2") == identity  # an alias of the same bundled weights
