@@ -7,15 +7,14 @@ corpus gives the same bytes and the registry recognises it as the same version.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 from ragindex.chunking import Chunk
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
@@ -52,6 +51,15 @@ def make_faiss_index(vectors: np.ndarray, settings: IndexSettings):
     return index
 
 
+def check_output_dir(out_dir: Path) -> Path:
+    """Refuse, before any work is spent, an output path whose replacement would lose other data."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IndexDirError(f"--out {out_dir}: exists and is not a folder; refusing to overwrite it")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
+        raise IndexDirError(f"--out {out_dir}: folder exists and is not a ragindex index; refusing to overwrite it")
+    return out_dir
+
+
 def write_index_dir(
     out_dir: Path,
     chunks: Sequence[Chunk],
@@ -63,13 +71,8 @@ def write_index_dir(
     """Build the index and replace ``out_dir`` atomically; a folder that is not an index is never overwritten."""
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise IndexDirError(f"--out {out_dir}: exists and is not a folder; refusing to overwrite it")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
-        raise IndexDirError(f"--out {out_dir}: folder exists and is not a ragindex index; refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    out_dir = check_output_dir(Path(out_dir))
+    tmp = fresh_temp_dir(out_dir)
     try:
         index = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32), index_settings)
         _faiss().write_index(index, str(tmp / INDEX_FILE))
@@ -78,24 +81,13 @@ def write_index_dir(
                 fh.write(json.dumps(chunk.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
         meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
                 "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
-                "index": vars(index_settings) | {}, **description}
+                "index": asdict(index_settings), **description}
         (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        _replace_dir(tmp, out_dir)
+        replace_dir_atomically(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap a finished folder into place; the old one is removed only after the new one is there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def read_index_settings(index_dir: Path) -> dict[str, Any]:

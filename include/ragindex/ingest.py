@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragindex.errors import RagindexError
-from ragindex.pipeline import (
-    QUALITY_FILE,
-    build_index_from_shards,
-    chunk_snapshot,
-    embed_shard,
-    fresh_temp_dir,
-    plan_embeddings,
-    replace_dir_atomically,
-)
+from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
+from ragindex.pipeline import QUALITY_FILE, build_index_from_shards, chunk_snapshot, embed_shard, plan_embeddings
 from ragindex.registry import ArtifactNotFound, ArtifactVersion, Registry, RunInfo
 from ragindex.settings import BuildSettings, ragindex_home
 from ragindex.sources import load_manifest, snapshot

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 from ragindex.chunking import Chunk, chunk_document
 from ragindex.errors import SourceError
 from ragindex.parsing import ParseError, ParsedDocument, parse_document
@@ -32,25 +33,6 @@ CHUNKS_FILE = "chunks.jsonl"
 QUALITY_FILE = "quality.json"
 CHUNKING_FILE = "chunking.json"
 REUSED_FILE = "reused.npz"
-
-
-def replace_dir_atomically(tmp: Path, target: Path) -> Path:
-    """Move a finished temp folder into place so readers never see a half-written one."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-    return target
-
-
-def fresh_temp_dir(target: Path) -> Path:
-    """A temp folder beside ``target`` (same filesystem, so the final rename is atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
 
 
 # ---------------------------------------------------------------- parse + chunk
@@ -213,10 +195,11 @@ class BuildResult:
 def build(source: str, out: Path, settings: BuildSettings, previous: Path | None = None,
           as_of: str | None = None, work_root: Path | None = None) -> BuildResult:
     """Snapshot → parse → chunk → embed (reusing ``previous``) → index, in a private work folder."""
-    from ragindex.indexing import read_index_settings
+    from ragindex.indexing import check_output_dir, read_index_settings
     from ragindex.sources import snapshot
 
     started = time.monotonic()
+    check_output_dir(Path(out))
     if previous is not None:
         read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
     work = Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root))
