@@ -11,12 +11,15 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=".venv/.ragindex-installed"
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+quiet_pip() {  # this machine's pip config names local mirrors that may be absent: drop those warnings only
+  .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "bootstrap: installing requirements (torch pinned to the CPU build)" >&2
-  .venv/bin/python -m pip install -q --upgrade pip
+  quiet_pip install -q --upgrade pip
   # torch first and pinned, so nothing can pull a CUDA build as a dependency
-  .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
-  .venv/bin/python -m pip install -q -r requirements.txt
-  .venv/bin/python -m pip install -q --no-deps -e .
+  quiet_pip install -q "$(grep '^torch==' requirements.txt)"
+  quiet_pip install -q -r requirements.txt
+  quiet_pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
