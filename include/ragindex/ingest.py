@@ -331,7 +331,7 @@ def log_eval_questions(ctx: IngestContext, questions_file: Path) -> ArtifactVers
     shutil.copyfile(questions_file, tmp / QUESTIONS_FILE)
     replace_dir_atomically(tmp, target)
     return ctx.registry.log_artifact(ctx.names.questions, TYPES["questions"], target,
-                                     run=ctx.run("register_eval_questions"),
+                                     run=ctx.run("register_eval_questions"), aliases=ctx.aliases,
                                      metadata={"questions": sum(1 for ln in open(questions_file) if ln.strip()),
                                                "origin": str(questions_file)})
 
