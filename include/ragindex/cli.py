@@ -46,8 +46,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_json())
     else:
-        print(f"built {result.out}: {result.documents} documents, {result.chunks} chunks "
-              f"({result.embedded} embedded, {result.reused} reused) in {result.seconds:.1f} s")
+        print(f"built {result.out}: {result.documents} documents ({result.parsed} parsed, {result.documents_reused} "
+              f"unchanged), {result.chunks} chunks ({result.embedded} embedded, {result.reused} reused) "
+              f"in {result.seconds:.1f} s")
         for f in result.failed + result.refused:
             print(f"  skipped {f['path']}: {f['reason']}")
     return 0

@@ -67,6 +67,7 @@ def write_index_dir(
     *,
     index_settings: IndexSettings,
     description: dict[str, Any],
+    extra_files: Sequence[Path] = (),
 ) -> Path:
     """Build the index and replace ``out_dir`` atomically; a folder that is not an index is never overwritten."""
     if len(chunks) != len(vectors):
@@ -83,6 +84,8 @@ def write_index_dir(
                 "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
                 "index": asdict(index_settings), **description}
         (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for extra in extra_files:
+            shutil.copyfile(extra, tmp / Path(extra).name)
         replace_dir_atomically(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -229,23 +229,24 @@ def chunk_documents(ctx: IngestContext, raw_ref: str, *, shard_size: int = 256, 
     """Parse + chunk a raw version, log ``processed-chunks``, and plan the embedding shards."""
     from ragindex.embedding import model_identity
 
+    identity = model_identity(ctx.settings.model)
+    previous = previous_index_for(ctx, identity)
+    previous_dir = ctx.registry.download(previous.ref) if previous else None
     raw_dir = ctx.registry.download(raw_ref)
     chunks_dir = ctx.work_dir / "chunks"
-    result = chunk_snapshot(raw_dir, chunks_dir, ctx.settings)
+    result = chunk_snapshot(raw_dir, chunks_dir, ctx.settings, previous=previous_dir)
     q = result.quality
     version = ctx.registry.log_artifact(
         ctx.names.chunks, TYPES["chunks"], chunks_dir, run=ctx.run("chunk_documents"), uses=[raw_ref],
         aliases=ctx.aliases,
         metadata=ctx.metadata(documents=result.documents, chunks=result.chunks, raw=raw_ref,
+                              parsed=result.parsed, documents_reused=result.documents_reused,
                               chunk_size=ctx.settings.chunking.chunk_size,
                               chunk_overlap=ctx.settings.chunking.chunk_overlap,
                               splitter=ctx.settings.chunking.splitter,
                               quality={"chunk_length": q["chunk_length"], "parse_failures": len(q["parse_failures"]),
                                        "duplicate_chunks": q["duplicate_chunks"], "pii_totals": q["pii_totals"],
                                        "documents_with_pii": len(q["pii"])}))
-    identity = model_identity(ctx.settings.model)
-    previous = previous_index_for(ctx, identity)
-    previous_dir = ctx.registry.download(previous.ref) if previous else None
     plan = plan_embeddings(chunks_dir, previous_dir, ctx.settings.model, ctx.work_dir / "embed" / PLAN_FILE,
                            shards=None, shard_size=shard_size, max_shards=max_shards)
     return ChunkResult(version.ref, result.documents, result.chunks, result.failed, plan.to_embed, plan.reused,

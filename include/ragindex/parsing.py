@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+# Part of the parse cache's key: bump it whenever a change here changes the text a document parses to,
+# so unchanged documents are parsed again instead of reusing text made by the old parser.
+PARSER_VERSION = 2
+
 PDF_SUFFIXES = {".pdf"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}

@@ -13,17 +13,17 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 from ragindex.chunking import Chunk, chunk_document
 from ragindex.errors import SourceError
-from ragindex.parsing import ParseError, ParsedDocument, parse_document
-from ragindex.quality import quality_report
+from ragindex.parsing import PARSER_VERSION, ParseError, ParsedDocument, parse_document
+from ragindex.quality import document_summary, quality_report
 from ragindex.settings import BuildSettings
 from ragindex.sources import FILES_DIR, load_manifest
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CHUNKS_FILE = "chunks.jsonl"
 QUALITY_FILE = "quality.json"
 CHUNKING_FILE = "chunking.json"
+DOCUMENTS_FILE = "documents.jsonl"
 REUSED_FILE = "reused.npz"
 
 
@@ -46,12 +47,13 @@ class ChunkingResult:
     chunks: int
     failed: list[dict[str, str]]
     quality: dict[str, Any]
+    parsed: int = 0
+    documents_reused: int = 0
 
 
-def parse_snapshot(raw_dir: Path, settings: BuildSettings) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
-    """Parse every document of a snapshot; failures are collected with their reason, the rest go on."""
-    manifest = load_manifest(raw_dir)
-    paths = [d["path"] for d in manifest["documents"]]
+def parse_documents(raw_dir: Path, paths: Sequence[str], settings: BuildSettings
+                    ) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
+    """Parse documents of a snapshot; failures are collected with their reason, the rest go on."""
 
     def one(rel: str) -> ParsedDocument | dict[str, str]:
         try:
@@ -71,23 +73,79 @@ def parse_snapshot(raw_dir: Path, settings: BuildSettings) -> tuple[list[ParsedD
     return docs, failed
 
 
-def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings) -> ChunkingResult:
-    """Parse + chunk a snapshot into ``chunks_dir`` (chunks.jsonl, quality.json, chunking.json)."""
-    docs, failed = parse_snapshot(raw_dir, settings)
+def parse_snapshot(raw_dir: Path, settings: BuildSettings) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
+    """Parse every document of a snapshot."""
+    return parse_documents(raw_dir, [d["path"] for d in load_manifest(raw_dir)["documents"]], settings)
+
+
+def chunking_key(settings: BuildSettings) -> dict[str, Any]:
+    """What must match for an earlier run's chunks of an unchanged document to be reused."""
+    return {"chunking": asdict(settings.chunking), "parser_version": PARSER_VERSION}
+
+
+def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tuple[str, str], tuple[dict, list[Chunk]]]:
+    """(path, sha256) → (document summary, its chunks) from an earlier chunks or index folder made with the
+    same chunking settings and parser; an unchanged document is then neither parsed nor chunked again."""
+    if previous is None or not (previous / DOCUMENTS_FILE).is_file():
+        return {}
+    made_with = next((json.loads((previous / name).read_text()) for name in (CHUNKING_FILE, "index.json")
+                      if (previous / name).is_file()), {})
+    if {k: made_with.get(k) for k in ("chunking", "parser_version")} != chunking_key(settings):
+        return {}
+    chunks_file = previous / CHUNKS_FILE if (previous / CHUNKS_FILE).is_file() else previous / "docstore.jsonl"
+    by_path: dict[str, list[Chunk]] = {}
+    with open(chunks_file, encoding="utf-8") as fh:
+        for line in fh:
+            chunk = Chunk.from_json(json.loads(line))
+            by_path.setdefault(chunk.source, []).append(chunk)
+    with open(previous / DOCUMENTS_FILE, encoding="utf-8") as fh:
+        summaries = [json.loads(line) for line in fh]
+    return {(d["path"], d["sha256"]): (d, by_path.get(d["path"], [])) for d in summaries}
+
+
+def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, previous: Path | None = None) -> ChunkingResult:
+    """Parse + chunk a snapshot into ``chunks_dir`` (chunks.jsonl, documents.jsonl, quality.json,
+    chunking.json), reusing ``previous``'s work for documents whose content did not change."""
     manifest = load_manifest(raw_dir)
-    if not docs:
+    cache = load_parse_cache(previous, settings)
+    summaries: dict[str, dict[str, Any]] = {}
+    chunks_by_path: dict[str, list[Chunk]] = {}
+    todo = []
+    for entry in manifest["documents"]:
+        hit = cache.get((entry["path"], entry["sha256"]))
+        if hit is None:
+            todo.append(entry)
+        else:
+            summaries[entry["path"]], chunks_by_path[entry["path"]] = hit
+    docs, failed = parse_documents(raw_dir, [e["path"] for e in todo], settings)
+    sha_of = {e["path"]: e["sha256"] for e in todo}
+    for doc in docs:
+        chunks_by_path[doc.path] = chunk_document(doc, settings.chunking)
+        summaries[doc.path] = document_summary(doc, sha_of[doc.path], len(chunks_by_path[doc.path]))
+    for f in failed:  # a document that failed stays failed until its content changes: never re-parse a hostile PDF
+        summaries[f["path"]] = {"path": f["path"], "sha256": sha_of[f["path"]], "failed": f["reason"]}
+    ok = [summaries[p] for p in sorted(summaries) if not summaries[p].get("failed")]
+    failures = [{"path": p, "reason": summaries[p]["failed"]} for p in sorted(summaries) if summaries[p].get("failed")]
+    if not ok:
         raise SourceError(f"source {manifest['source']!r}: none of its {len(manifest['documents'])} documents could be parsed")
-    chunks = [c for doc in sorted(docs, key=lambda d: d.path) for c in chunk_document(doc, settings.chunking)]
-    quality = quality_report(docs, chunks, failed, manifest.get("refused", []))
+    chunks = [c for d in ok for c in chunks_by_path[d["path"]]]
+    quality = quality_report(ok, chunks, failures, manifest.get("refused", []))
     tmp = fresh_temp_dir(chunks_dir)
-    with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as fh:
-        for c in chunks:
-            fh.write(json.dumps(c.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+    write_jsonl(tmp / CHUNKS_FILE, (c.to_json() for c in chunks))
+    write_jsonl(tmp / DOCUMENTS_FILE, (summaries[p] for p in sorted(summaries)))
     (tmp / QUALITY_FILE).write_text(json.dumps(quality, indent=1, sort_keys=True))
     (tmp / CHUNKING_FILE).write_text(json.dumps(
-        {"chunking": vars(settings.chunking), "corpus_digest": manifest["content_digest"]}, indent=1, sort_keys=True))
+        {**chunking_key(settings), "corpus_digest": manifest["content_digest"]}, indent=1, sort_keys=True))
     replace_dir_atomically(tmp, chunks_dir)
-    return ChunkingResult(chunks_dir, len(docs), len(chunks), failed, quality)
+    return ChunkingResult(chunks_dir, len(ok), len(chunks), failures, quality, parsed=len(todo),
+                          documents_reused=len(manifest["documents"]) - len(todo))
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, keys sorted, so equal content gives equal bytes."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
@@ -165,8 +223,11 @@ def build_index_from_shards(chunks_dir: Path, plan_path: Path, shard_paths: Sequ
     chunking = json.loads((chunks_dir / CHUNKING_FILE).read_text())
     quality = json.loads((chunks_dir / QUALITY_FILE).read_text())
     desc = {"model": plan["model"], "model_identity": plan["model_identity"], "chunking": chunking["chunking"],
-            "corpus_digest": chunking["corpus_digest"], "documents": quality["documents"], **(description or {})}
-    write_index_dir(out_dir, chunks, vectors, index_settings=settings.index, description=desc)
+            "parser_version": chunking["parser_version"], "corpus_digest": chunking["corpus_digest"],
+            "documents": quality["documents"], **(description or {})}
+    # documents.jsonl travels with the index so that the next build can skip unchanged documents
+    write_index_dir(out_dir, chunks, vectors, index_settings=settings.index, description=desc,
+                    extra_files=[chunks_dir / DOCUMENTS_FILE])
     return {"chunks": len(chunks), "embedded": sum(len(s) for s in plan["shards"]), "reused": plan["reused"]}
 
 
@@ -185,11 +246,13 @@ class BuildResult:
     refused: list[dict[str, str]]
     seconds: float
     quality: dict[str, Any] = field(repr=False, default_factory=dict)
+    parsed: int = 0
+    documents_reused: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` output."""
         return {k: getattr(self, k) for k in ("out", "documents", "chunks", "embedded", "reused", "failed",
-                                               "refused", "seconds", "quality")}
+                                               "refused", "seconds", "quality", "parsed", "documents_reused")}
 
 
 def build(source: str, out: Path, settings: BuildSettings, previous: Path | None = None,
@@ -205,7 +268,7 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     work = Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root))
     try:
         snap = snapshot(source, work / "raw", as_of)
-        chunked = chunk_snapshot(work / "raw", work / "chunks", settings)
+        chunked = chunk_snapshot(work / "raw", work / "chunks", settings, previous=previous)
         plan = plan_embeddings(work / "chunks", previous, settings.model, work / "embed" / "plan.json")
         shard = work / "embed" / "shard-0.npz"
         embed_shard(work / "chunks", plan.path, 0, shard)
@@ -213,4 +276,5 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(str(out), chunked.documents, stats["chunks"], stats["embedded"], stats["reused"],
-                       chunked.failed, snap.refused, round(time.monotonic() - started, 3), chunked.quality)
+                       chunked.failed, snap.refused, round(time.monotonic() - started, 3), chunked.quality,
+                       parsed=chunked.parsed, documents_reused=chunked.documents_reused)

@@ -53,33 +53,35 @@ def _distribution(values: Sequence[int]) -> dict[str, float]:
             "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
 
 
+def document_summary(doc: ParsedDocument, sha256: str = "", chunks: int = 0) -> dict[str, Any]:
+    """What the quality report needs of one parsed document, small enough to keep for the next run."""
+    found: Counter = Counter()
+    for page in doc.pages:
+        found.update(find_pii(page.text))
+    return {"path": doc.path, "sha256": sha256, "kind": doc.kind, "pages": len(doc.pages), "chunks": chunks,
+            "pii": dict(sorted((+found).items())), "failed": None}
+
+
 def quality_report(
-    docs: Iterable[ParsedDocument], chunks: Sequence[Chunk], failures: Sequence[dict[str, str]],
+    docs: Iterable[ParsedDocument | dict[str, Any]], chunks: Sequence[Chunk], failures: Sequence[dict[str, str]],
     refused: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """The figures a reviewer looks at before approving an index."""
-    docs = list(docs)
-    pii: dict[str, dict[str, int]] = {}
-    for doc in docs:
-        found: Counter = Counter()
-        for page in doc.pages:
-            found.update(find_pii(page.text))
-        found = +found
-        if found:
-            pii[doc.path] = dict(sorted(found.items()))
+    """The figures a reviewer looks at before approving an index (documents as parsed or as summaries)."""
+    summaries = [d if isinstance(d, dict) else document_summary(d) for d in docs]
+    pii = {d["path"]: d["pii"] for d in summaries if d["pii"]}
     by_sha: dict[str, list[str]] = defaultdict(list)
     for c in chunks:
         by_sha[c.sha256].append(c.chunk_id)
     duplicate_groups = [ids for ids in by_sha.values() if len(ids) > 1]
     return {
-        "documents": len(docs),
-        "documents_by_kind": dict(sorted(Counter(d.kind for d in docs).items())),
+        "documents": len(summaries),
+        "documents_by_kind": dict(sorted(Counter(d["kind"] for d in summaries).items())),
         "chunks": len(chunks),
         "chunk_length": _distribution([len(c.text) for c in chunks]),
         "parse_failures": list(failures),
         "refused": list(refused),
         "duplicate_chunks": sum(len(g) - 1 for g in duplicate_groups),
         "duplicate_groups": len(duplicate_groups),
-        "pii": pii,
+        "pii": dict(sorted(pii.items())),
         "pii_totals": dict(sum((Counter(v) for v in pii.values()), Counter())),
     }

@@ -11,7 +11,7 @@ import pytest
 
 from ragindex.cli import main
 from ragindex.indexing import DOCSTORE_FILE, INDEX_FILE, SETTINGS_FILE, iter_docstore, read_faiss
-from ragindex.pipeline import build
+from ragindex.pipeline import DOCUMENTS_FILE, build
 
 from .conftest import SMALL, write_files
 
@@ -105,7 +105,7 @@ def test_incremental_vectors_are_bit_identical_to_a_fresh_build(builds: dict) ->
 
 def test_incremental_index_files_equal_the_fresh_build(builds: dict) -> None:
     root = builds["root"]
-    for name in (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE):
+    for name in (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE, DOCUMENTS_FILE):
         assert (root / "index-v2-incremental" / name).read_bytes() == (root / "index-v2-fresh" / name).read_bytes(), name
     assert (root / "index-v2-fresh" / INDEX_FILE).read_bytes() != (root / "index-v1" / INDEX_FILE).read_bytes()
 
@@ -117,3 +117,30 @@ def test_rebuilding_an_unchanged_corpus_embeds_nothing(builds: dict) -> None:
     assert again.reused == again.chunks == builds["first"].chunks
     for name in (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE):
         assert (root / "index-v1-again" / name).read_bytes() == (root / "index-v1" / name).read_bytes(), name
+
+
+def test_only_changed_documents_are_parsed_and_the_report_equals_a_fresh_one(builds: dict) -> None:
+    incremental, fresh = builds["incremental"], builds["fresh"]
+    assert (incremental["parsed"], incremental["documents_reused"]) == (1, len(V1) - 1)
+    assert (fresh.parsed, fresh.documents_reused) == (len(V1), 0)
+    assert incremental["quality"] == fresh.quality
+
+
+def test_a_failed_document_is_not_parsed_again_until_it_changes(tmp_path: Path) -> None:
+    corpus = write_files(tmp_path / "c", {**V1, "broken.pdf": b"%PDF-1.4 not really a pdf"})
+    first = build(str(corpus), tmp_path / "i1", SMALL)
+    again = build(str(corpus), tmp_path / "i2", SMALL, previous=tmp_path / "i1")
+    assert [f["path"] for f in first.failed] == [f["path"] for f in again.failed] == ["broken.pdf"]
+    assert again.failed[0]["reason"] == first.failed[0]["reason"]
+    assert again.parsed == 0 and again.documents_reused == len(V1) + 1
+    (corpus / "broken.pdf").write_bytes(b"still not a pdf, but different")
+    third = build(str(corpus), tmp_path / "i3", SMALL, previous=tmp_path / "i2")
+    assert third.parsed == 1 and [f["path"] for f in third.failed] == ["broken.pdf"]
+
+
+def test_other_chunk_settings_parse_everything_again(builds: dict, tmp_path: Path) -> None:
+    from ragindex.settings import BuildSettings, ChunkingSettings
+
+    other = BuildSettings(chunking=ChunkingSettings(SMALL.chunking.chunk_size + 50, SMALL.chunking.chunk_overlap))
+    result = build(str(builds["v2"]), tmp_path / "other", other, previous=builds["root"] / "index-v2-fresh")
+    assert result.parsed == len(V1) and result.documents_reused == 0

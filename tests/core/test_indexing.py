@@ -15,13 +15,13 @@ from ragindex.indexing import (
     DOCSTORE_FILE, INDEX_FILE, SETTINGS_FILE, cached_vectors, read_chunks, read_faiss, read_index_settings,
     write_index_dir,
 )
-from ragindex.pipeline import build
+from ragindex.pipeline import DOCUMENTS_FILE, build
 from ragindex.retrieval import Retriever
 from ragindex.settings import DEFAULT_MODEL, BuildSettings, IndexSettings
 
 from .conftest import SMALL, TINY_CORPUS, TINY_PDF_PAGES
 
-FILES = (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE)
+FILES = (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE, DOCUMENTS_FILE)
 
 
 def all_vectors(index) -> np.ndarray:
