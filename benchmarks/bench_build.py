@@ -53,7 +53,8 @@ TARGET_INCR_OVER_FULL = 0.05
 PHASES: list[tuple[str, str, str, bool]] = [
     ("snapshot (copy + sha256)", "ragindex.sources", "snapshot", True),
     ("parse + chunk (step total)", "ragindex.pipeline", "chunk_snapshot", True),
-    ("  parse documents", "ragindex.pipeline", "parse_snapshot", False),
+    ("  read parse cache (previous chunks)", "ragindex.pipeline", "load_parse_cache", False),
+    ("  parse documents (changed only)", "ragindex.pipeline", "parse_documents", False),
     ("  quality report", "ragindex.pipeline", "quality_report", False),
     ("plan (step total)", "ragindex.pipeline", "plan_embeddings", True),
     ("  model identity (hash weights)", "ragindex.embedding", "model_identity", False),
