@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     from ragindex.embedding import embedding_dimension, load_model, model_identity
-    from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings
+    from ragindex.settings import BuildSettings, ChunkingSettings
 
     import torch
 

@@ -486,10 +486,10 @@ def review_summary(registry: Registry, *, raw_ref: str, chunks_ref: str, index_r
         "",
         f"**Quality:** chunk length p50 {quality['chunk_length']['p50']:.0f}, max {quality['chunk_length']['max']}; "
         f"{quality['duplicate_chunks']} duplicate chunks.",
-        f"**PII findings (counts only):** " + (", ".join(
+        "**PII findings (counts only):** " + (", ".join(
             f"`{path}`: " + ", ".join(f"{n} {kind}" for kind, n in found.items()) for path, found in quality["pii"].items())
             or "none"),
-        f"**Parse failures:** " + ("; ".join(f"`{f['path']}` ({f['reason']})" for f in quality["parse_failures"]) or "none"),
+        "**Parse failures:** " + ("; ".join(f"`{f['path']}` ({f['reason']})" for f in quality["parse_failures"]) or "none"),
         "",
         f"Artifacts: raw {link(raw_ref)} → chunks {link(chunks_ref)} → index {link(index_ref)} → "
         f"report {link(outcome['report'])} (questions {link(outcome['questions'])}); chunks metadata "

@@ -28,9 +28,6 @@ and production stays on vector-index:v0.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,12 +35,11 @@ from pathlib import Path
 import pytest
 
 from tests.dags.conftest import SAMPLE_QUESTIONS, copy_corpus
-from tests.dags.test_live_airflow import AIRFLOW_BIN, RUN_TIMEOUT_S, LiveAirflow, production_ref
+from tests.dags.test_live_airflow import RUN_TIMEOUT_S, LiveAirflow, production_ref
 
 pytestmark = pytest.mark.slow
 
 PORT = 18090
-BASE = f"http://127.0.0.1:{PORT}"
 DAY = 86400.0
 
 
@@ -51,25 +47,8 @@ class BackfillAirflow(LiveAirflow):
     """LiveAirflow on its own ports, with the DAG's weekly schedule left on."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root)
+        super().__init__(root, port=PORT)
         self.env.pop("RAGINDEX_SCHEDULE", None)
-        self.env.update({
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{BASE}/execution/",
-            "AIRFLOW__API__PORT": str(PORT),
-            "AIRFLOW__API__BASE_URL": BASE,
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(PORT + 1),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(PORT + 2),
-        })
-        self.client.base_url = BASE
-
-    def start(self) -> None:
-        for port in (PORT, PORT + 1, PORT + 2):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    pytest.fail(f"port {port} is already in use on 127.0.0.1")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([str(AIRFLOW_BIN), "standalone"], env=self.env, cwd=self.root,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def runs(self, run_type: str | None = None) -> list[dict]:
         params: dict = {"limit": 100, "order_by": "logical_date"}

@@ -12,7 +12,6 @@ task processes import this module too.
 from __future__ import annotations
 
 import glob
-import grp
 import json
 import os
 import pwd

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from ragindex.ingest import logs_by_reference, manifest_only
 from ragindex.sources import MANIFEST_NAME, snapshot
 
