@@ -322,6 +322,11 @@ class EvalOutcome:
         return asdict(self)
 
 
+def headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Evaluation figures without the per-question rows (those stay in the report file, not in XCom)."""
+    return {k: v for k, v in metrics.items() if k != "results"} if metrics else None
+
+
 def log_eval_questions(ctx: IngestContext, questions_file: Path) -> ArtifactVersion:
     """Version the question set (identical content resolves to the existing version)."""
     from ragindex.evaluation import QUESTIONS_FILE, load_questions
@@ -369,9 +374,8 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path, *, 
                               production_recall_at_k=production["recall_at_k"] if production else None,
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
-    strip = lambda m: {k2: v for k2, v in m.items() if k2 != "results"} if m else None  # noqa: E731
-    return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, strip(candidate),
-                       strip(production), report["production"])
+    return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
+                       headline(production), report["production"])
 
 
 # ---------------------------------------------------------------- promote / rollback

@@ -37,9 +37,8 @@ def corpus_as_of(context: dict[str, Any]) -> datetime | None:
 
 def run_date(context: dict[str, Any]) -> datetime:
     """The date a run's versions are tagged with: logical date, else when it was due to run."""
-    for key in ("logical_date",):
-        if context.get(key):
-            return context[key]
+    if context.get("logical_date"):
+        return context["logical_date"]
     dag_run = context["dag_run"]
     return getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
 
