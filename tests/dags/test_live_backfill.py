@@ -43,26 +43,6 @@ PORT = 18090
 DAY = 86400.0
 
 
-def create_backfill(live: LiveAirflow, body: dict, attempts: int = 20) -> dict:
-    """POST /backfills, retried while SQLite is locked: Airflow refuses backfill creation under concurrent
-    SQLite access with a 503 (it says to use PostgreSQL or MySQL, as the compose deployment does)."""
-    locked = False
-    for _ in range(attempts):
-        r = live.client.post("/api/v2/backfills", json=body)
-        if r.status_code == 503 and "Database is locked" in r.text:
-            locked = True
-            time.sleep(3)
-            continue
-        if r.status_code == 409 and locked:  # a "locked" answer had committed the backfill after all
-            active = [b for b in live.api("GET", "/backfills", params={"dag_id": body["dag_id"]})["backfills"]
-                      if not b.get("completed_at")]
-            assert len(active) == 1, active
-            return active[0]
-        assert r.status_code < 300, f"POST /backfills: {r.status_code} {r.text}"
-        return r.json()
-    pytest.fail(f"POST /backfills: SQLite stayed locked for {attempts} attempts")
-
-
 class BackfillAirflow(LiveAirflow):
     """LiveAirflow on its own ports, with the DAG's weekly schedule left on."""
 
@@ -154,7 +134,7 @@ def test_backfill_never_moves_production(live, tmp_path):
     body = {"dag_id": "rag_ingest", "from_date": (now - timedelta(weeks=3)).isoformat(),
             "to_date": (now - timedelta(weeks=1)).isoformat(), "dag_run_conf": conf, "max_active_runs": 1,
             "reprocess_behavior": "completed"}
-    backfill = create_backfill(live, body)
+    backfill = live.api("POST", "/backfills", json=body)
     assert backfill["is_paused"] is False and backfill["completed_at"] is None, backfill
     backfill_runs = live.runs("backfill")
     assert len(backfill_runs) >= 2, backfill_runs  # two Mondays in a 14-day range
