@@ -1,12 +1,15 @@
-"""Write-then-rename for folders, so a reader (or a crashed writer's successor) never sees half a folder."""
+"""How ragindex writes: folders by write-then-rename (a reader never sees half a folder), records as
+sorted JSON lines (equal content gives equal bytes, so equal digests)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterable
 
 
 def fresh_temp_dir(target: Path) -> Path:
@@ -26,3 +29,10 @@ def replace_dir_atomically(tmp: Path, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
     return target
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, keys sorted, so equal content gives equal bytes."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")

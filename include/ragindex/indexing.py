@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
+from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
@@ -77,9 +77,7 @@ def write_index_dir(
     try:
         index = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32), index_settings)
         _faiss().write_index(index, str(tmp / INDEX_FILE))
-        with open(tmp / DOCSTORE_FILE, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(json.dumps(chunk.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+        write_jsonl(tmp / DOCSTORE_FILE, (chunk.to_json() for chunk in chunks))
         meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
                 "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
                 "index": asdict(index_settings), **description}

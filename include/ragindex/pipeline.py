@@ -19,9 +19,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
+from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk, chunk_document
 from ragindex.errors import SourceError
+from ragindex.indexing import DOCSTORE_FILE, SETTINGS_FILE
 from ragindex.parsing import PARSER_VERSION, ParseError, ParsedDocument, parse_document
 from ragindex.quality import document_summary, quality_report
 from ragindex.settings import BuildSettings
@@ -88,11 +89,11 @@ def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tup
     same chunking settings and parser; an unchanged document is then neither parsed nor chunked again."""
     if previous is None or not (previous / DOCUMENTS_FILE).is_file():
         return {}
-    made_with = next((json.loads((previous / name).read_text()) for name in (CHUNKING_FILE, "index.json")
+    made_with = next((json.loads((previous / name).read_text()) for name in (CHUNKING_FILE, SETTINGS_FILE)
                       if (previous / name).is_file()), {})
     if {k: made_with.get(k) for k in ("chunking", "parser_version")} != chunking_key(settings):
         return {}
-    chunks_file = previous / CHUNKS_FILE if (previous / CHUNKS_FILE).is_file() else previous / "docstore.jsonl"
+    chunks_file = previous / CHUNKS_FILE if (previous / CHUNKS_FILE).is_file() else previous / DOCSTORE_FILE
     by_path: dict[str, list[Chunk]] = {}
     with open(chunks_file, encoding="utf-8") as fh:
         for line in fh:
@@ -139,13 +140,6 @@ def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, pre
     replace_dir_atomically(tmp, chunks_dir)
     return ChunkingResult(chunks_dir, len(ok), len(chunks), failures, quality, parsed=len(todo),
                           documents_reused=len(manifest["documents"]) - len(todo))
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """One JSON object per line, keys sorted, so equal content gives equal bytes."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
