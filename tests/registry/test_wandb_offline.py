@@ -94,6 +94,9 @@ def test_offline_run_records_the_logged_artifact(offline_env: Path, tmp_path: Pa
         expected_digest = artifact.digest
     finally:
         wb_run.finish()
+        # finish() returns before wandb-core's writer has closed the transaction log; teardown
+        # stops the service, so the log is complete on disk before it is read.
+        wandb.teardown()
 
     run_dirs = list((offline_env / "wandb").glob("offline-run-*-offline1"))
     assert len(run_dirs) == 1, list((offline_env / "wandb").iterdir())
