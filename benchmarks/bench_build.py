@@ -125,7 +125,7 @@ def timed_build(source: Path, out: Path, settings, previous: Path | None, work_r
         result = pipeline.build(str(source), out, settings, previous=previous, work_root=work_root)
         wall = time.perf_counter() - t0
     phases = {label: pt.times.get(label, 0.0) for label, *_ in PHASES}
-    phases["other (setup, temp dirs, cleanup)"] = wall - sum(pt.times.get(l, 0.0) for l, _m, _a, top in PHASES if top)
+    phases["other (setup, temp dirs, cleanup)"] = wall - sum(pt.times.get(label, 0.0) for label, _m, _a, top in PHASES if top)
     return wall, result, phases
 
 

@@ -74,7 +74,7 @@ def test_recall_at_5_is_at_least_0_8(sample_hits) -> None:
 def test_pdf_hits_carry_their_page_numbers(sample_hits) -> None:
     pdf_hits = [h for _, hits in sample_hits for h in hits if h.source.endswith(".pdf")]
     assert pdf_hits
-    for q, hits in sample_hits:
+    for _question, hits in sample_hits:
         for hit in hits:
             if hit.source.endswith(".pdf"):
                 assert isinstance(hit.page, int) and hit.page >= 1

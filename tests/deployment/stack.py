@@ -403,8 +403,8 @@ class AirflowStack:
         """Each Celery worker logged 'ready' (it consumes from the queue)."""
         for name in names:
             service = next(s for s in self.processes.services if s.name == f"worker-{name}")
-            wait_for(f"worker {name}", lambda: " ready." in service.log.read_text(errors="replace"), timeout,
-                     interval=1, alive=service.alive, log=lambda: tail(service.log))
+            wait_for(f"worker {name}", lambda log=service.log: " ready." in log.read_text(errors="replace"), timeout,
+                     interval=1, alive=service.alive, log=lambda log=service.log: tail(log))
 
     # ---- REST
 
