@@ -32,9 +32,8 @@ def date_corpus(corpus: Path, dates_file: Path) -> list[str]:
         if not path.is_file():
             raise SystemExit(f"{dates_file}: {relative!r} is not a file under {corpus}")
         os.utime(path, (stamp, stamp))
-    listed = set(dates)
-    return sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*")
-                  if p.is_file() and p.relative_to(corpus).as_posix() not in listed)
+    files = {p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file()}
+    return sorted(files - dates.keys())
 
 
 def main(argv: list[str]) -> int:

@@ -3,7 +3,7 @@ a past week (what a scheduled or backfill run takes) sees the documents written 
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -21,8 +21,12 @@ SCRIPT = REPO / "scripts" / "date_sample_corpus.py"
 
 
 def listed_dates() -> dict[str, datetime]:
-    raw = json.loads((SAMPLE / "document_dates.json").read_text())
-    return {k: datetime.fromisoformat(v.replace("Z", "+00:00")) for k, v in raw.items() if not k.startswith("_")}
+    """The dates file as the script itself reads it."""
+    spec = importlib.util.spec_from_file_location("date_sample_corpus", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stamps = script.document_dates(SAMPLE / "document_dates.json")
+    return {path: datetime.fromtimestamp(stamp, timezone.utc) for path, stamp in stamps.items()}
 
 
 def dated_copy(tmp_path: Path) -> Path:
@@ -61,7 +65,7 @@ def test_snapshot_before_the_first_document_names_the_source_and_the_date(tmp_pa
     corpus = dated_copy(tmp_path)
     with pytest.raises(SourceError, match="no documents found") as caught:
         snapshot(str(corpus), tmp_path / "snap", as_of="2025-12-31")
-    assert str(corpus) in str(caught.value)
+    assert str(corpus) in str(caught.value) and "as of 2025-12-31" in str(caught.value)
 
 
 def test_script_refuses_a_date_for_a_missing_file_naming_it(tmp_path: Path) -> None:
