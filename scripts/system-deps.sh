@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Debian packages the end-to-end tests drive for real: Chromium (UI checks), PostgreSQL + Redis (the
 # CeleryExecutor stack) and docker-compose (validates docker-compose.yaml without an engine).
-# Installs only what is missing; needs root and apt (as on CI). Elsewhere those tests skip with a reason.
+# Installs only what is missing; needs root and apt (as on CI). Elsewhere those tests skip with a reason,
+# except in CI (CI set): there a package that cannot be installed is an error, and so are those tests.
 set -euo pipefail
-need=()
-command -v chromium >/dev/null || need+=(chromium)
-command -v redis-server >/dev/null || need+=(redis-server)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v docker-compose >/dev/null || need+=(docker-compose)
+missing_packages() {
+  command -v chromium >/dev/null || echo chromium
+  command -v redis-server >/dev/null || echo redis-server
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql
+  command -v docker-compose >/dev/null || echo docker-compose
+}
+in_ci() { [[ -n "${CI:-}" && "${CI,,}" != "0" && "${CI,,}" != "false" && "${CI,,}" != "no" ]]; }
+mapfile -t need < <(missing_packages)
 ((${#need[@]})) || exit 0
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+  if in_ci; then
+    echo "system-deps: missing ${need[*]} and cannot install them here (not root or no apt)" >&2
+    exit 1
+  fi
   echo "system-deps: missing ${need[*]} (not root or no apt): the tests that need them will skip" >&2
   exit 0
 fi
@@ -17,3 +25,8 @@ echo "system-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+mapfile -t still < <(missing_packages)
+if ((${#still[@]})); then
+  echo "system-deps: apt-get ran but ${still[*]} is still missing" >&2
+  exit 1
+fi

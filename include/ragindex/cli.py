@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragindex.errors import RagindexError
-from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, IndexSettings
+from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, GateSettings, IndexSettings
+
+REGISTRY_HELP = ("registry URI: wandb://ENTITY/PROJECT or a folder (default: $RAGINDEX_REGISTRY, "
+                 "else $RAGINDEX_HOME/registry)")
 
 
 def _print_json(obj: Any) -> None:
@@ -19,11 +22,13 @@ def _print_json(obj: Any) -> None:
 
 def add_build_settings(parser: argparse.ArgumentParser) -> None:
     """The settings shared by ``build`` and ``ingest``."""
-    parser.add_argument("--chunk-size", type=int, default=ChunkingSettings.chunk_size)
-    parser.add_argument("--chunk-overlap", type=int, default=ChunkingSettings.chunk_overlap)
-    parser.add_argument("--splitter", default="recursive", help="recursive (default) or markdown (split on headers first)")
+    chunking, index = ChunkingSettings(), IndexSettings()
+    parser.add_argument("--chunk-size", type=int, default=chunking.chunk_size)
+    parser.add_argument("--chunk-overlap", type=int, default=chunking.chunk_overlap)
+    parser.add_argument("--splitter", default=chunking.splitter,
+                        help="recursive (default) or markdown (split on headers first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model: a local folder or a name (default: %(default)s)")
-    parser.add_argument("--index-kind", default="flat", help="flat (exact, default) or hnsw (large corpora)")
+    parser.add_argument("--index-kind", default=index.kind, help="flat (exact, default) or hnsw (large corpora)")
     parser.add_argument("--as-of", default=None, help="keep only documents modified at or before this ISO date-time")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -80,13 +85,15 @@ def _registry(args: argparse.Namespace):
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """snapshot → log raw → chunk → log chunks → embed (cache from the newest index) → index → log index."""
-    from ragindex.ingest import IngestContext, ingest, new_pipeline_run_id, snapshot_alias
+    from ragindex.context import CLI, IngestContext, new_pipeline_run_id
+    from ragindex.ingest import ingest
+    from ragindex.names import snapshot_alias
 
     registry = _registry(args)
     run_id = args.run_id or new_pipeline_run_id()
     aliases = tuple(a for a in [snapshot_alias(args.logical_date)] if a)
     ctx = IngestContext(registry, run_id, settings_from_args(args), source=args.source, as_of=args.as_of,
-                        logical_date=args.logical_date, aliases=aliases, run_type="cli")
+                        logical_date=args.logical_date, aliases=aliases, run_type=CLI)
     result = ingest(ctx) | {"registry": registry.uri, "pipeline_run_id": run_id}
     if args.json:
         _print_json(result)
@@ -145,11 +152,12 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score an index version on a question set (both versioned) against production, log eval-report."""
-    from ragindex.ingest import IngestContext, evaluate_index, new_pipeline_run_id
+    from ragindex.context import CLI, IngestContext, new_pipeline_run_id
+    from ragindex.gate import evaluate_index
 
-    ctx = IngestContext(_registry(args), args.run_id or new_pipeline_run_id(), run_type="cli")
-    outcome = evaluate_index(ctx, args.ref, Path(args.questions), k=args.k, min_recall=args.min_recall,
-                             max_regression=args.max_regression)
+    ctx = IngestContext(_registry(args), args.run_id or new_pipeline_run_id(), run_type=CLI)
+    outcome = evaluate_index(ctx, args.ref, Path(args.questions),
+                             GateSettings(k=args.k, min_recall=args.min_recall, max_regression=args.max_regression))
     if args.json:
         _print_json(outcome.to_json())
     else:
@@ -160,7 +168,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Move production to an index version (and mark the versions it came from)."""
-    from ragindex.ingest import promote
+    from ragindex.promotion import promote
 
     outcome = promote(_registry(args), args.ref, actor=args.actor, reason=args.reason)
     print(f"production -> {outcome['promoted']}" + ("" if outcome["changed"] else " (already)"))
@@ -169,7 +177,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move production back to a given version or to the previous holder."""
-    from ragindex.ingest import rollback
+    from ragindex.rollback import rollback
 
     outcome = rollback(_registry(args), to_version=args.to_version, reason=args.reason, actor=args.actor)
     if args.json:
@@ -184,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragindex", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
+    registry = argparse.ArgumentParser(add_help=False)
+    registry.add_argument("--registry", default=None, help=REGISTRY_HELP)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object")
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", default="cli", help="who acts, for the audit trail (default: %(default)s)")
+    actor.add_argument("--reason", default="", help="why, for the audit trail")
+    gate = GateSettings()
 
     p = sub.add_parser("build", help="build an index folder from a corpus")
     p.add_argument("source", help="corpus folder or fsspec URL (file://, s3://, gs://, ...)")
@@ -192,67 +208,50 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_settings(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("search", help="query an index folder or a registry ref (e.g. vector-index:production)")
+    p = sub.add_parser("search", parents=[registry, as_json],
+                       help="query an index folder or a registry ref (e.g. vector-index:production)")
     p.add_argument("index")
     p.add_argument("question")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--registry", default=None, help="registry URI (default: $RAGINDEX_REGISTRY or the local registry)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-k", type=int, default=gate.k)
     p.set_defaults(func=cmd_search)
 
-    registry_help = "registry URI: wandb://ENTITY/PROJECT or a folder (default: $RAGINDEX_REGISTRY, else $RAGINDEX_HOME/registry)"
-    p = sub.add_parser("ingest", help="run the versioned pipeline into a registry (no Airflow needed)")
+    p = sub.add_parser("ingest", parents=[registry], help="run the versioned pipeline into a registry (no Airflow needed)")
     p.add_argument("source")
-    p.add_argument("--registry", default=None, help=registry_help)
     p.add_argument("--run-id", default=None, help="pipeline run id (default: generated)")
     p.add_argument("--logical-date", default=None, help="date the versions are tagged with (snapshot-YYYY-MM-DD)")
     add_build_settings(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("versions", help="list an artifact's versions")
+    p = sub.add_parser("versions", parents=[registry, as_json], help="list an artifact's versions")
     p.add_argument("name")
-    p.add_argument("--registry", default=None, help=registry_help)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_versions)
 
-    p = sub.add_parser("lineage", help="show the upstream graph of a version")
+    p = sub.add_parser("lineage", parents=[registry, as_json], help="show the upstream graph of a version")
     p.add_argument("ref")
-    p.add_argument("--registry", default=None, help=registry_help)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
 
-    p = sub.add_parser("alias", help="move an alias onto a version")
+    p = sub.add_parser("alias", parents=[registry, actor], help="move an alias onto a version")
     p.add_argument("ref")
     p.add_argument("alias")
-    p.add_argument("--registry", default=None, help=registry_help)
-    p.add_argument("--actor", default="cli")
-    p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_alias)
 
-    p = sub.add_parser("evaluate", help="score an index version on a question set; log eval-report (exit 1: gate failed)")
+    p = sub.add_parser("evaluate", parents=[registry, as_json],
+                       help="score an index version on a question set; log eval-report (exit 1: gate failed)")
     p.add_argument("ref", help="e.g. vector-index:latest")
     p.add_argument("--questions", required=True, help="JSON-lines file of {question, expected_source}")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--min-recall", type=float, default=0.6)
-    p.add_argument("--max-regression", type=float, default=0.05)
+    p.add_argument("-k", type=int, default=gate.k)
+    p.add_argument("--min-recall", type=float, default=gate.min_recall)
+    p.add_argument("--max-regression", type=float, default=gate.max_regression)
     p.add_argument("--run-id", default=None)
-    p.add_argument("--registry", default=None, help=registry_help)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("promote", help="move production to an index version")
+    p = sub.add_parser("promote", parents=[registry, actor], help="move production to an index version")
     p.add_argument("ref")
-    p.add_argument("--actor", default="cli")
-    p.add_argument("--reason", default="")
-    p.add_argument("--registry", default=None, help=registry_help)
     p.set_defaults(func=cmd_promote)
 
-    p = sub.add_parser("rollback", help="move production back (default: to the previous holder)")
+    p = sub.add_parser("rollback", parents=[registry, actor, as_json],
+                       help="move production back (default: to the previous holder)")
     p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3")
-    p.add_argument("--reason", default="")
-    p.add_argument("--actor", default="cli")
-    p.add_argument("--registry", default=None, help=registry_help)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollback)
     return parser
 
@@ -262,11 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ragindex.registry.protocol import RegistryError
-
     try:
         return args.func(args)
-    except (RagindexError, RegistryError) as exc:
+    except RagindexError as exc:
         print(f"ragindex {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,9 +1,9 @@
-"""Score an index on a versioned question set and decide whether it may replace production."""
+"""Score an index on a question set: recall@k and MRR per question set (the gate that uses them is ``gate``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -61,32 +61,3 @@ def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5) 
     n = len(questions)
     return {"k": k, "questions": n, "recall_at_k": round(hits_at_k / n, 4), "mrr": round(reciprocal / n, 4),
             "results": rows}
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether a candidate may be promoted, and the reason in words."""
-
-    passed: bool
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        """For the eval report."""
-        return asdict(self)
-
-
-def gate(candidate: dict[str, Any], production: dict[str, Any] | None, *, min_recall: float,
-         max_regression: float) -> GateDecision:
-    """Pass only above an absolute recall floor and no worse than production by more than a tolerance."""
-    recall = candidate["recall_at_k"]
-    if recall < min_recall:
-        return GateDecision(False, f"recall@{candidate['k']} {recall:.3f} is below the threshold {min_recall:.3f}")
-    if production is not None:
-        for metric in ("recall_at_k", "mrr"):
-            drop = production[metric] - candidate[metric]
-            if drop > max_regression + 1e-9:
-                return GateDecision(False, f"{metric} {candidate[metric]:.3f} is worse than production's "
-                                           f"{production[metric]:.3f} by {drop:.3f} (tolerance {max_regression:.3f})")
-        return GateDecision(True, f"recall@{candidate['k']} {recall:.3f} >= {min_recall:.3f} and within "
-                                  f"{max_regression:.3f} of production ({production['recall_at_k']:.3f})")
-    return GateDecision(True, f"recall@{candidate['k']} {recall:.3f} >= {min_recall:.3f} (no production index yet)")

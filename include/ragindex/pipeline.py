@@ -1,7 +1,11 @@
-"""The steps of an index build, shared by the CLI and the Airflow DAGs.
+"""The folder-level stages of an index build: snapshot → parse + chunk → plan → embed shards → index.
 
-Each step reads and writes folders (never large data in memory between steps, nor in XCom), writes
-to a temporary name and renames, and produces the same bytes when re-run on the same input.
+Each stage reads and writes folders of a ``WorkDir`` (never large data in memory between stages, nor in
+XCom), writes to a temporary name and renames, and produces the same bytes when re-run on the same input.
+``build`` runs the stages in one process (``ragindex build``); the versioned steps of ``ragindex.ingest``
+(the DAG's tasks, ``ragindex ingest``) run the same stages one by one and log what they produce. This
+module also owns the chunks folder's format (``chunks.jsonl``, ``documents.jsonl``, ``quality.json``,
+``chunking.json``).
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +28,9 @@ from ragindex.errors import SourceError
 from ragindex.indexing import DOCSTORE_FILE, SETTINGS_FILE
 from ragindex.parsing import PARSER_VERSION, ParseError, ParsedDocument, parse_document
 from ragindex.quality import document_summary, quality_report
-from ragindex.settings import BuildSettings
+from ragindex.settings import BuildSettings, ShardSettings
 from ragindex.sources import FILES_DIR, load_manifest
+from ragindex.workdir import EmbedPlan, WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,6 @@ CHUNKS_FILE = "chunks.jsonl"
 QUALITY_FILE = "quality.json"
 CHUNKING_FILE = "chunking.json"
 DOCUMENTS_FILE = "documents.jsonl"
-REUSED_FILE = "reused.npz"
 
 
 # ---------------------------------------------------------------- parse + chunk
@@ -72,11 +75,6 @@ def parse_documents(raw_dir: Path, paths: Sequence[str], settings: BuildSettings
     for f in failed:
         log.warning("could not parse %s: %s", f["path"], f["reason"])
     return docs, failed
-
-
-def parse_snapshot(raw_dir: Path, settings: BuildSettings) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
-    """Parse every document of a snapshot."""
-    return parse_documents(raw_dir, [d["path"] for d in load_manifest(raw_dir)["documents"]], settings)
 
 
 def chunking_key(settings: BuildSettings) -> dict[str, Any]:
@@ -148,81 +146,74 @@ def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
         return [Chunk.from_json(json.loads(line)) for line in fh]
 
 
+def read_quality(chunks_dir: Path) -> dict[str, Any]:
+    """The quality figures a chunk step wrote (``quality.json``)."""
+    return json.loads((Path(chunks_dir) / QUALITY_FILE).read_text())
+
+
+def read_chunking(chunks_dir: Path) -> dict[str, Any]:
+    """What the chunks were made with (``chunking.json``): settings, parser version, corpus digest."""
+    return json.loads((Path(chunks_dir) / CHUNKING_FILE).read_text())
+
+
 # ---------------------------------------------------------------- embed
 
-@dataclass
-class EmbedPlanFile:
-    """A plan written to disk so that mapped tasks on other workers can each take a shard."""
-
-    path: Path
-    to_embed: int
-    reused: int
-    shards: int
-
-
-def shard_count(to_embed: int, shard_size: int, max_shards: int) -> int:
-    """Enough shards of about ``shard_size`` texts for workers to share, but never more than ``max_shards``."""
-    return max(1, min(max_shards, -(-to_embed // max(1, shard_size))))
-
-
-def plan_embeddings(chunks_dir: Path, previous_index: Path | None, model: str, plan_path: Path,
-                    shards: int | None = 1, *, shard_size: int = 256, max_shards: int = 16) -> EmbedPlanFile:
+def plan_embeddings(work: WorkDir, previous_index: Path | None, model: str,
+                    shards: ShardSettings | None = None) -> EmbedPlan:
     """Decide which texts need the model and split them into shards; the vectors reused from the
-    previous index are copied beside the plan, so later steps never read that index again."""
+    previous index are copied beside the plan, so later stages never read that index again."""
     from ragindex.embedding import model_identity, plan_embedding, save_vectors
     from ragindex.indexing import cached_vectors
 
     identity = model_identity(model)
     cache = cached_vectors(previous_index, identity) if previous_index else {}
-    chunks = read_chunks_file(chunks_dir)
+    chunks = read_chunks_file(work.chunks)
     plan = plan_embedding(chunks, cache)
     reused_shas = sorted({c.sha256 for c in chunks if c.sha256 in cache})
     reused = np.stack([cache[s] for s in reused_shas]) if reused_shas else np.zeros((0, 0), np.float32)
-    save_vectors(plan_path.with_name(REUSED_FILE), reused_shas, reused)
-    shard_lists = plan.shards(shards or shard_count(len(plan.to_embed), shard_size, max_shards))
-    body = {"model": model, "model_identity": identity, "reused": plan.reused, "total_chunks": plan.total_chunks,
-            "shards": [[sha for sha, _ in s] for s in shard_lists]}
-    tmp = plan_path.with_name(plan_path.name + ".tmp")
-    tmp.write_text(json.dumps(body))
-    os.replace(tmp, plan_path)
-    return EmbedPlanFile(plan_path, len(plan.to_embed), plan.reused, len(shard_lists))
+    save_vectors(work.reused, reused_shas, reused)
+    shard_lists = plan.shards((shards or ShardSettings()).count(len(plan.to_embed)))
+    result = EmbedPlan(model=model, model_identity=identity, reused=plan.reused, total_chunks=plan.total_chunks,
+                       shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists))
+    result.write(work.plan)
+    return result
 
 
-def embed_shard(chunks_dir: Path, plan_path: Path, shard: int, out_path: Path) -> int:
-    """Embed one shard of the plan into ``out_path`` (.npz); re-running rewrites the same vectors."""
+def embed_shard(work: WorkDir, shard: int) -> int:
+    """Embed one shard of the plan; re-running rewrites the same vectors. Returns how many it embedded."""
     from ragindex.embedding import encode_texts, save_vectors
 
-    plan = json.loads(plan_path.read_text())
-    wanted = plan["shards"][shard]
+    plan = EmbedPlan.read(work.plan)
+    wanted = plan.shards[shard]
     wanted_set = set(wanted)
-    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(chunks_dir) if c.sha256 in wanted_set}
-    vectors = encode_texts(plan["model"], [texts_by_sha[s] for s in wanted]) if wanted else np.zeros((0, 0), np.float32)
-    save_vectors(out_path, wanted, vectors)
+    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(work.chunks) if c.sha256 in wanted_set}
+    vectors = encode_texts(plan.model, [texts_by_sha[s] for s in wanted]) if wanted else np.zeros((0, 0), np.float32)
+    save_vectors(work.shard(shard), wanted, vectors)
     return len(wanted)
 
 
-def build_index_from_shards(chunks_dir: Path, plan_path: Path, shard_paths: Sequence[Path], out_dir: Path,
-                            settings: BuildSettings, description: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Path | None = None) -> dict[str, Any]:
     """Join cached and freshly embedded vectors in chunk order and write the index folder."""
     from ragindex.embedding import assemble_vectors, load_vectors
     from ragindex.indexing import write_index_dir
 
-    plan = json.loads(plan_path.read_text())
-    chunks = read_chunks_file(chunks_dir)
-    lookup = load_vectors(plan_path.with_name(REUSED_FILE))
-    for p in shard_paths:
-        lookup.update(load_vectors(Path(p)))
+    plan = EmbedPlan.read(work.plan)
+    chunks = read_chunks_file(work.chunks)
+    lookup = load_vectors(work.reused)
+    for i in range(len(plan.shards)):
+        lookup.update(load_vectors(work.shard(i)))
     dimension = next((len(v) for v in lookup.values()), 0)
     vectors = assemble_vectors(chunks, lookup, dimension)
-    chunking = json.loads((chunks_dir / CHUNKING_FILE).read_text())
-    quality = json.loads((chunks_dir / QUALITY_FILE).read_text())
-    desc = {"model": plan["model"], "model_identity": plan["model_identity"], "chunking": chunking["chunking"],
+    chunking = read_chunking(work.chunks)
+    quality = read_quality(work.chunks)
+    desc = {"model": plan.model, "model_identity": plan.model_identity, "chunking": chunking["chunking"],
             "parser_version": chunking["parser_version"], "corpus_digest": chunking["corpus_digest"],
-            "documents": quality["documents"], **(description or {})}
+            "documents": quality["documents"]}
     # documents.jsonl travels with the index so that the next build can skip unchanged documents
-    write_index_dir(out_dir, chunks, vectors, index_settings=settings.index, description=desc,
-                    extra_files=[chunks_dir / DOCUMENTS_FILE])
-    return {"chunks": len(chunks), "embedded": sum(len(s) for s in plan["shards"]), "reused": plan["reused"]}
+    write_index_dir(out_dir or work.index, chunks, vectors, index_settings=settings.index, description=desc,
+                    extra_files=[work.chunks / DOCUMENTS_FILE])
+    return {"chunks": len(chunks), "embedded": plan.to_embed, "reused": plan.reused,
+            "documents": quality["documents"]}
 
 
 # ---------------------------------------------------------------- the whole build, without a registry
@@ -245,13 +236,12 @@ class BuildResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` output."""
-        return {k: getattr(self, k) for k in ("out", "documents", "chunks", "embedded", "reused", "failed",
-                                               "refused", "seconds", "quality", "parsed", "documents_reused")}
+        return asdict(self)
 
 
 def build(source: str, out: Path, settings: BuildSettings, previous: Path | None = None,
           as_of: str | None = None, work_root: Path | None = None) -> BuildResult:
-    """Snapshot → parse → chunk → embed (reusing ``previous``) → index, in a private work folder."""
+    """Every stage in one process, in a private work folder: the chain the versioned steps run one by one."""
     from ragindex.indexing import check_output_dir, read_index_settings
     from ragindex.sources import snapshot
 
@@ -259,16 +249,16 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     check_output_dir(Path(out))
     if previous is not None:
         read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
-    work = Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root))
+    work = WorkDir(Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root)))
     try:
-        snap = snapshot(source, work / "raw", as_of)
-        chunked = chunk_snapshot(work / "raw", work / "chunks", settings, previous=previous)
-        plan = plan_embeddings(work / "chunks", previous, settings.model, work / "embed" / "plan.json")
-        shard = work / "embed" / "shard-0.npz"
-        embed_shard(work / "chunks", plan.path, 0, shard)
-        stats = build_index_from_shards(work / "chunks", plan.path, [shard], Path(out), settings)
+        snap = snapshot(source, work.raw, as_of)
+        chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous)
+        plan = plan_embeddings(work, previous, settings.model, ShardSettings(max_shards=1))
+        for shard in range(len(plan.shards)):
+            embed_shard(work, shard)
+        stats = build_index_from_shards(work, settings, Path(out))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        work.remove()
     return BuildResult(str(out), chunked.documents, stats["chunks"], stats["embedded"], stats["reused"],
                        chunked.failed, snap.refused, round(time.monotonic() - started, 3), chunked.quality,
                        parsed=chunked.parsed, documents_reused=chunked.documents_reused)

@@ -1,4 +1,9 @@
-"""Settings that decide what an index contains; they are recorded with every version they produce."""
+"""Every setting and its default, one frozen dataclass per concern.
+
+The Params forms of the DAGs and the CLI's options take their defaults from here, so a default is written
+once. ``BuildSettings`` decides what an index contains and is recorded with every version it produces;
+the others decide how a run is sharded, gated and reviewed.
+"""
 
 from __future__ import annotations
 
@@ -56,15 +61,12 @@ class BuildSettings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     model: str = DEFAULT_MODEL
-    batch_size: int = 64
     parse_timeout_s: float = 60.0
     parse_memory_mb: int = 1536
 
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
             raise SettingsError("model: must name a sentence-transformers model or a local model folder")
-        if self.batch_size < 1:
-            raise SettingsError(f"batch_size={self.batch_size}: must be at least 1")
         if self.parse_timeout_s <= 0:
             raise SettingsError(f"parse_timeout_s={self.parse_timeout_s}: must be positive")
 
@@ -82,6 +84,50 @@ class BuildSettings:
             return cls(chunking=chunking, index=index, **data)
         except TypeError as exc:
             raise SettingsError(f"unknown build setting: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """How a run's new texts are split over mapped embedding tasks, so workers share them."""
+
+    shard_size: int = 256
+    max_shards: int = 8
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.max_shards < 1:
+            raise SettingsError(f"shard_size={self.shard_size}, max_shards={self.max_shards}: both must be >= 1")
+
+    def count(self, to_embed: int) -> int:
+        """Enough shards of about ``shard_size`` texts, never more than ``max_shards``, at least one."""
+        return max(1, min(self.max_shards, -(-to_embed // self.shard_size)))
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The retrieval gate a candidate passes before anyone is asked to review it."""
+
+    k: int = 5
+    min_recall: float = 0.6
+    max_regression: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise SettingsError(f"eval k={self.k}: must be at least 1")
+        if not 0 <= self.min_recall <= 1 or not 0 <= self.max_regression <= 1:
+            raise SettingsError(f"min_recall={self.min_recall}, max_regression={self.max_regression}: "
+                                "both must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """Whether a person approves promotion, and how long the request waits for one."""
+
+    require_approval: bool = True
+    timeout_hours: float = 72.0
+
+    def __post_init__(self) -> None:
+        if self.timeout_hours <= 0:
+            raise SettingsError(f"review timeout={self.timeout_hours} h: must be positive")
 
 
 def ragindex_home() -> Path:

@@ -1,24 +1,21 @@
-"""Turn an Airflow task context (run type, dates, Params) into the pipeline's IngestContext."""
+"""Turn an Airflow task context (run type, dates, Params) into the pipeline's IngestContext and settings.
+
+The one place where Params are read and cast: the DAG files never touch a param.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
+from ragindex.context import BACKFILL, MANUAL, SCHEDULED
 from ragindex_airflow.params import param_value
-
-BACKFILL = "backfill"
 
 
 def run_type(context: dict[str, Any]) -> str:
     """'scheduled', 'manual', 'backfill', ... as a plain string."""
-    value = getattr(context["dag_run"], "run_type", "manual")
+    value = getattr(context["dag_run"], "run_type", MANUAL)
     return str(getattr(value, "value", value))
-
-
-def is_backfill(context: dict[str, Any]) -> bool:
-    """Backfill runs rebuild past corpora as versions of their own and never move production."""
-    return run_type(context) == BACKFILL
 
 
 def corpus_as_of(context: dict[str, Any]) -> datetime | None:
@@ -29,9 +26,8 @@ def corpus_as_of(context: dict[str, Any]) -> datetime | None:
         from ragindex.sources import parse_as_of
 
         return parse_as_of(explicit)
-    if run_type(context) in ("scheduled", BACKFILL):
-        end = context.get("data_interval_end") or context.get("logical_date")
-        return end
+    if run_type(context) in (SCHEDULED, BACKFILL):
+        return context.get("data_interval_end") or context.get("logical_date")
     return None
 
 
@@ -53,28 +49,59 @@ def render_source(template: str, as_of: datetime | None, date: datetime) -> str:
                                             as_of_date=as_of_date)
 
 
+def build_settings(params: dict[str, Any]):
+    """The Params → BuildSettings mapping (what changes an index's bytes)."""
+    from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, IndexSettings
+
+    return BuildSettings(
+        chunking=ChunkingSettings(int(params["chunk_size"]), int(params["chunk_overlap"])),
+        index=IndexSettings(kind=param_value(params, "index_kind", IndexSettings.kind)),
+        model=param_value(params, "embedding_model", DEFAULT_MODEL),
+    )
+
+
+def gate_settings(params: dict[str, Any]):
+    """The Params → GateSettings mapping."""
+    from ragindex.settings import GateSettings
+
+    return GateSettings(k=int(params["eval_k"]), min_recall=float(params["min_recall"]),
+                        max_regression=float(params["max_regression"]))
+
+
+def shard_settings(params: dict[str, Any]):
+    """The Params → ShardSettings mapping."""
+    from ragindex.settings import ShardSettings
+
+    return ShardSettings(shard_size=int(params["embed_shard_size"]), max_shards=int(params["max_embed_shards"]))
+
+
+def review_settings(params: dict[str, Any]):
+    """The Params → ReviewSettings mapping."""
+    from ragindex.settings import ReviewSettings
+
+    return ReviewSettings(require_approval=bool(params.get("require_approval", True)),
+                          timeout_hours=float(param_value(params, "review_timeout_hours", ReviewSettings.timeout_hours)))
+
+
 def ingest_context(context: dict[str, Any]):
     """The IngestContext of the current task: one per DAG run, whatever task or worker asks."""
-    from ragindex.ingest import IngestContext, snapshot_alias
+    from ragindex.context import IngestContext
+    from ragindex.names import snapshot_alias
     from ragindex.registry import open_registry
-    from ragindex.settings import BuildSettings, ChunkingSettings, IndexSettings
 
     params = context["params"]
     as_of = corpus_as_of(context)
     date = run_date(context)
-    settings = BuildSettings(
-        chunking=ChunkingSettings(int(params["chunk_size"]), int(params["chunk_overlap"])),
-        index=IndexSettings(kind=param_value(params, "index_kind", "flat")),
-        model=param_value(params, "embedding_model", "sentence-transformers/all-MiniLM-L6-v2"),
-    )
     alias = snapshot_alias(date)
     return IngestContext(
         registry=open_registry(param_value(params, "registry")),
         pipeline_run_id=context["dag_run"].run_id,
-        settings=settings,
+        settings=build_settings(params),
         source=render_source(str(params["source"]), as_of, date),
         as_of=as_of.isoformat() if as_of else None,
         logical_date=date.isoformat(),
         aliases=(alias,) if alias else (),
         run_type=run_type(context),
+        shards=shard_settings(params),
+        gate=gate_settings(params),
     )

@@ -1,4 +1,5 @@
-"""The Params forms of the DAGs: every field has a title and a description, defaults come from the deployment."""
+"""The Params forms of the DAGs: every field has a title and a description; defaults come from the core's
+settings dataclasses (one source for each default) or from the deployment's environment."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from ragindex.settings import (
+    DEFAULT_MODEL,
+    INDEX_KINDS,
+    ChunkingSettings,
+    GateSettings,
+    IndexSettings,
+    ReviewSettings,
+    ShardSettings,
+)
+
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_source() -> str:
@@ -24,6 +34,8 @@ def default_eval_questions() -> str:
 
 def ingest_params() -> dict[str, Param]:
     """The trigger form of ``rag_ingest``."""
+    chunking, index, gate = ChunkingSettings(), IndexSettings(), GateSettings()
+    review, shards = ReviewSettings(), ShardSettings()
     return {
         "source": Param(default_source(), type="string", minLength=1, title="Corpus source",
                         description="Folder or object-storage URL (file://, s3://, gs://). May contain {{ ds }} "
@@ -31,14 +43,14 @@ def ingest_params() -> dict[str, Param]:
         "as_of": Param("", type=["null", "string"], title="Corpus as of",
                        description="Keep only documents modified at or before this ISO date-time. Blank: scheduled "
                                    "and backfill runs use the end of their data interval, manual runs use now."),
-        "chunk_size": Param(1000, type="integer", minimum=50, maximum=20000, title="Chunk size",
+        "chunk_size": Param(chunking.chunk_size, type="integer", minimum=50, maximum=20000, title="Chunk size",
                             description="Maximum characters per chunk (recursive character splitter)."),
-        "chunk_overlap": Param(150, type="integer", minimum=0, maximum=5000, title="Chunk overlap",
+        "chunk_overlap": Param(chunking.chunk_overlap, type="integer", minimum=0, maximum=5000, title="Chunk overlap",
                                description="Characters shared by consecutive chunks; must be smaller than the chunk size."),
         "embedding_model": Param(DEFAULT_MODEL, type="string", minLength=1, title="Embedding model",
                                  description="sentence-transformers model name or a local model folder on the workers. "
                                              "Changing it re-embeds everything (the cache is per model)."),
-        "index_kind": Param("flat", type="string", enum=["flat", "hnsw"], title="FAISS index kind",
+        "index_kind": Param(index.kind, type="string", enum=list(INDEX_KINDS), title="FAISS index kind",
                             description="flat: exact search (default). hnsw: approximate, for large corpora."),
         "registry": Param("", type=["null", "string"], title="Artifact registry",
                           description="wandb://ENTITY/PROJECT or a folder. Blank: RAGINDEX_REGISTRY, else the "
@@ -46,25 +58,25 @@ def ingest_params() -> dict[str, Param]:
         "eval_questions": Param(default_eval_questions(), type="string", minLength=1, title="Eval question set",
                                 description="JSON-lines file of {question, expected_source}; logged as the "
                                             "eval-questions artifact and used as an input of the eval report."),
-        "eval_k": Param(5, type="integer", minimum=1, maximum=100, title="Eval k",
+        "eval_k": Param(gate.k, type="integer", minimum=1, maximum=100, title="Eval k",
                         description="Hits per question for recall@k and MRR."),
-        "min_recall": Param(0.6, type="number", minimum=0, maximum=1, title="Minimum recall@k",
+        "min_recall": Param(gate.min_recall, type="number", minimum=0, maximum=1, title="Minimum recall@k",
                             description="Gate: the candidate must reach at least this recall@k."),
-        "max_regression": Param(0.05, type="number", minimum=0, maximum=1, title="Tolerated regression",
+        "max_regression": Param(gate.max_regression, type="number", minimum=0, maximum=1, title="Tolerated regression",
                                 description="Gate: the candidate may be worse than production by at most this "
                                             "much (recall@k and MRR)."),
-        "require_approval": Param(True, type="boolean", title="Require human approval",
+        "require_approval": Param(review.require_approval, type="boolean", title="Require human approval",
                                   description="Wait for a reviewer in Required Actions before promoting. Off: a "
                                               "passing gate promotes directly."),
-        "review_timeout_hours": Param(72, type="number", minimum=0.01, title="Review timeout (hours)",
+        "review_timeout_hours": Param(review.timeout_hours, type="number", minimum=0.01, title="Review timeout (hours)",
                                       description="Without an answer in this time the review counts as rejected."),
         "promote": Param(True, type="boolean", title="Promote",
                          description="Move the production alias when the gate (and review) pass. Backfill runs "
                                      "never promote, whatever this says."),
-        "embed_shard_size": Param(256, type="integer", minimum=1, title="Texts per embedding shard",
+        "embed_shard_size": Param(shards.shard_size, type="integer", minimum=1, title="Texts per embedding shard",
                                   description="The texts to embed are split into shards of about this size, one "
                                               "mapped task each, so workers share the work."),
-        "max_embed_shards": Param(8, type="integer", minimum=1, maximum=256, title="Maximum embedding shards",
+        "max_embed_shards": Param(shards.max_shards, type="integer", minimum=1, maximum=256, title="Maximum embedding shards",
                                   description="Upper bound on mapped embedding tasks per run."),
     }
 

@@ -1,20 +1,20 @@
 """What the pages show, computed from a registry: version rows, eval figures and lineage graphs.
 
-Plain data (dicts and lists) for the templates; no FastAPI here, so it is easy to test. ``ragindex`` is
-imported inside the functions: the plugin module is loaded by every Airflow process, the pages only by the
-API server when someone opens them.
+Plain data (dicts and lists) for the templates; no FastAPI here, so it is easy to test. Only the light
+``ragindex.names`` is imported at module level; the registry is imported inside the functions: the plugin
+module is loaded by every Airflow process, the pages only by the API server when someone opens them.
 """
 
 from __future__ import annotations
 
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
-PRODUCTION = "production"
-SHORT_DIGEST = 12
+from ragindex.names import DEFAULT_NAMES, PRODUCTION
 
-# Pipeline order of the default names (README: raw → chunks → index → eval questions → report).
-DEFAULT_NAMES = ("raw-documents", "processed-chunks", "vector-index", "eval-questions", "eval-report")
+SHORT_DIGEST = 12
+PIPELINE_ORDER = DEFAULT_NAMES.in_pipeline_order()  # raw → chunks → index → eval questions → report
 
 
 class RegistryUnavailable(Exception):
@@ -50,13 +50,7 @@ def open_checked(uri: str | None) -> Any:
 
 def artifact_names(registry: Any) -> list[str]:
     """Every artifact name: the pipeline's names first (in pipeline order), then any others."""
-    try:
-        from ragindex.ingest import ArtifactNames
-
-        n = ArtifactNames()
-        defaults = [n.raw, n.chunks, n.index, n.questions, n.report]
-    except Exception:  # noqa: BLE001 - the listing still works with the documented names
-        defaults = list(DEFAULT_NAMES)
+    defaults = list(PIPELINE_ORDER)
     listed = getattr(registry, "names", None)
     if not callable(listed):  # W&B: no cheap listing; the pipeline's names are the ones that matter
         return defaults
@@ -177,7 +171,7 @@ def listing(registry: Any) -> dict[str, Any]:
             row = version_row(v)
             row["url"] = web_url(registry, v)
             rows.append(row)
-            if row["production"] and production is None and name == "vector-index":
+            if row["production"] and production is None and name == DEFAULT_NAMES.index:
                 production = row
         sections.append({"name": name, "type": versions[0].type if versions else "", "rows": rows})
     if production is None:  # another name holding production (custom ArtifactNames)
@@ -210,23 +204,13 @@ def _downstream_refs(registry: Any, ref: str, row: dict[str, Any]) -> list[str]:
 
 def _layers(nodes: dict[str, Any], edges: list[list[str]]) -> dict[str, int]:
     """Column of each node: the longest path from a source (raw → chunks → index → report)."""
-    ups: dict[str, list[str]] = {ref: [] for ref in nodes}
+    ups: dict[str, set[str]] = {ref: set() for ref in nodes}
     for src, dst in edges:
         if src in ups and dst in ups:
-            ups[dst].append(src)
+            ups[dst].add(src)
     depth: dict[str, int] = {}
-
-    def depth_of(ref: str, seen: frozenset[str] = frozenset()) -> int:
-        if ref in depth:
-            return depth[ref]
-        if ref in seen:  # never expected (versions are immutable), but never loop
-            return 0
-        d = max((depth_of(u, seen | {ref}) + 1 for u in ups[ref]), default=0)
-        depth[ref] = d
-        return d
-
-    for ref in nodes:
-        depth_of(ref)
+    for ref in TopologicalSorter(ups).static_order():  # versions are immutable, so the graph has no cycle
+        depth[ref] = max((depth[u] + 1 for u in ups[ref]), default=0)
     # A side input (eval-questions) sits just left of its first consumer, not in the first column,
     # so its edge does not run under the boxes in between.
     for ref in nodes:
@@ -262,7 +246,7 @@ def svg_layout(nodes: dict[str, dict[str, Any]], edges: list[list[str]], root: s
     """Box positions and edge paths for a left-to-right SVG of the lineage graph."""
     depth = _layers(nodes, edges)
     columns: dict[int, list[str]] = {}
-    order = {name: i for i, name in enumerate(DEFAULT_NAMES)}
+    order = {name: i for i, name in enumerate(PIPELINE_ORDER)}
     for ref in sorted(nodes, key=lambda r: (order.get(nodes[r]["name"], 99), r)):
         columns.setdefault(depth[ref], []).append(ref)
     pos: dict[str, tuple[int, int]] = {}

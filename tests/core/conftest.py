@@ -21,6 +21,7 @@ os.environ["RAGINDEX_HOME"] = tempfile.mkdtemp(prefix="ragindex-core-tests-home-
 import pytest  # noqa: E402
 
 from ragindex.settings import BuildSettings, ChunkingSettings  # noqa: E402
+from tests.conftest import write_files  # noqa: E402,F401 - re-exported to the core tests
 
 REPO = Path(__file__).resolve().parents[2]
 RAGINDEX_BIN = Path(sys.executable).with_name("ragindex")
@@ -73,19 +74,6 @@ def write_encrypted_pdf(path: Path, pages: list[str], password: str = "secret") 
         writer.write(fh)
     plain.unlink()
     return path
-
-
-def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
-    """Create ``root`` holding ``files`` (text is written as UTF-8)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, content in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            target.write_text(content, encoding="utf-8")
-    return root
 
 
 def make_tiny_corpus(root: Path) -> Path:

@@ -148,7 +148,7 @@ def test_invalid_chunking_settings_raise_settings_error(kwargs: dict, named: str
 
 
 def test_build_settings_round_trip_and_reject_unknown_keys() -> None:
-    settings = BuildSettings(chunking=ChunkingSettings(300, 30, "markdown"), batch_size=8)
+    settings = BuildSettings(chunking=ChunkingSettings(300, 30, "markdown"), parse_timeout_s=8.0)
     assert BuildSettings.from_dict(settings.to_dict()) == settings
     with pytest.raises(SettingsError, match="unknown build setting"):
         BuildSettings.from_dict(settings.to_dict() | {"chunk_sise": 3})

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from ragindex.errors import RagindexError
-from ragindex.evaluation import EvalQuestion, evaluate, gate, load_questions
+from ragindex.evaluation import EvalQuestion, evaluate, load_questions
+from ragindex.gate import gate
 
 
 @dataclass

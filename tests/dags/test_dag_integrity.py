@@ -76,12 +76,6 @@ def test_bad_ingest_param_is_rejected(dagbag, name, bad):
         params.validate()
 
 
-def test_no_cycles(dagbag):
-    for dag in dagbag.dags.values():
-        dag.check_cycle()
-        assert len(dag.topological_sort()) == len(dag.tasks)
-
-
 def test_ingest_tasks_and_order(dagbag):
     dag = dagbag.dags["rag_ingest"]
     assert set(dag.task_ids) == set(INGEST_ORDER)
@@ -120,24 +114,28 @@ def test_rollback_is_manual_only(dagbag):
 
 
 PARSE_PROBE = r"""
-import importlib.util, json, sys, time
+import importlib.util, json, sys
 import airflow, airflow.sdk  # already imported by any dag-processor
 path = sys.argv[1]
-start = time.perf_counter()
+before = set(sys.modules)
 spec = importlib.util.spec_from_file_location("probe_dag_module", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-elapsed = time.perf_counter() - start
 heavy = [m for m in %r if m in sys.modules]
-print(json.dumps({"elapsed": elapsed, "heavy": heavy}))
+ragindex = sorted(m for m in set(sys.modules) - before if m.startswith("ragindex"))
+print(json.dumps({"heavy": heavy, "ragindex": ragindex}))
 """ % (HEAVY,)
 
 
 @pytest.mark.parametrize("dag_file", ["rag_ingest.py", "rag_rollback.py"])
-def test_dag_file_parses_fast_without_heavy_imports(dag_file):
+def test_dag_file_parses_without_heavy_imports(dag_file):
+    """What the dag-processor pays for every parse: no model, FAISS or W&B, and of the core only its light
+    modules (settings, names, errors, the Params form, the task wrappers)."""
     proc = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(DAGS / dag_file)], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], f"{dag_file} imports {result['heavy']} at parse time"
-    assert result["elapsed"] < 1.0, f"{dag_file} took {result['elapsed']:.2f}s to parse"
+    heavy_core = {"ragindex.embedding", "ragindex.indexing", "ragindex.pipeline", "ragindex.retrieval",
+                  "ragindex.registry.wandb", "ragindex.ingest", "ragindex.gate"}
+    assert heavy_core.isdisjoint(result["ragindex"]), result["ragindex"]

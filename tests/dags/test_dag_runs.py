@@ -1,6 +1,6 @@
 """rag_ingest and rag_rollback run end to end with ``dag.test()``: real Airflow (SQLite metadata DB), the real
-model, real FAISS, a local registry in tmp. One ordered scenario over one registry, so the number of full
-DAG runs stays small:
+model, real FAISS, a local registry in tmp. One scenario test over one registry (so the number of full DAG
+runs stays small), in named phases, each building on the one before:
 
 1. first run: every artifact v0, lineage, production on vector-index:v0;
 2. same corpus again: pull_documents skipped, everything after it skipped, no new versions;
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import DAGS, SAMPLE_QUESTIONS, copy_corpus
+from tests.conftest import phase
+from tests.dags.conftest import DAGS, SAMPLE_CORPUS, SAMPLE_QUESTIONS, copy_corpus
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -28,7 +29,7 @@ DOWNSTREAM_OF_PULL = ("chunk_documents", "embed_chunks", "build_index", "evaluat
 
 
 class Scenario:
-    """State the ordered tests hand on to each other."""
+    """The corpus, registry and figures the phases hand on to each other."""
 
     def __init__(self, root: Path) -> None:
         # The documents are older than any data interval a test uses; a change made by a test is "now".
@@ -55,9 +56,9 @@ class Scenario:
         return self.registry.get("vector-index:production")
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory) -> Scenario:
-    return Scenario(tmp_path_factory.mktemp("dag-runs"))
+def corpus_documents(folder: Path) -> int:
+    """How many documents a folder holds (what a snapshot of it keeps)."""
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 class FreshDags:
@@ -71,11 +72,6 @@ class FreshDags:
         bag = DagBag(dag_folder=str(DAGS), safe_mode=False)
         assert bag.import_errors == {}
         return bag.dags[dag_id]
-
-
-@pytest.fixture(scope="module")
-def dags() -> FreshDags:
-    return FreshDags()
 
 
 def run_dag(dag, conf: dict, **kwargs) -> tuple[str, dict[str, list[str]], object]:
@@ -101,7 +97,7 @@ def chunk_texts(registry, ref: str) -> list[str]:
         return [json.loads(line)["text"] for line in fh]
 
 
-def test_first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
+def first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
     assert state == "success", tis
     assert all(s == ["success"] for t, s in tis.items() if t != "embed_chunks"), tis
@@ -116,7 +112,7 @@ def test_first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     assert reg.get("processed-chunks:v0").consumed == ("raw-documents:v0",)
     assert reg.get("raw-documents:v0").consumed == ()
     assert report.metadata["passed"] is True
-    assert index.metadata["documents"] == 16 and index.metadata["reused"] == 0
+    assert index.metadata["documents"] == corpus_documents(SAMPLE_CORPUS) and index.metadata["reused"] == 0
     assert index.metadata["embedded"] == len(set(chunk_texts(reg, "processed-chunks:v0")))
     assert index.metadata["run_type"] == "manual"
 
@@ -131,7 +127,7 @@ def test_first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     scenario.production_digests.append(production.digest)
 
 
-def test_second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
+def second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
     before = scenario.counts()
     state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
     assert state == "success", tis
@@ -142,7 +138,7 @@ def test_second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
     assert scenario.production().ref == "vector-index:v0"
 
 
-def test_changed_document_embeds_only_its_changed_chunks(dags, scenario):
+def changed_document_embeds_only_its_changed_chunks(dags, scenario):
     doc = scenario.corpus / "forklift_certification.md"
     doc.write_text(doc.read_text(encoding="utf-8") + "\n\n## Night shifts\n\nOperators on the night shift must "
                    "carry a torch and report every near miss to the shift supervisor before leaving the site.\n",
@@ -164,7 +160,7 @@ def test_changed_document_embeds_only_its_changed_chunks(dags, scenario):
     scenario.production_digests.append(index.digest)
 
 
-def test_gate_that_cannot_pass_fails_the_run_and_does_not_promote(dags, scenario, tmp_path):
+def gate_that_cannot_pass_fails_the_run_and_does_not_promote(dags, scenario, tmp_path):
     doc = scenario.corpus / "returns_policy.md"
     doc.write_text(doc.read_text(encoding="utf-8") + "\n\nGift cards are never refunded in cash.\n", encoding="utf-8")
     impossible = tmp_path / "impossible.jsonl"
@@ -185,7 +181,7 @@ def test_gate_that_cannot_pass_fails_the_run_and_does_not_promote(dags, scenario
     assert "production" not in reg.get("vector-index:v2").aliases
 
 
-def test_backfill_type_run_patched_run_type_does_not_promote(dags, scenario, monkeypatch):
+def backfill_type_run_does_not_promote(dags, scenario, monkeypatch):
     """dag.test() always creates a MANUAL run; the run type is patched to BACKFILL_JOB right after creation,
     so the tasks read 'backfill' from their context as they would in a run made by ``airflow backfill``."""
     import airflow.models.dagrun as dagrun_module
@@ -218,13 +214,14 @@ def test_backfill_type_run_patched_run_type_does_not_promote(dags, scenario, mon
     assert scenario.counts()["vector-index"] == before["vector-index"] + 1
     assert index.metadata["run_type"] == "backfill"
     assert index.metadata["as_of"] is not None and index.metadata["as_of"] < logical_date.isoformat()
-    assert index.metadata["documents"] == 14  # the two documents changed "now" are not in the past snapshot
+    # the two documents the phases above changed "now" are not in the past snapshot
+    assert index.metadata["documents"] == corpus_documents(SAMPLE_CORPUS) - 2
     assert index.metadata["embedded"] == 0  # every text of the older corpus is in the cache
     assert any(a.startswith("snapshot-") and a == f"snapshot-{logical_date:%Y-%m-%d}" for a in index.aliases)
     assert scenario.production().ref == "vector-index:v1"
 
 
-def test_rollback_restores_previous_production(dags, scenario):
+def rollback_restores_previous_production(dags, scenario):
     state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "reason": "test"})
     assert state == "success", tis
     production = scenario.production()
@@ -235,10 +232,29 @@ def test_rollback_restores_previous_production(dags, scenario):
     assert "rollback" in last.reason
 
 
-def test_rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd):
+def rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd):
     state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "to_version": "v99"})
     assert state == "failed", tis
     assert tis["rollback_production"] == ["failed"]
     out, err = capfd.readouterr()
     assert "vector-index:v99" in out + err and "no such version" in out + err
     assert scenario.production().ref == "vector-index:v0"
+
+
+def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
+    """The phases of the module docstring, in order; a failure names its phase."""
+    dags, scenario = FreshDags(), Scenario(tmp_path / "scenario")
+    with phase("1 first run"):
+        first_run_logs_every_version_with_lineage_and_promotes(dags, scenario)
+    with phase("2 unchanged corpus"):
+        second_run_on_unchanged_corpus_is_a_noop(dags, scenario)
+    with phase("3 one document changed"):
+        changed_document_embeds_only_its_changed_chunks(dags, scenario)
+    with phase("4 gate that cannot pass"):
+        gate_that_cannot_pass_fails_the_run_and_does_not_promote(dags, scenario, tmp_path)
+    with phase("5 backfill run"), monkeypatch.context() as patch:
+        backfill_type_run_does_not_promote(dags, scenario, patch)
+    with phase("6 rollback"):
+        rollback_restores_previous_production(dags, scenario)
+    with phase("6 rollback to a missing version"):
+        rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd)

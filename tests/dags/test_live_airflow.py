@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import phase
 from tests.dags.conftest import DAGS, SAMPLE_QUESTIONS, copy_corpus
 
 pytestmark = pytest.mark.slow
@@ -150,6 +151,17 @@ class LiveAirflow:
             time.sleep(2)
         pytest.fail(f"rag_ingest never showed up:\n{self.tail()}")
 
+    def wait_scheduler_heartbeats(self, count: int, timeout: float = 300) -> None:
+        """Wait until the scheduler has heartbeated ``count`` more times: it had that many loops to act."""
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) <= count:
+            self._check_alive()
+            assert time.monotonic() < deadline, f"scheduler heartbeats stalled at {sorted(seen)}\n{self.tail()}"
+            beat = self.client.get("/api/v2/monitor/health").json()["scheduler"]["latest_scheduler_heartbeat"]
+            seen.add(beat)
+            time.sleep(1)
+
     # ------------------------------------------------------------- REST helpers
     def api(self, method: str, path: str, **kwargs):
         r = self.client.request(method, f"/api/v2{path}", **kwargs)
@@ -210,9 +222,10 @@ class LiveAirflow:
         pytest.fail(f"run {run_id} did not finish: {self.task_states(run_id)}\n{self.tail()}")
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    airflow = LiveAirflow(tmp_path_factory.mktemp("live"))
+@pytest.fixture
+def live(tmp_path):
+    (tmp_path / "live").mkdir()
+    airflow = LiveAirflow(tmp_path / "live")
     try:
         airflow.start()
         airflow.wait_ready()
@@ -222,31 +235,19 @@ def live(tmp_path_factory):
         airflow.stop()
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return copy_corpus(tmp_path_factory.mktemp("live-corpus") / "corpus")
-
-
-@pytest.fixture(scope="module")
-def registry_path(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("live-registry") / "registry"
-
-
 def conf(corpus: Path, registry_path: Path) -> dict:
     return {"source": str(corpus), "registry": str(registry_path), "require_approval": True,
             "eval_questions": str(SAMPLE_QUESTIONS)}
 
 
 def production_ref(registry_path: Path) -> str | None:
-    from ragindex.registry import ArtifactNotFound, open_registry
+    from ragindex.registry import open_registry
 
-    try:
-        return open_registry(str(registry_path)).get("vector-index:production").ref
-    except ArtifactNotFound:
-        return None
+    found = open_registry(str(registry_path)).find("vector-index:production")
+    return found.ref if found else None
 
 
-def test_approved_review_moves_production(live, corpus, registry_path):
+def approved_review_moves_production(live, corpus, registry_path):
     assert live.api("GET", "/dags/rag_ingest")["is_paused"] is False
     run_id = live.trigger(conf(corpus, registry_path))
     review = live.wait_for_review(run_id)
@@ -268,7 +269,7 @@ def test_approved_review_moves_production(live, corpus, registry_path):
     assert promotion["by"].startswith("admin")
 
 
-def test_rejected_review_keeps_production(live, corpus, registry_path):
+def rejected_review_keeps_production(live, corpus, registry_path):
     doc = corpus / "fleet_maintenance.md"
     doc.write_text(doc.read_text(encoding="utf-8") + "\n\nTyres are replaced in pairs on the same axle.\n",
                    encoding="utf-8")
@@ -285,3 +286,13 @@ def test_rejected_review_keeps_production(live, corpus, registry_path):
     reg = open_registry(str(registry_path))
     assert reg.get("vector-index:latest").ref == "vector-index:v1"
     assert 0 < reg.get("vector-index:v1").metadata["embedded"] < reg.get("vector-index:v1").metadata["chunks"]
+
+
+def test_reviews_through_the_rest_api(live, tmp_path):
+    """Approve a first candidate, then reject a changed one, answering in Required Actions over REST."""
+    corpus = copy_corpus(tmp_path / "corpus")
+    registry_path = tmp_path / "registry"
+    with phase("approve the first candidate"):
+        approved_review_moves_production(live, corpus, registry_path)
+    with phase("reject a changed corpus"):
+        rejected_review_keeps_production(live, corpus, registry_path)

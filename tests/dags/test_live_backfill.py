@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
 from tests.dags.conftest import REPO, SAMPLE_QUESTIONS, copy_corpus
 from tests.dags.test_live_airflow import RUN_TIMEOUT_S, LiveAirflow, production_ref
 
@@ -70,8 +71,7 @@ def live(tmp_path):
     scheduler, dag-processor and api-server of a live instance are exactly that."""
     from tests.deployment.stack import AirflowStack, Ports, StackError, postgres_bin
 
-    if postgres_bin() is None:
-        pytest.skip("PostgreSQL server binaries not found (scripts/system-deps.sh installs them)")
+    need(postgres_bin() is not None, "PostgreSQL server binaries not found (scripts/system-deps.sh installs them)")
     (tmp_path / "pg").mkdir()
     (tmp_path / "airflow").mkdir()
     database = AirflowStack(tmp_path / "pg", REPO, Ports(postgres=18095))
@@ -140,8 +140,8 @@ def test_backfill_never_moves_production(live, tmp_path):
     assert len(backfill_runs) >= 2, backfill_runs  # two Mondays in a 14-day range
     assert all(r["conf"] == conf for r in backfill_runs), backfill_runs
 
-    # Paused DAG: its backfill runs stay queued, no task starts.
-    time.sleep(20)
+    # Paused DAG: its backfill runs stay queued, no task starts, however often the scheduler looks at them.
+    live.wait_scheduler_heartbeats(5)
     for r in live.runs("backfill"):
         assert r["state"] == "queued", r
         assert set(sum(live.task_states(r["dag_run_id"]).values(), [])) <= {None}, r

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
+
 from .stack import AirflowStack, Ports, port_free, postgres_bin
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -55,8 +57,7 @@ def _missing() -> str | None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     reason = _missing()
-    if reason:
-        pytest.skip(reason)
+    need(reason is None, reason or "")
     root = tmp_path_factory.mktemp("celery-stack")
     s = AirflowStack(root, REPO)
     # A broken celery/provider pair is a deployment bug, not a reason to skip: fail with the import error.

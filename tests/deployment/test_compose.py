@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +41,8 @@ def resolved(tmp_path_factory) -> dict:
     """`docker-compose config` of a copy of the file, with a throwaway .env made from .env.example
     (plus a sentinel W&B key and registry), in a temp folder."""
     compose = _compose_binary()
-    if compose is None:
-        pytest.skip("no compose implementation installed (docker-compose or the docker compose plugin; "
-                    "scripts/system-deps.sh installs Debian's docker-compose)")
+    need(compose is not None, "no compose implementation installed (docker-compose or the docker compose plugin; "
+                              "scripts/system-deps.sh installs Debian's docker-compose)")
     work = tmp_path_factory.mktemp("compose")
     shutil.copy(COMPOSE, work / "docker-compose.yaml")
     env = ENV_EXAMPLE.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from ragindex.ingest import logs_by_reference, manifest_only
 from ragindex.sources import MANIFEST_NAME, snapshot
+from ragindex.workdir import WorkDir
 
 
 class RegistryStandIn:
@@ -26,8 +27,9 @@ def test_manifest_only_folder_lists_every_document_as_a_reference(tmp_path):
 
     fs = fsspec.filesystem("memory")
     fs.pipe({"/refcorpus/a.md": b"# A\n\nalpha", "/refcorpus/sub/b.txt": b"beta"})
-    snap = snapshot("memory://refcorpus", tmp_path / "raw")
-    folder, references = manifest_only(tmp_path / "raw", "memory://refcorpus", snap.entries)
+    work = WorkDir(tmp_path)
+    snap = snapshot("memory://refcorpus", work.raw)
+    folder, references = manifest_only(work, "memory://refcorpus", snap.entries)
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME]
     assert references == {"files/a.md": "memory://refcorpus/a.md", "files/sub/b.txt": "memory://refcorpus/sub/b.txt"}
     manifest = json.loads((folder / MANIFEST_NAME).read_text())

@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import markupsafe
 import pytest
+
+from tests.conftest import need
 from fastapi.testclient import TestClient
 
 from .conftest import PLUGINS, REPO, VENV_BIN
@@ -185,15 +187,17 @@ def test_metadata_is_escaped(client, tmp_path):
         assert evil not in page and str(markupsafe.escape(evil)) in page
 
 
-def test_wandb_registry_links_each_version_to_its_web_page(client, filled_registry, monkeypatch):
-    """With W&B as the registry (no names() listing) each ref links to ``registry.web_url(ref)``."""
+def test_wandb_registry_links_each_version_to_its_web_page_with_a_local_backed_fake(client, filled_registry,
+                                                                                   monkeypatch):
+    """With W&B as the registry (no names() listing) each ref links to ``registry.web_url(ref)``. No W&B server
+    is reachable here: a fake, named as such, serves the local registry's versions with W&B URLs."""
     from ragindex.registry import open_registry
 
     import ragindex_ui.views as views
 
     local = open_registry(filled_registry["uri"])
 
-    class FakeWandb:  # the local versions, served the way the W&B backend serves them
+    class LocalBackedFakeWandbRegistry:  # the local versions, served the way the W&B backend serves them
         uri = "wandb://acme/rag"
 
         def _url(self, v):
@@ -212,7 +216,7 @@ def test_wandb_registry_links_each_version_to_its_web_page(client, filled_regist
         def web_url(self, ref):
             return self._url(local.get(ref))
 
-    monkeypatch.setattr(views, "open_checked", lambda uri: FakeWandb())
+    monkeypatch.setattr(views, "open_checked", lambda uri: LocalBackedFakeWandbRegistry())
     page = client.get("/").text
     for name in NAMES:
         for v in local.versions(name):
@@ -272,15 +276,15 @@ def test_extra_link_points_at_the_version_page(monkeypatch):
                                                "?registry=%2Fdata%2Freg")
 
 
-def test_extra_link_goes_to_wandb_for_a_wandb_registry(monkeypatch):
+def test_extra_link_goes_to_wandb_for_a_wandb_registry_with_a_fake_url_only_registry(monkeypatch):
     import ragindex.registry
     import ragindex_ui.links as links
 
-    class FakeWandb:
+    class FakeWandbRegistryOfUrlsOnly:
         def web_url(self, ref):
             return f"https://wandb.ai/acme/rag/artifacts/index/{ref.replace(':', '/')}"
 
-    monkeypatch.setattr(ragindex.registry, "open_registry", lambda uri: FakeWandb())
+    monkeypatch.setattr(ragindex.registry, "open_registry", lambda uri: FakeWandbRegistryOfUrlsOnly())
     monkeypatch.setattr(links, "_return_value", lambda ti_key: {"index": "vector-index:v1"})
     monkeypatch.setattr(links, "_run_registry", lambda ti_key: None)
     monkeypatch.setenv("RAGINDEX_REGISTRY", "wandb://acme/rag")
@@ -340,10 +344,9 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def airflow_ui(filled_registry: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``airflow api-server`` + ``airflow dag-processor`` on loopback, AIRFLOW_HOME in a temporary folder."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (scripts/system-deps.sh installs it)")
     if _port_busy(PORT):
-        pytest.skip(f"port {PORT} is already in use on 127.0.0.1")
+        pytest.fail(f"port {PORT} is already in use on 127.0.0.1 (another run of these tests?)")
     home = tmp_path_factory.mktemp("airflow-home")
     env = dict(os.environ)
     env.update(
@@ -405,7 +408,8 @@ def airflow_ui(filled_registry: dict[str, Any], tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="module")
 def browser(airflow_ui: str) -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    from playwright import sync_api  # pinned in requirements.txt: a missing install is an error, not a skip
+
     with sync_api.sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

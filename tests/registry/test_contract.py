@@ -23,6 +23,7 @@ from ragindex.registry import (
     open_registry,
 )
 from ragindex.registry.digest import dir_digest
+from tests.conftest import write_files
 
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parent.parent / "include"
@@ -73,16 +74,7 @@ def make_dir(tmp_path: Path) -> Callable[..., Path]:
     counter = iter(range(10_000))
 
     def build(files: dict[str, str | bytes]) -> Path:
-        root = tmp_path / "inputs" / f"d{next(counter)}"
-        for rel, content in files.items():
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            else:
-                target.write_text(content)
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+        return write_files(tmp_path / "inputs" / f"d{next(counter)}", files)
 
     return build
 
@@ -325,15 +317,19 @@ def test_concurrent_alias_moves_never_lose_the_alias(
         assert all(prev.to_version == nxt.from_version for prev, nxt in zip(history, history[1:]))
 
 
-# -- crash safety (the local backend's storage; W&B's is the server's) -----------------------------
+# -- crash safety of the local backend's storage (W&B's is the server's, so these are not contract tests) --
+
+
+@pytest.fixture
+def local_uri(tmp_path: Path) -> str:
+    return f"file://{tmp_path / 'registry'}"
 
 
 @pytest.mark.parametrize("crash_point", ["crash-copy", "crash-commit"])
-def test_killed_writer_leaves_no_version_and_registry_keeps_working(
-    backend: str, registry_uri: str, registry: Registry, name: str, make_dir, crash_point: str
+def test_killed_local_writer_leaves_no_version_and_registry_keeps_working(
+    local_uri: str, name: str, make_dir, crash_point: str
 ) -> None:
-    if backend != "local":
-        pytest.skip("crash points are inside the local backend's copy/commit; W&B commits server-side")
+    registry_uri, registry = local_uri, open_registry(local_uri)
     code, _out, err = finish(worker(crash_point, registry_uri, name))
     assert code == -9, f"worker should have been killed mid-log, got {code}: {err}"
 
@@ -358,10 +354,10 @@ def test_killed_writer_leaves_no_version_and_registry_keeps_working(
     assert registry.download(later.ref).joinpath("f").read_text() == "after crash"
 
 
-def test_failed_copy_is_not_visible(backend: str, registry: Registry, name: str, make_dir, monkeypatch) -> None:
-    if backend != "local":
-        pytest.skip("patches the local backend's copy step")
+def test_failed_local_copy_is_not_visible(local_uri: str, name: str, make_dir, monkeypatch) -> None:
     import ragindex.registry.local as local
+
+    registry = open_registry(local_uri)
 
     calls = []
     real_copy = local.shutil.copyfile

@@ -8,56 +8,73 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from ragindex.registry import RegistryError, RunInfo, default_registry_uri, open_registry
 from ragindex.registry.local import LocalRegistry
+from tests.conftest import write_files
 
 INCLUDE = Path(__file__).resolve().parent.parent.parent / "include"
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    """Create a directory holding ``files``."""
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
+class ObservedConnection:
+    """A catalogue connection that reports when ``BEGIN IMMEDIATE`` was sent and when it returned."""
+
+    def __init__(self, conn: sqlite3.Connection, sent: threading.Event, returned: threading.Event) -> None:
+        self._conn, self._sent, self._returned = conn, sent, returned
+
+    def execute(self, sql: str, *args: object):
+        if sql == "BEGIN IMMEDIATE":
+            self._sent.set()
+            result = self._conn.execute(sql, *args)
+            self._returned.set()
+            return result
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
 
 
-def test_writer_waits_for_another_writers_transaction_and_takes_the_next_version(tmp_path: Path) -> None:
+def test_writer_waits_for_another_writers_transaction_and_takes_the_next_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = LocalRegistry(tmp_path / "reg")
     other = sqlite3.connect(registry.root / "catalog.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process is half-way through logging docs:v0
+    sent, returned = threading.Event(), threading.Event()
+    connect = registry._connect
+    monkeypatch.setattr(registry, "_connect", lambda: ObservedConnection(connect(), sent, returned))
     result: dict[str, object] = {}
 
     def log() -> None:
         try:
             result["ref"] = registry.log_artifact(
-                "docs", "dataset", write(tmp_path / "in", {"f": "mine"}), run=RunInfo("t")
+                "docs", "dataset", write_files(tmp_path / "in", {"f": "mine"}), run=RunInfo("t")
             ).ref
         except Exception as exc:  # noqa: BLE001 - reported to the test thread
             result["error"] = exc
 
     thread = threading.Thread(target=log)
     thread.start()
-    time.sleep(0.5)
-    assert thread.is_alive(), "the second writer must queue behind the open write transaction"
+    assert sent.wait(timeout=60), "the second writer never asked for the write lock"
+    # While `other` holds the write lock, BEGIN IMMEDIATE cannot return: the writer queues, it does not fail.
+    assert not returned.is_set() and "error" not in result
     other.execute(
         "INSERT INTO versions (name, idx, type, digest, manifest, metadata, created_at, producer_run, consumed) "
         "VALUES ('docs', 0, 'dataset', 'd0', '{}', '{}', '2024-01-01T00:00:00+00:00', 'r', '[]')"
     )
     other.execute("COMMIT")
-    thread.join(timeout=30)
+    thread.join(timeout=60)
+    assert returned.is_set()
     assert "error" not in result, result.get("error")
     assert result["ref"] == "docs:v1"
 
 
 def test_catalogue_uses_wal_and_content_lives_under_objects(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "reg")
-    version = registry.log_artifact("docs", "dataset", write(tmp_path / "in", {"a/b.txt": "x"}), run=RunInfo("t"))
+    version = registry.log_artifact("docs", "dataset", write_files(tmp_path / "in", {"a/b.txt": "x"}), run=RunInfo("t"))
     with sqlite3.connect(registry.root / "catalog.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (registry.root / "objects" / version.digest / "a" / "b.txt").read_text() == "x"
@@ -67,12 +84,12 @@ def test_catalogue_uses_wal_and_content_lives_under_objects(tmp_path: Path) -> N
 def test_runs_are_recorded_with_generated_or_given_ids(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "reg")
     first = registry.log_artifact(
-        "a", "t", write(tmp_path / "1", {"f": "1"}), run=RunInfo("ingest", group="g1", config={"k": [1, 2]})
+        "a", "t", write_files(tmp_path / "1", {"f": "1"}), run=RunInfo("ingest", group="g1", config={"k": [1, 2]})
     )
     assert first.producer_run and len(first.producer_run) == 32
     recorded = registry.run_info(first.producer_run)
     assert recorded == RunInfo("ingest", group="g1", config={"k": [1, 2]}, run_id=first.producer_run)
-    second = registry.log_artifact("b", "t", write(tmp_path / "2", {"f": "2"}), run=RunInfo("embed", run_id="run-42"))
+    second = registry.log_artifact("b", "t", write_files(tmp_path / "2", {"f": "2"}), run=RunInfo("embed", run_id="run-42"))
     assert second.producer_run == "run-42"
     assert registry.run_info("run-42").job_type == "embed"
     assert registry.run_info("nope") is None
@@ -81,7 +98,7 @@ def test_runs_are_recorded_with_generated_or_given_ids(tmp_path: Path) -> None:
 def test_metadata_must_be_json(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "reg")
     with pytest.raises(RegistryError, match="docs"):
-        registry.log_artifact("docs", "t", write(tmp_path / "in", {"f": "1"}), run=RunInfo("t"), metadata={"x": object()})
+        registry.log_artifact("docs", "t", write_files(tmp_path / "in", {"f": "1"}), run=RunInfo("t"), metadata={"x": object()})
     assert registry.versions("docs") == []
 
 

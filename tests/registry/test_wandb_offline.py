@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-wandb = pytest.importorskip("wandb")
+import wandb  # pinned in requirements.txt: a missing install is an error, not a skip
 
 from ragindex.registry import RunInfo  # noqa: E402
 from ragindex.registry.digest import manifest_of  # noqa: E402

@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from ragindex.settings import ragindex_home
 
 from .protocol import (
     AliasMove,
@@ -23,6 +24,7 @@ from .protocol import (
     ArtifactVersion,
     Registry,
     RegistryError,
+    RegistryUnavailable,
     RunInfo,
     split_ref,
 )
@@ -33,6 +35,7 @@ __all__ = [
     "ArtifactVersion",
     "Registry",
     "RegistryError",
+    "RegistryUnavailable",
     "RunInfo",
     "default_registry_uri",
     "open_registry",
@@ -47,8 +50,7 @@ def default_registry_uri() -> str:
     configured = os.environ.get("RAGINDEX_REGISTRY", "").strip()
     if configured:
         return configured
-    home = Path(os.environ.get("RAGINDEX_HOME") or "~/.ragindex").expanduser()
-    return str(home / "registry")
+    return str(ragindex_home() / "registry")
 
 
 def _open_wandb(uri: str) -> Registry:

@@ -14,30 +14,28 @@ processes get distinct version numbers and alias moves are never lost.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import re
 import shutil
 import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-from .digest import manifest_digest, manifest_of
-from .graph import build_lineage
-from .protocol import AliasMove, ArtifactNotFound, ArtifactVersion, RegistryError, RunInfo, split_ref
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
+from .base import RegistryBase, refuse_type_change
+from .digest import manifest_of
+from .protocol import AliasMove, ArtifactNotFound, ArtifactVersion, LogRequest, RegistryError, RunInfo
+from .rules import LATEST, VERSION_TAG, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
 OBJECTS = "objects"
 STAGING = ".staging"
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 1
-_VERSION_TAG = re.compile(r"^v(\d+)$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -80,42 +78,6 @@ CREATE INDEX IF NOT EXISTS alias_moves_by_alias ON alias_moves (name, alias, seq
 """
 
 
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with microseconds, so moves sort in the order they happened."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def default_actor() -> str:
-    """Who is acting when the caller did not say (user@host), for the alias audit trail."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database in some containers
-        user = "unknown"
-    return f"{user}@{os.uname().nodename}" if hasattr(os, "uname") else user
-
-
-def validate_alias(name: str, alias: str) -> None:
-    """Refuse aliases that would shadow version tags or are empty (as W&B does)."""
-    if not alias or ":" in alias or "/" in alias:
-        raise RegistryError(f"invalid alias {alias!r} for {name!r}: must be non-empty without ':' or '/'")
-    if _VERSION_TAG.match(alias):
-        raise RegistryError(f"invalid alias {alias!r} for {name!r}: looks like a version tag")
-
-
-def validate_name(name: str) -> None:
-    """Refuse names that cannot be a W&B artifact name, so both backends accept the same names."""
-    if not _NAME.match(name or ""):
-        raise RegistryError(f"invalid artifact name {name!r}: use letters, digits, '-', '_' or '.'")
-
-
-def to_json(value: Any, what: str) -> str:
-    """Serialise metadata/config, naming what failed when it is not JSON."""
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise RegistryError(f"{what} is not JSON-serialisable: {exc}") from exc
-
-
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename survives a power cut (best effort off POSIX)."""
     try:
@@ -142,7 +104,11 @@ def copy_tree_synced(src: Path, dst: Path, manifest: dict[str, str]) -> None:
         fsync_dir(directory)
 
 
-class LocalRegistry:
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+class LocalRegistry(RegistryBase):
     """The ``Registry`` protocol over a folder: SQLite catalogue plus content-addressed files."""
 
     def __init__(self, root: Path | str) -> None:
@@ -155,7 +121,10 @@ class LocalRegistry:
             self.staging.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create registry at {self.uri}: {exc}") from exc
-        self._init_schema()
+        try:
+            self._init_schema()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open catalogue of {self.uri}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"
@@ -196,27 +165,21 @@ class LocalRegistry:
         finally:
             conn.close()
 
+    @retry(retry=retry_if_exception(_locked), wait=wait_fixed(0.05), stop=stop_after_delay(BUSY_TIMEOUT_S),
+           reraise=True)
     def _init_schema(self) -> None:
         """Create tables and switch to WAL; retried because concurrent openers may collide."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                conn = self._connect()
-                try:
-                    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                        conn.execute("PRAGMA journal_mode = WAL")
-                    conn.execute("BEGIN IMMEDIATE")
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                finally:
-                    conn.close()
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise RegistryError(f"cannot open catalogue of {self.uri}: {exc}") from exc
-                time.sleep(0.05)
+        conn = self._connect()
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     # -- row mapping ---------------------------------------------------------------------------
 
@@ -228,7 +191,7 @@ class LocalRegistry:
         aliases = [row["alias"] for row in rows]
         newest = conn.execute("SELECT MAX(idx) FROM versions WHERE name = ?", (name,)).fetchone()[0]
         if newest == idx:
-            aliases.insert(0, "latest")
+            aliases.insert(0, LATEST)
         return tuple(aliases)
 
     def _version(self, conn: sqlite3.Connection, row: sqlite3.Row) -> ArtifactVersion:
@@ -246,15 +209,14 @@ class LocalRegistry:
             url=None,
         )
 
-    def _row(self, conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
-        """Find the ``versions`` row a ref names, or raise ArtifactNotFound naming the ref."""
-        name, tag = split_ref(ref)
-        match = _VERSION_TAG.match(tag)
+    def _row(self, conn: sqlite3.Connection, name: str, tag: str) -> sqlite3.Row:
+        """Find the ``versions`` row of ``name:tag``, or raise ArtifactNotFound naming the ref."""
+        match = VERSION_TAG.match(tag)
         if match:
             row = conn.execute(
                 "SELECT * FROM versions WHERE name = ? AND idx = ?", (name, int(match.group(1)))
             ).fetchone()
-        elif tag == "latest":
+        elif tag == LATEST:
             row = conn.execute(
                 "SELECT * FROM versions WHERE name = ? ORDER BY idx DESC LIMIT 1", (name,)
             ).fetchone()
@@ -287,18 +249,10 @@ class LocalRegistry:
         conn.execute(
             "INSERT INTO alias_moves (name, alias, from_version, to_version, at, actor, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                name,
-                alias,
-                None if current is None else f"v{current['idx']}",
-                f"v{idx}",
-                utc_now(),
-                actor,
-                reason,
-            ),
+            (name, alias, None if current is None else f"v{current['idx']}", f"v{idx}", utc_now(), actor, reason),
         )
 
-    # -- writing -------------------------------------------------------------------------------
+    # -- storage primitives --------------------------------------------------------------------------
 
     def _store_content(self, files: Path, manifest: dict[str, str], digest: str) -> Path:
         """Copy files into staging, check them, then rename into ``objects/<digest>`` atomically."""
@@ -309,11 +263,8 @@ class LocalRegistry:
         tmp.mkdir(parents=True)
         try:
             copy_tree_synced(files, tmp, manifest)
-            copied = manifest_of(tmp)
-            if copied != manifest:
-                raise RegistryError(
-                    f"files under {str(files)!r} changed while being logged (digest mismatch)"
-                )
+            if manifest_of(tmp) != manifest:
+                raise RegistryError(f"files under {str(files)!r} changed while being logged (digest mismatch)")
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -325,104 +276,70 @@ class LocalRegistry:
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
-    def log_artifact(
-        self,
-        name: str,
-        type: str,
-        files: Path,
-        *,
-        run: RunInfo,
-        metadata: dict[str, Any] | None = None,
-        aliases: Sequence[str] = (),
-        uses: Sequence[str] = (),
-    ) -> ArtifactVersion:
-        """Log the files under directory ``files`` as a version of ``name``; dedup by digest."""
-        validate_name(name)
-        wanted_aliases = [a for a in dict.fromkeys(aliases) if a != "latest"]
-        for alias in wanted_aliases:
-            validate_alias(name, alias)
-        metadata_json = to_json(metadata or {}, f"metadata for {name!r}")
-        config_json = to_json(dict(run.config), f"run config for {name!r}")
+    def _log(self, request: LogRequest) -> ArtifactVersion:
+        run = request.run
         run_id = run.run_id or uuid.uuid4().hex
-        consumed = [self.get(ref).ref for ref in uses]
-        manifest = manifest_of(Path(files))
-        digest = manifest_digest(manifest)
-        self._store_content(Path(files), manifest, digest)
-        actor = f"run:{run_id}"
+        config_json = to_json(dict(run.config), f"run config for {request.name!r}")
+        self._store_content(request.files, request.manifest, request.digest)
         with self._write() as conn:
-            existing_type = conn.execute(
-                "SELECT type FROM versions WHERE name = ? LIMIT 1", (name,)
-            ).fetchone()
-            if existing_type is not None and existing_type["type"] != type:
-                raise RegistryError(
-                    f"cannot log {name!r} as type {type!r}: it already has type {existing_type['type']!r}"
-                )
-            row = conn.execute(
-                "SELECT * FROM versions WHERE name = ? AND digest = ?", (name, digest)
-            ).fetchone()
+            existing = conn.execute("SELECT type FROM versions WHERE name = ? LIMIT 1", (request.name,)).fetchone()
+            refuse_type_change(request.name, request.type, existing["type"] if existing else None)
+            row = conn.execute("SELECT * FROM versions WHERE name = ? AND digest = ?",
+                               (request.name, request.digest)).fetchone()
             if row is None:
-                idx = conn.execute(
-                    "SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE name = ?", (name,)
-                ).fetchone()[0]
+                idx = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM versions WHERE name = ?",
+                                   (request.name,)).fetchone()[0]
                 conn.execute(
                     "INSERT OR IGNORE INTO runs (run_id, job_type, run_group, config, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (run_id, run.job_type, run.group, config_json, utc_now()),
-                )
+                    "VALUES (?, ?, ?, ?, ?)", (run_id, run.job_type, run.group, config_json, utc_now()))
                 conn.execute(
                     "INSERT INTO versions (name, idx, type, digest, manifest, metadata, created_at, "
                     "producer_run, consumed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        name,
-                        idx,
-                        type,
-                        digest,
-                        json.dumps(manifest, sort_keys=True),
-                        metadata_json,
-                        utc_now(),
-                        run_id,
-                        json.dumps(consumed),
-                    ),
-                )
-                row = self._row(conn, f"{name}:v{idx}")
-            for alias in wanted_aliases:
-                self._move_alias(conn, name, alias, row["idx"], actor, "logged")
+                    (request.name, idx, request.type, request.digest, json.dumps(request.manifest, sort_keys=True),
+                     to_json(request.metadata, f"metadata for {request.name!r}"), utc_now(), run_id,
+                     json.dumps(list(request.consumed))))
+                row = self._row(conn, request.name, f"v{idx}")
+            for alias in request.aliases:
+                self._move_alias(conn, request.name, alias, row["idx"], f"run:{run_id}", "logged")
             return self._version(conn, row)
 
-    def set_alias(self, ref: str, alias: str, *, actor: str = "", reason: str = "") -> ArtifactVersion:
-        """Point ``alias`` at ``ref`` (taking it off any other version) and record the move."""
-        name, _tag = split_ref(ref)
-        if alias == "latest":
-            raise RegistryError(f"cannot set alias 'latest' on {ref}: it always follows the newest version")
-        validate_alias(name, alias)
+    def _set_alias(self, version: ArtifactVersion, alias: str, actor: str, reason: str) -> ArtifactVersion:
         with self._write() as conn:
-            row = self._row(conn, ref)
-            self._move_alias(conn, name, alias, row["idx"], actor or default_actor(), reason)
+            row = self._row(conn, version.name, version.version)
+            self._move_alias(conn, version.name, alias, row["idx"], actor, reason)
             return self._version(conn, row)
 
-    def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
-        """Merge ``patch`` into a version's metadata (files and digest stay immutable)."""
+    def _update_metadata(self, version: ArtifactVersion, patch: dict[str, Any]) -> ArtifactVersion:
         with self._write() as conn:
-            row = self._row(conn, ref)
+            row = self._row(conn, version.name, version.version)
             merged = {**json.loads(row["metadata"]), **patch}
-            conn.execute(
-                "UPDATE versions SET metadata = ? WHERE name = ? AND idx = ?",
-                (to_json(merged, f"metadata for {ref}"), row["name"], row["idx"]),
-            )
-            return self._version(conn, self._row(conn, f"{row['name']}:v{row['idx']}"))
+            conn.execute("UPDATE versions SET metadata = ? WHERE name = ? AND idx = ?",
+                         (to_json(merged, f"metadata for {version.ref}"), row["name"], row["idx"]))
+            return self._version(conn, self._row(conn, version.name, version.version))
 
-    # -- reading -------------------------------------------------------------------------------
-
-    def get(self, ref: str) -> ArtifactVersion:
-        """Resolve ``name:vN`` / ``name:alias`` / ``name`` (latest); raise ArtifactNotFound."""
+    def _get(self, name: str, tag: str) -> ArtifactVersion:
         with self._read() as conn:
-            return self._version(conn, self._row(conn, ref))
+            return self._version(conn, self._row(conn, name, tag))
 
-    def versions(self, name: str) -> list[ArtifactVersion]:
-        """Every version of ``name``, oldest first (empty list when the name is unknown)."""
+    def _versions(self, name: str) -> list[ArtifactVersion]:
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM versions WHERE name = ? ORDER BY idx", (name,)).fetchall()
             return [self._version(conn, row) for row in rows]
+
+    def _manifest(self, version: ArtifactVersion) -> dict[str, str]:
+        with self._read() as conn:
+            return json.loads(self._row(conn, version.name, version.version)["manifest"])
+
+    def _stored_dir(self, version: ArtifactVersion) -> Path:
+        stored = self.objects / version.digest
+        if not stored.is_dir():
+            raise RegistryError(f"content of {version.ref} is missing from {stored}")
+        return stored
+
+    def _fill(self, version: ArtifactVersion, into: Path) -> None:
+        copy_tree_synced(self._stored_dir(version), into, self._manifest(version))
+
+    # -- extras of this backend ----------------------------------------------------------------------
 
     def names(self) -> list[str]:
         """Every artifact name in the catalogue (an extra, handy for listings)."""
@@ -435,49 +352,8 @@ class LocalRegistry:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
-        return RunInfo(
-            job_type=row["job_type"], group=row["run_group"], config=json.loads(row["config"]), run_id=row["run_id"]
-        )
-
-    def _stored_dir(self, ref: str) -> tuple[ArtifactVersion, Path, dict[str, str]]:
-        """The version, its content directory and its manifest; errors when content is missing."""
-        with self._read() as conn:
-            row = self._row(conn, ref)
-            version = self._version(conn, row)
-            manifest = json.loads(row["manifest"])
-        stored = self.objects / version.digest
-        if not stored.is_dir():
-            raise RegistryError(f"content of {version.ref} is missing from {stored}")
-        return version, stored, manifest
-
-    def download(self, ref: str, root: Path | None = None) -> Path:
-        """Materialise a version's files in a directory and return it (cached, never half-written).
-
-        Without ``root`` the stored directory itself is returned: treat it as read-only.
-        """
-        version, stored, manifest = self._stored_dir(ref)
-        if root is None:
-            return stored
-        root = Path(root).expanduser().resolve()
-        if root.is_dir() and any(root.iterdir()):
-            if manifest_of(root) == manifest:
-                return root
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex}"
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
-            copy_tree_synced(stored, tmp, manifest)
-            if root.exists():
-                os.rename(root, old)
-            os.rename(tmp, root)
-            fsync_dir(root.parent)
-        except OSError as exc:
-            raise RegistryError(f"cannot download {version.ref} into {root}: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
-        return root
+        return RunInfo(job_type=row["job_type"], group=row["run_group"], config=json.loads(row["config"]),
+                       run_id=row["run_id"])
 
     def alias_history(self, name: str, alias: str) -> list[AliasMove]:
         """Every recorded move of ``alias`` within ``name``, oldest first."""
@@ -485,22 +361,9 @@ class LocalRegistry:
             rows = conn.execute(
                 "SELECT * FROM alias_moves WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
             ).fetchall()
-        return [
-            AliasMove(
-                name=row["name"],
-                alias=row["alias"],
-                from_version=row["from_version"],
-                to_version=row["to_version"],
-                at=row["at"],
-                actor=row["actor"],
-                reason=row["reason"],
-            )
-            for row in rows
-        ]
-
-    def lineage(self, ref: str) -> dict[str, Any]:
-        """The upstream graph of a version: ``{"root": ref, "nodes": {ref: {...}}, "edges": [[src, dst]]}``."""
-        return build_lineage(self.get, ref)
+        return [AliasMove(name=row["name"], alias=row["alias"], from_version=row["from_version"],
+                          to_version=row["to_version"], at=row["at"], actor=row["actor"], reason=row["reason"])
+                for row in rows]
 
     def web_url(self, ref: str) -> str | None:
         """No web page for the local backend (the ref is still checked)."""
@@ -516,4 +379,3 @@ class LocalRegistry:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
-

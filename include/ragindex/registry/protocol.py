@@ -5,6 +5,8 @@ Semantics follow W&B Artifacts so that backends are interchangeable:
 - logging content identical to an existing version of that name returns that version (no new one);
 - ``latest`` always follows the newest version; every other alias is exclusive within a name;
 - each version records the run that produced it and the versions that run consumed (lineage).
+
+The rules are applied once, in ``base.RegistryBase``; ``rules`` says what they are.
 """
 
 from __future__ import annotations
@@ -13,16 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
 
-class RegistryError(Exception):
-    """Base error of the registry: the message names the ref or URI and the reason."""
-
-
-class ArtifactNotFound(RegistryError, KeyError):
-    """A ref (``name:vN`` or ``name:alias``) that names no version."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "artifact not found"
+__all__ = ["AliasMove", "ArtifactNotFound", "ArtifactVersion", "LogRequest", "Registry", "RegistryError",
+           "RegistryUnavailable", "RunInfo", "split_ref"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +29,7 @@ class RunInfo:
     group: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +71,21 @@ class AliasMove:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class LogRequest:
+    """A checked ``log_artifact`` call, as the base class hands it to a backend."""
+
+    name: str
+    type: str
+    files: Path
+    manifest: dict[str, str]
+    digest: str
+    run: RunInfo
+    metadata: dict[str, Any]
+    aliases: tuple[str, ...]
+    consumed: tuple[str, ...]
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     """Split ``name:tag`` (tag = ``vN`` or an alias; missing tag means ``latest``)."""
     name, sep, tag = ref.partition(":")
@@ -104,6 +116,10 @@ class Registry(Protocol):
 
     def get(self, ref: str) -> ArtifactVersion:
         """Resolve ``name:vN`` / ``name:alias`` / ``name`` (latest); raise ArtifactNotFound."""
+        ...
+
+    def find(self, ref: str) -> ArtifactVersion | None:
+        """Like ``get``, but None when the ref names no version."""
         ...
 
     def versions(self, name: str) -> list[ArtifactVersion]:

@@ -16,28 +16,20 @@ Mapping of the registry contract onto W&B:
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from .digest import dir_digest
-from .graph import build_lineage
-from .protocol import AliasMove, ArtifactNotFound, ArtifactVersion, RegistryError, RunInfo, split_ref
+from ragindex.settings import ragindex_home
 
-ALIAS_MOVES_KEY = "ragindex.alias_moves"
+from .base import RegistryBase, refuse_type_change
+from .digest import dir_digest
+from .protocol import AliasMove, ArtifactNotFound, ArtifactVersion, LogRequest, RegistryError, RunInfo, split_ref
+from .rules import RESERVED_PREFIX, VERSION_TAG, fill_atomically, utc_now
+
+ALIAS_MOVES_KEY = f"{RESERVED_PREFIX}alias_moves"
 REFERENCES_KEY = "references"
 RESERVED_METADATA_KEYS = frozenset({ALIAS_MOVES_KEY})
-_VERSION_TAG = re.compile(r"^v\d+$")
 _MISSING_HINTS = ("not found", "does not exist", "no such", "could not find")
-
-
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with microseconds, so moves sort in the order they happened."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def looks_missing(exc: BaseException) -> bool:
@@ -73,7 +65,7 @@ def has_references(artifact: Any) -> bool:
     return any(getattr(entry, "ref", None) for entry in entries.values())
 
 
-class WandbRegistry:
+class WandbRegistry(RegistryBase):
     """The ``Registry`` protocol on W&B Artifacts in one ENTITY/PROJECT."""
 
     def __init__(
@@ -96,8 +88,7 @@ class WandbRegistry:
         self._wandb = wandb_module
         self._api = api
         self._settings = settings
-        home = Path(os.environ.get("RAGINDEX_HOME") or "~/.ragindex").expanduser()
-        self.cache_dir = Path(cache_dir) if cache_dir else home / "cache" / "wandb" / entity / project
+        self.cache_dir = Path(cache_dir) if cache_dir else ragindex_home() / "cache" / "wandb" / entity / project
 
     def __repr__(self) -> str:
         return f"WandbRegistry({self.entity!r}, {self.project!r})"
@@ -122,14 +113,9 @@ class WandbRegistry:
             self._api = self.wb.Api()
         return self._api
 
-    def _path(self, ref: str) -> str:
-        """``entity/project/name:tag`` for a ref (bare names mean ``latest``)."""
-        name, tag = split_ref(ref)
-        return f"{self.entity}/{self.project}/{name}:{tag}"
-
-    def _fetch(self, ref: str) -> Any:
-        """The Api artifact a ref names; ArtifactNotFound naming the ref when W&B has none."""
-        path = self._path(ref)
+    def _fetch(self, name: str, tag: str) -> Any:
+        """The Api artifact ``name:tag`` names; ArtifactNotFound naming the ref when W&B has none."""
+        path = f"{self.entity}/{self.project}/{name}:{tag}"
         try:
             return self.api.artifact(path)
         except Exception as exc:  # noqa: BLE001 - wandb raises CommError/ValueError variously
@@ -137,10 +123,10 @@ class WandbRegistry:
                 raise ArtifactNotFound(f"artifact {path} not found in {self.uri}: {exc}") from exc
             raise RegistryError(f"cannot read artifact {path} from {self.uri}: {exc}") from exc
 
-    def _fetch_or_none(self, ref: str) -> Any | None:
-        """The Api artifact a ref names, or None when it names nothing."""
+    def _fetch_or_none(self, name: str, tag: str) -> Any | None:
+        """The Api artifact ``name:tag`` names, or None when it names nothing."""
         try:
-            return self._fetch(ref)
+            return self._fetch(name, tag)
         except ArtifactNotFound:
             return None
 
@@ -176,7 +162,7 @@ class WandbRegistry:
     def _to_version(self, artifact: Any) -> ArtifactVersion:
         """Turn an Api artifact into the protocol's value object."""
         producer, consumed = self._provenance(artifact)
-        aliases = [a for a in artifact.aliases if not _VERSION_TAG.match(a)]
+        aliases = [a for a in artifact.aliases if not VERSION_TAG.match(a)]
         aliases.sort(key=lambda a: (a != "latest", a))
         return ArtifactVersion(
             name=collection_name(artifact),
@@ -193,7 +179,7 @@ class WandbRegistry:
 
     def _raw_versions(self, name: str) -> list[Any]:
         """Every Api artifact of ``name``, oldest first."""
-        latest = self._fetch_or_none(f"{name}:latest")
+        latest = self._fetch_or_none(name, "latest")
         if latest is None:
             return []
         try:
@@ -220,7 +206,7 @@ class WandbRegistry:
 
     def _holder(self, name: str, alias: str) -> str | None:
         """The version currently holding ``alias`` (``vN``), or None."""
-        holder = self._fetch_or_none(f"{name}:{alias}")
+        holder = self._fetch_or_none(name, alias)
         return None if holder is None else str(holder.version)
 
     # -- writing -------------------------------------------------------------------------------
@@ -251,38 +237,18 @@ class WandbRegistry:
                 artifact.add_reference(url, name=logical)
         return artifact
 
-    def log_artifact(
-        self,
-        name: str,
-        type: str,
-        files: Path,
-        *,
-        run: RunInfo,
-        metadata: dict[str, Any] | None = None,
-        aliases: Sequence[str] = (),
-        uses: Sequence[str] = (),
-    ) -> ArtifactVersion:
-        """Log ``files`` as a version of ``name`` in one W&B run; W&B dedups by digest."""
-        files = Path(files)
-        if not files.is_dir():
-            raise RegistryError(f"cannot log {name!r} from {str(files)!r}: not a directory")
-        metadata = dict(metadata or {})
-        if RESERVED_METADATA_KEYS & metadata.keys():
-            raise RegistryError(f"metadata for {name!r} may not set reserved keys {sorted(RESERVED_METADATA_KEYS)}")
-        wanted = [a for a in dict.fromkeys(aliases) if a != "latest"]
-        for alias in wanted:
-            if _VERSION_TAG.match(alias) or not alias:
-                raise RegistryError(f"invalid alias {alias!r} for {name!r}: looks like a version tag")
-        consumed = [self.get(ref).ref for ref in uses]
-        artifact = self._build_artifact(name, type, files, metadata)
-        existing = self._existing_with_digest(name, type, artifact.digest)
+    def _log(self, request: LogRequest) -> ArtifactVersion:
+        """Log a checked request in one W&B run; an identical existing version is found first (no run)."""
+        name, wanted = request.name, list(request.aliases)
+        existing = self._existing_with_digest(name, request.type, request.digest)
         if existing is not None:
-            return self._reuse(existing, wanted, actor=f"run:{run.run_id or 'unknown'}")
+            return self._reuse(existing, wanted, actor=f"run:{request.run.run_id or 'unknown'}")
+        artifact = self._build_artifact(name, request.type, request.files, request.metadata)
         previous = {alias: self._holder(name, alias) for alias in wanted}
-        wb_run = self.wb.init(**self._init_kwargs(run))
+        wb_run = self.wb.init(**self._init_kwargs(request.run))
         ok = False
         try:
-            for ref in consumed:
+            for ref in request.consumed:
                 wb_run.use_artifact(f"{self.entity}/{self.project}/{ref}")
             logged = wb_run.log_artifact(artifact, aliases=wanted)
             done = logged.wait() or logged
@@ -296,11 +262,11 @@ class WandbRegistry:
             wb_run.finish(exit_code=0 if ok else 1)
         moved = [alias for alias in wanted if previous[alias] != version]
         if moved:
-            stored = self._fetch(f"{name}:{version}")
+            stored = self._fetch(name, version)
             for alias in moved:
                 self._record_move(stored, alias, previous[alias], f"run:{wb_run.id}", "logged")
             stored.save()
-        return self.get(f"{name}:{version}")
+        return self._get(name, version)
 
     def _existing_with_digest(self, name: str, type: str, digest: str) -> Any | None:
         """An existing version of ``name`` with this digest, found before starting a run.
@@ -309,28 +275,22 @@ class WandbRegistry:
         back to an older identical version; answering here keeps ``latest`` on the newest one.
         """
         for artifact in self._raw_versions(name):
-            if artifact.type != type:
-                raise RegistryError(f"cannot log {name!r} as type {type!r}: it already has type {artifact.type!r}")
+            refuse_type_change(name, type, artifact.type)
             if artifact.digest == digest:
                 return artifact
         return None
 
     def _reuse(self, artifact: Any, aliases: Sequence[str], *, actor: str) -> ArtifactVersion:
         """Return an existing identical version, applying the requested aliases to it."""
-        ref = f"{collection_name(artifact)}:{artifact.version}"
+        version = self._to_version(artifact)
         for alias in aliases:
-            self.set_alias(ref, alias, actor=actor, reason="logged")
-        return self.get(ref)
+            version = self._set_alias(version, alias, actor, "logged")
+        return version
 
-    def set_alias(self, ref: str, alias: str, *, actor: str = "", reason: str = "") -> ArtifactVersion:
-        """Add ``alias`` to ``ref`` via the Api (W&B takes it off the previous holder) and record the move."""
-        name, _tag = split_ref(ref)
-        if alias == "latest":
-            raise RegistryError(f"cannot set alias 'latest' on {ref}: it always follows the newest version")
-        if not alias or _VERSION_TAG.match(alias) or ":" in alias or "/" in alias:
-            raise RegistryError(f"invalid alias {alias!r} for {name!r}")
-        target = self._fetch(ref)
-        previous = self._holder(name, alias)
+    def _set_alias(self, version: ArtifactVersion, alias: str, actor: str, reason: str) -> ArtifactVersion:
+        """Add ``alias`` via the Api (W&B takes it off the previous holder) and record the move."""
+        target = self._fetch(version.name, version.version)
+        previous = self._holder(version.name, alias)
         if previous == target.version:
             return self._to_version(target)
         self._record_move(target, alias, previous, actor, reason)
@@ -338,58 +298,43 @@ class WandbRegistry:
         try:
             target.save()
         except Exception as exc:  # noqa: BLE001
-            raise RegistryError(f"cannot move alias {alias!r} to {ref} in {self.uri}: {exc}") from exc
-        return self.get(f"{name}:{target.version}")
+            raise RegistryError(f"cannot move alias {alias!r} to {version.ref} in {self.uri}: {exc}") from exc
+        return self._get(version.name, str(target.version))
 
-    def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
+    def _update_metadata(self, version: ArtifactVersion, patch: dict[str, Any]) -> ArtifactVersion:
         """Merge ``patch`` into a version's metadata via the Api (files and digest stay immutable)."""
-        if RESERVED_METADATA_KEYS & patch.keys():
-            raise RegistryError(f"cannot update {ref}: keys {sorted(RESERVED_METADATA_KEYS)} are reserved")
-        target = self._fetch(ref)
+        target = self._fetch(version.name, version.version)
         target.metadata = {**dict(target.metadata or {}), **patch}
         try:
             target.save()
         except Exception as exc:  # noqa: BLE001
-            raise RegistryError(f"cannot update metadata of {ref} in {self.uri}: {exc}") from exc
-        return self.get(f"{collection_name(target)}:{target.version}")
+            raise RegistryError(f"cannot update metadata of {version.ref} in {self.uri}: {exc}") from exc
+        return self._get(version.name, version.version)
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get(self, ref: str) -> ArtifactVersion:
-        """Resolve ``name:vN`` / ``name:alias`` / ``name`` (latest); raise ArtifactNotFound."""
-        return self._to_version(self._fetch(ref))
+    def _get(self, name: str, tag: str) -> ArtifactVersion:
+        return self._to_version(self._fetch(name, tag))
 
-    def versions(self, name: str) -> list[ArtifactVersion]:
-        """Every version of ``name``, oldest first (empty list when the name is unknown)."""
+    def _versions(self, name: str) -> list[ArtifactVersion]:
         return [self._to_version(a) for a in self._raw_versions(name)]
 
-    def download(self, ref: str, root: Path | None = None) -> Path:
-        """Download into a temp sibling then rename into place; cached by digest when ``root`` is None."""
-        artifact = self._fetch(ref)
-        name = collection_name(artifact)
-        target = Path(root) if root else self.cache_dir / name / artifact.digest
-        target = target.expanduser().resolve()
-        if root is None and target.is_dir():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+    def _fill(self, version: ArtifactVersion, into: Path) -> None:
+        """Download into ``into`` and check the files against the version's digest."""
+        artifact = self._fetch(version.name, version.version)
         try:
-            artifact.download(root=str(tmp))
-            tmp.mkdir(exist_ok=True)  # an artifact with no files still yields a directory
-            if not has_references(artifact) and dir_digest(tmp) != artifact.digest:
-                raise RegistryError(f"download of {name}:{artifact.version} does not match its digest")
-            if target.exists():
-                os.rename(target, old)
-            os.rename(tmp, target)
-        except RegistryError:
-            raise
+            artifact.download(root=str(into))
         except Exception as exc:  # noqa: BLE001
-            raise RegistryError(f"cannot download {name}:{artifact.version} into {target}: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
-        return target
+            raise RegistryError(f"cannot download {version.ref} from {self.uri}: {exc}") from exc
+        if not has_references(artifact) and dir_digest(into) != artifact.digest:
+            raise RegistryError(f"download of {version.ref} does not match its digest")
+
+    def _stored_dir(self, version: ArtifactVersion) -> Path:
+        """The version's files in the local cache (downloaded once per digest)."""
+        target = (self.cache_dir / version.name / version.digest).expanduser().resolve()
+        if target.is_dir():
+            return target
+        return fill_atomically(target, lambda tmp: self._fill(version, tmp), version.ref)
 
     def alias_history(self, name: str, alias: str) -> list[AliasMove]:
         """Alias moves rebuilt from the versions' metadata, oldest first."""
@@ -411,10 +356,6 @@ class WandbRegistry:
                 )
         return sorted(moves, key=lambda m: m.at)
 
-    def lineage(self, ref: str) -> dict[str, Any]:
-        """The upstream graph of a version, from W&B's logged_by/used_artifacts."""
-        return build_lineage(self.get, ref)
-
     def web_url(self, ref: str) -> str | None:
         """The W&B page of the version."""
-        return self._web_url_of(self._fetch(ref))
+        return self._web_url_of(self._fetch(*split_ref(ref)))

@@ -1,0 +1,145 @@
+"""The registry protocol's public methods, written once: every rule is applied here, before a backend
+stores anything, so the local and W&B backends behave identically by construction.
+
+A backend implements the storage primitives (the ``_``-methods below); it never re-checks names,
+aliases or metadata, and never re-implements the download swap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragindex.errors import ArtifactNotFound, RegistryError
+
+from .digest import dir_digest, manifest_digest, manifest_of
+from .graph import build_lineage
+from .protocol import AliasMove, ArtifactVersion, LogRequest, RunInfo, split_ref
+from .rules import (
+    check_files,
+    check_metadata,
+    default_actor,
+    fill_atomically,
+    requested_aliases,
+    to_json,
+    validate_alias,
+    validate_name,
+)
+
+
+class RegistryBase:
+    """Shared behaviour of every backend; subclasses provide storage."""
+
+    uri: str
+
+    # -- the backend's primitives ------------------------------------------------------------------
+
+    def _get(self, name: str, tag: str) -> ArtifactVersion:
+        """The version ``name:tag`` names (``vN``, ``latest`` or an alias), else ArtifactNotFound."""
+        raise NotImplementedError
+
+    def _versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first."""
+        raise NotImplementedError
+
+    def _log(self, request: LogRequest) -> ArtifactVersion:
+        """Store a checked request: the existing version when one has the digest, else a new one."""
+        raise NotImplementedError
+
+    def _set_alias(self, version: ArtifactVersion, alias: str, actor: str, reason: str) -> ArtifactVersion:
+        """Move a checked alias onto ``version`` and record the move."""
+        raise NotImplementedError
+
+    def _update_metadata(self, version: ArtifactVersion, patch: dict[str, Any]) -> ArtifactVersion:
+        """Merge a checked patch into the stored metadata."""
+        raise NotImplementedError
+
+    def _fill(self, version: ArtifactVersion, into: Path) -> None:
+        """Write the version's files into the empty folder ``into``."""
+        raise NotImplementedError
+
+    def _stored_dir(self, version: ArtifactVersion) -> Path:
+        """A complete, read-only folder of the version's files on this machine."""
+        raise NotImplementedError
+
+    def alias_history(self, name: str, alias: str) -> list[AliasMove]:
+        """Every recorded move of ``alias`` within ``name``, oldest first."""
+        raise NotImplementedError
+
+    def web_url(self, ref: str) -> str | None:
+        """A link a person can open for the version, or None."""
+        raise NotImplementedError
+
+    # -- the protocol --------------------------------------------------------------------------------
+
+    def log_artifact(self, name: str, type: str, files: Path, *, run: RunInfo,
+                     metadata: dict[str, Any] | None = None, aliases: Sequence[str] = (),
+                     uses: Sequence[str] = ()) -> ArtifactVersion:
+        """Log the files under directory ``files`` as a version of ``name``; dedup by digest."""
+        validate_name(name)
+        files = check_files(files, name)
+        wanted = requested_aliases(name, aliases)
+        metadata = check_metadata(metadata, f"metadata for {name!r}")
+        to_json(dict(run.config), f"run config for {name!r}")
+        consumed = tuple(self.get(ref).ref for ref in uses)
+        manifest = manifest_of(files)
+        return self._log(LogRequest(name=name, type=type, files=files, manifest=manifest,
+                                    digest=manifest_digest(manifest), run=run, metadata=metadata,
+                                    aliases=tuple(wanted), consumed=consumed))
+
+    def get(self, ref: str) -> ArtifactVersion:
+        """Resolve ``name:vN`` / ``name:alias`` / ``name`` (latest); raise ArtifactNotFound."""
+        return self._get(*split_ref(ref))
+
+    def find(self, ref: str) -> ArtifactVersion | None:
+        """The version a ref names, or None when it names none (other failures still raise)."""
+        try:
+            return self.get(ref)
+        except ArtifactNotFound:
+            return None
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first (empty list when the name is unknown)."""
+        return self._versions(name)
+
+    def set_alias(self, ref: str, alias: str, *, actor: str = "", reason: str = "") -> ArtifactVersion:
+        """Point ``alias`` at ``ref`` (taking it off any other version) and record the move."""
+        name, _tag = split_ref(ref)
+        validate_alias(name, alias)
+        return self._set_alias(self.get(ref), alias, actor or default_actor(), reason)
+
+    def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
+        """Merge ``patch`` into a version's metadata (files and digest stay immutable)."""
+        version = self.get(ref)
+        check_metadata({**version.metadata, **check_metadata(patch, f"metadata patch for {ref}")},
+                       f"metadata for {version.ref}")
+        return self._update_metadata(version, dict(patch))
+
+    def download(self, ref: str, root: Path | None = None) -> Path:
+        """Materialise a version's files in a directory and return it (cached, never half-written).
+
+        Without ``root`` a cached folder is returned: treat it as read-only.
+        """
+        version = self.get(ref)
+        if root is None:
+            return self._stored_dir(version)
+        root = Path(root).expanduser().resolve()
+        if root.is_dir() and any(root.iterdir()) and dir_digest(root) == version.digest:
+            return root
+        return fill_atomically(root, lambda tmp: self._fill(version, tmp), version.ref)
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        """The upstream graph of a version: ``{"root": ref, "nodes": {ref: {...}}, "edges": [[src, dst]]}``."""
+        return build_lineage(self.get, ref)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+def refuse_type_change(name: str, wanted: str, existing: str | None) -> None:
+    """A name keeps the type of its first version (W&B requires it)."""
+    if existing is not None and existing != wanted:
+        raise RegistryError(f"cannot log {name!r} as type {wanted!r}: it already has type {existing!r}")
+
+
+__all__ = ["RegistryBase", "refuse_type_change", "default_actor"]

@@ -1,0 +1,123 @@
+"""The bodies of the DAGs' tasks: each reads the run's context, calls one step of the core and turns its
+result into a small XCom value, or its outcome into an Airflow state (skip, fail at once).
+
+Imported by the DAG files at parse time, so only light modules are imported at the top; the core's
+steps (and with them numpy, FAISS, the model) are imported inside each body.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from ragindex_airflow.context import ingest_context, run_type
+from ragindex_airflow.params import param_value
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail_fast(body: F) -> F:
+    """An input error cannot succeed on retry: fail the task at once, with the core's one-line message."""
+
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ragindex.errors import RagindexError
+
+        try:
+            return body(*args, **kwargs)
+        except RagindexError as exc:
+            if exc.retryable:
+                raise
+            raise AirflowFailException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@fail_fast
+def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
+    """Snapshot the corpus and log raw-documents; skip the rest when nothing changed."""
+    from ragindex.ingest import pull_documents as pull
+
+    result = pull(ingest_context(context))
+    if result.unchanged:
+        raise AirflowSkipException(f"corpus unchanged since {result.raw} and {result.existing_index} was built "
+                                   "from it with these settings: no new versions")
+    return result.to_json()
+
+
+@fail_fast
+def chunk_documents(context: dict[str, Any], pulled: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parse + chunk, log processed-chunks, and plan the embedding: one small work order per shard."""
+    from ragindex.ingest import chunk_documents as chunk
+
+    result = chunk(ingest_context(context), pulled["raw"])
+    return [result.to_json() | {"shard": i} for i in range(result.shards)]
+
+
+@fail_fast
+def embed_chunks(context: dict[str, Any], order: dict[str, Any]) -> int:
+    """Embed one shard of new texts (cached texts are never embedded again)."""
+    from ragindex.ingest import embed_chunks as embed
+
+    return embed(ingest_context(context), int(order["shard"]))
+
+
+@fail_fast
+def build_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build the FAISS index + docstore from all shards and log vector-index."""
+    from ragindex.ingest import build_index as build
+
+    return build(ingest_context(context), pulled["raw"], orders[0]["chunks"]).to_json()
+
+
+@fail_fast
+def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[dict[str, Any]],
+                   built: dict[str, Any]) -> dict[str, Any]:
+    """Score candidate vs production, log eval-report, apply the gate, write the reviewer's summary."""
+    from ragindex.gate import evaluate_index as evaluate
+    from ragindex.review import review_summary
+
+    ctx = ingest_context(context)
+    outcome = evaluate(ctx, built["index"], context["params"]["eval_questions"])
+    summary = review_summary(ctx.registry, raw_ref=pulled["raw"], chunks_ref=orders[0]["chunks"],
+                             index_ref=built["index"], outcome=outcome, names=ctx.names)
+    if not outcome.passed:
+        message = f"evaluation gate failed for {built['index']}: {outcome.reason} (report {outcome.report})"
+        if ctx.promotes:
+            raise AirflowFailException(f"{message}; not promoted")
+        # A backfill rebuilds a past corpus, which may well score below today's production; it never
+        # promotes (review and promote skip themselves), so the gate is recorded, not a run failure.
+        log.warning("%s; %s run: recorded, never promoted", message, ctx.run_type)
+    return outcome.to_json() | {"index": built["index"], "review_markdown": summary}
+
+
+@fail_fast
+def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """Move production to the approved index (and mark the versions it came from)."""
+    from ragindex.context import may_promote
+    from ragindex.promotion import promote as move
+    from ragindex_airflow.review import reviewer_actor
+
+    if not may_promote(run_type(context)):
+        raise AirflowSkipException(f"{run_type(context)} runs never move production")
+    ctx = ingest_context(context)
+    return move(ctx.registry, evaluated["index"], actor=reviewer_actor(decision, context["dag_run"].run_id),
+                reason=evaluated["reason"], names=ctx.names, report_ref=evaluated["report"])
+
+
+@fail_fast
+def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
+    """Move production back; a version that does not exist fails the run with a clear message."""
+    from ragindex.registry import open_registry
+    from ragindex.rollback import rollback
+
+    params = context["params"]
+    user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
+    outcome = rollback(open_registry(param_value(params, "registry")), to_version=param_value(params, "to_version"),
+                       reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback")
+    log.info("production moved %s -> %s (digest %s)", outcome["from"], outcome["to"], outcome["digest"])
+    return outcome
