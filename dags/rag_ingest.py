@@ -1,5 +1,6 @@
 """rag_ingest: corpus → raw-documents → processed-chunks → (embedding shards) → vector-index → eval-report
-→ human review → the `production` alias. Weekly, from the UI's trigger form, or as a backfill of past dates.
+→ human review (the candidate holds `staging` meanwhile) → the `production` alias, announced as an Asset event.
+Weekly, from the UI's trigger form, or as a backfill of past dates (which never promote).
 
 Wiring only: every task body is a function of ``ragindex_airflow.tasks``; heavy imports happen inside them.
 """
@@ -14,6 +15,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from ragindex_airflow import tasks
+from ragindex_airflow.assets import PRODUCTION_INDEX
 from ragindex_airflow.params import ingest_params
 from ragindex_airflow.review import IndexReviewOperator
 
@@ -65,9 +67,9 @@ def rag_ingest():
         body="{{ ti.xcom_pull(task_ids='evaluate_index')['review_markdown'] }}",
     )
 
-    @task
+    @task(outlets=[PRODUCTION_INDEX])
     def promote(evaluated: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-        """Move production to the approved index (and mark the versions it came from)."""
+        """Move production to the approved index (and the versions it came from); emit the Asset event."""
         return tasks.promote(get_current_context(), evaluated, decision)
 
     pulled = pull_documents()

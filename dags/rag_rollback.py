@@ -1,5 +1,7 @@
 """rag_rollback: move the `production` alias of vector-index back — to a named version or to the one
-that held it before the current one — and record who did it and why. Triggered by hand only."""
+that held it before the current one — and record who did it and why. Only versions that held production
+before (so were approved) are allowed, unless `force` is set with a reason. Triggered by hand only; the move
+is announced as an event of the production-index Asset."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from ragindex_airflow import tasks
+from ragindex_airflow.assets import PRODUCTION_INDEX
 from ragindex_airflow.params import rollback_params
 
 
@@ -23,9 +26,9 @@ from ragindex_airflow.params import rollback_params
     doc_md=__doc__,
 )
 def rag_rollback():
-    @task
+    @task(outlets=[PRODUCTION_INDEX])
     def rollback_production() -> dict[str, Any]:
-        """Move production back; a version that does not exist fails the run with a clear message."""
+        """Move production back (refused for a version never approved, unless forced); emit the Asset event."""
         return tasks.rollback_production(get_current_context())
 
     rollback_production()

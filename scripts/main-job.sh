@@ -15,7 +15,7 @@ if ! airflow dags test rag_ingest -c '{"require_approval": false}' >"$AIRFLOW_HO
   exit 1
 fi
 grep -o "DagRun Finished: .*state=[a-z_]*" "$AIRFLOW_HOME/rag_ingest-test.log" | tail -1 | sed 's/, run_start_date.*state=/ ... state=/'
-grep -o "Skipping task: pull_documents.*\|corpus unchanged since [^:]*" "$AIRFLOW_HOME/rag_ingest-test.log" | head -1 || true
+grep -o "Skipping task: pull_documents.*\|corpus unchanged: [^;]*" "$AIRFLOW_HOME/rag_ingest-test.log" | head -1 || true
 echo
 echo "==> versions in the local registry ($RAGINDEX_HOME/registry)"
 ragindex versions vector-index

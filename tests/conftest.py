@@ -13,6 +13,12 @@ from typing import Iterator
 import pytest
 
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"  # screenshots of the UI checks (git-ignored), to look at
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling hosts this closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def need(available: bool, what: str) -> None:

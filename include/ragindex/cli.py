@@ -77,10 +77,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(args: argparse.Namespace):
+def _registry(args: argparse.Namespace, *, create: bool = False):
+    """The registry of ``--registry``; only writers of new versions (ingest) may create a local one."""
     from ragindex.registry import open_registry
 
-    return open_registry(getattr(args, "registry", None))
+    return open_registry(getattr(args, "registry", None), create=create)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    """Who acts: ``--actor``, else the user at this host."""
+    from ragindex.registry.rules import default_actor
+
+    return args.actor or default_actor()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -89,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ragindex.ingest import ingest
     from ragindex.names import snapshot_alias
 
-    registry = _registry(args)
+    registry = _registry(args, create=True)
     run_id = args.run_id or new_pipeline_run_id()
     aliases = tuple(a for a in [snapshot_alias(args.logical_date)] if a)
     ctx = IngestContext(registry, run_id, settings_from_args(args), source=args.source, as_of=args.as_of,
@@ -105,27 +113,70 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version_json(v) -> dict[str, Any]:
+def _version_json(v, review=None) -> dict[str, Any]:
     return {"ref": v.ref, "version": v.version, "digest": v.digest, "aliases": list(v.aliases),
-            "created_at": v.created_at, "metadata": v.metadata, "consumed": list(v.consumed), "url": v.url}
+            "created_at": v.created_at, "metadata": v.metadata, "consumed": list(v.consumed), "url": v.url,
+            "review": review.to_json() if review else None}
+
+
+def _review_mark(review) -> str:
+    """The latest review of a version, as a listing shows it."""
+    from ragindex.review import describe
+
+    if review is None:
+        return ""
+    return ("REJECTED " if review.verdict == "rejected" else "") + describe(review)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a registry: a local folder's catalogue, or a W&B project (never created implicitly)."""
+    registry = _registry(args, create=True)
+    create = getattr(registry, "create_project", None)
+    if callable(create):
+        create()
+    print(f"registry ready: {registry.uri}")
+    return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List an artifact's versions, newest last."""
-    versions = _registry(args).versions(args.name)
+    """List an artifact's versions, newest last, with the latest review decision of each."""
+    from ragindex.review import latest_reviews
+
+    registry = _registry(args)
+    versions = registry.versions(args.name)
     if not versions:
         raise RagindexError(f"artifact {args.name!r}: no versions in this registry")
+    reviews = latest_reviews(registry, args.name)
     if args.json:
-        _print_json([_version_json(v) for v in versions])
+        _print_json([_version_json(v, reviews.get(v.ref)) for v in versions])
         return 0
     for v in versions:
-        print(f"{v.ref:28} {v.digest[:12]}  {v.created_at[:19]}  {','.join(v.aliases)}")
+        mark = _review_mark(reviews.get(v.ref))
+        print(f"{v.ref:28} {v.digest[:12]}  {v.created_at[:19]}  {','.join(v.aliases):34}  {mark}".rstrip())
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    """Every decision on record for an artifact's versions (reviews, staging, promotions, rollbacks)."""
+    from ragindex.review import describe
+
+    decisions = _registry(args).decisions(args.name)
+    if args.json:
+        _print_json([d.to_json() for d in decisions])
+        return 0
+    if not decisions:
+        print(f"no decisions on record for {args.name}")
+    for d in decisions:
+        moves = ", ".join(f"{m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in d.moves)
+        run = f" [run {d.pipeline_run}]" if d.pipeline_run else ""
+        print(f"{d.at[:19]}  {d.kind:8} {d.ref:22} {describe(d)}{run}" + (f"  ({moves})" if moves else ""))
     return 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Print the upstream graph of a version."""
-    graph = _registry(args).lineage(args.ref)
+    registry = _registry(args)
+    graph = registry.lineage(args.ref)
     if args.json:
         _print_json(graph)
         return 0
@@ -133,9 +184,16 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     for src, dst in graph["edges"]:
         parents.setdefault(dst, []).append(src)
 
+    from ragindex.review import latest_reviews
+
+    reviews = {ref: d for name in {n.get("name") for n in graph["nodes"].values()}
+               for ref, d in latest_reviews(registry, name).items()}
+
     def show(ref: str, depth: int) -> None:
         node = graph["nodes"].get(ref, {})
-        print("  " * depth + f"{ref}  [{node.get('type', '?')}] {','.join(node.get('aliases', []))}")
+        mark = _review_mark(reviews.get(ref))
+        print("  " * depth + f"{ref}  [{node.get('type', '?')}] {','.join(node.get('aliases', []))}"
+              + (f"  {mark}" if mark else ""))
         for parent in sorted(parents.get(ref, [])):
             show(parent, depth + 1)
 
@@ -144,8 +202,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_alias(args: argparse.Namespace) -> int:
-    """Move an alias onto a version (exclusive within the artifact name)."""
-    version = _registry(args).set_alias(args.ref, args.alias, actor=args.actor, reason=args.reason)
+    """Move an alias onto a version (exclusive within the artifact name); not a governance alias."""
+    from ragindex.names import GOVERNANCE_ALIASES
+
+    if args.alias in GOVERNANCE_ALIASES:
+        raise RagindexError(f"alias {args.alias!r} is moved by decisions only: use `ragindex approve` (after "
+                            "`ragindex evaluate`) or `ragindex rollback`")
+    version = _registry(args).set_alias(args.ref, args.alias, actor=_actor(args), reason=args.reason)
     print(f"{args.alias} -> {version.ref}")
     return 0
 
@@ -166,24 +229,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if outcome.passed else 1
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    """Move production to an index version (and mark the versions it came from)."""
-    from ragindex.promotion import promote
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve an evaluated index version (the review decision on record) and promote it to production."""
+    from ragindex.promotion import approve
 
-    outcome = promote(_registry(args), args.ref, actor=args.actor, reason=args.reason)
+    outcome = approve(_registry(args), args.ref, actor=_actor(args), reason=args.reason)
     print(f"production -> {outcome['promoted']}" + ("" if outcome["changed"] else " (already)"))
     return 0
 
 
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject an index version: the decision on record (as the DAG's review records it), staging taken off."""
+    from ragindex.review import REJECTED, describe, record_review
+
+    if not args.reason.strip():
+        raise RagindexError("reject: --reason is required (it is what the next reviewer reads)")
+    decision = record_review(_registry(args), args.ref, REJECTED, actor=_actor(args), reason=args.reason)
+    print(f"{decision.ref}: {describe(decision)}")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Move production back to a given version or to the previous holder."""
+    """Move production back to a version that held it before (or, forced with a reason, to another)."""
     from ragindex.rollback import rollback
 
-    outcome = rollback(_registry(args), to_version=args.to_version, reason=args.reason, actor=args.actor)
+    outcome = rollback(_registry(args), to_version=args.to_version, reason=args.reason, actor=_actor(args),
+                       force=args.force)
     if args.json:
         _print_json(outcome)
+    elif not outcome["changed"]:
+        print(f"production: already {outcome['to']}")
     else:
-        print(f"production: {outcome['from']} -> {outcome['to']} (digest {outcome['digest'][:12]})")
+        print(f"production: {outcome['from']} -> {outcome['to']} (digest {outcome['digest'][:12]})"
+              + (" — forced" if outcome["forced"] else ""))
     return 0
 
 
@@ -197,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print one JSON object")
     actor = argparse.ArgumentParser(add_help=False)
-    actor.add_argument("--actor", default="cli", help="who acts, for the audit trail (default: %(default)s)")
+    actor.add_argument("--actor", default=None, help="who acts, for the audit trail (default: user@host)")
     actor.add_argument("--reason", default="", help="why, for the audit trail")
     gate = GateSettings()
 
@@ -222,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_settings(p)
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser("init", parents=[registry], help="create a registry (a local catalogue or a W&B project)")
+    p.set_defaults(func=cmd_init)
+
     p = sub.add_parser("versions", parents=[registry, as_json], help="list an artifact's versions")
     p.add_argument("name")
     p.set_defaults(func=cmd_versions)
@@ -245,13 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("promote", parents=[registry, actor], help="move production to an index version")
+    for command in ("approve", "promote"):
+        p = sub.add_parser(command, parents=[registry, actor],
+                           help="approve an evaluated index version (on record) and move production to it")
+        p.add_argument("ref")
+        p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("reject", parents=[registry, actor], help="reject an index version (on record, with --reason)")
     p.add_argument("ref")
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func=cmd_reject)
+
+    p = sub.add_parser("decisions", parents=[registry, as_json],
+                       help="every decision on record for an artifact (reviews, staging, promotions, rollbacks)")
+    p.add_argument("name", nargs="?", default="vector-index")
+    p.set_defaults(func=cmd_decisions)
 
     p = sub.add_parser("rollback", parents=[registry, actor, as_json],
                        help="move production back (default: to the previous holder)")
-    p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3")
+    p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (a version that held production)")
+    p.add_argument("--force", action="store_true",
+                   help="allow a version that never held production (needs --reason; recorded as forced)")
     p.set_defaults(func=cmd_rollback)
     return parser
 

@@ -73,7 +73,12 @@ def load_model(model: str):
     """Load once per process; offline, because models cannot be downloaded at run time."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # The "Loading weights" progress bar goes to stderr, which Airflow logs as ERROR lines: off.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
     location = resolve_model_location(model)
     try:

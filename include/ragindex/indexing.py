@@ -7,6 +7,7 @@ corpus gives the same bytes and the registry recognises it as the same version.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ FORMAT_VERSION = 1
 
 
 def _faiss():
+    # faiss's loader logs at INFO every CPU extension it could not load ("Could not load library with AVX512
+    # support"): noise in every task log, not the user's concern.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     import faiss  # heavy: imported only where an index is built or read
 
     return faiss

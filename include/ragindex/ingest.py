@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
-from ragindex.context import IngestContext
+from ragindex.context import MANUAL, IngestContext
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.pipeline import build_index_from_shards, chunk_snapshot, embed_shard, plan_embeddings
 from ragindex.registry import ArtifactVersion, Registry
@@ -37,6 +37,7 @@ class PullResult:
     corpus_digest: str
     existing_index: str | None = None
     refused: list[dict[str, str]] = field(default_factory=list)
+    message: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Small enough for XCom."""
@@ -66,34 +67,44 @@ def manifest_only(work: WorkDir, source: str, entries: Sequence[Any]) -> tuple[P
     return target, {f"files/{e.path}": f"{source.rstrip('/')}/{e.path}" for e in entries}
 
 
-def wants_second_review(ctx: IngestContext, existing: ArtifactVersion) -> bool:
-    """A manual run over an unchanged corpus whose index was rejected or failed its gate goes on (reusing
-    every version) so a person can evaluate and review it again; scheduled runs do not nag weekly."""
-    return ctx.run_type == "manual" and PRODUCTION not in existing.aliases
+def unchanged_reason(ctx: IngestContext, existing: ArtifactVersion) -> str | None:
+    """Why a run over a corpus that already has an index (these settings) stops, or None when it goes on.
+
+    Scheduled, backfill and CLI runs never create anything for an indexed corpus, whatever became of its
+    index. A manual run stops only when that index already is production (nobody is asked to approve what
+    serves already); otherwise it goes on, reusing every version, so the index can be evaluated and
+    reviewed again (the review summary then says what was decided before).
+    """
+    if ctx.run_type == MANUAL and PRODUCTION not in existing.aliases:
+        return None
+    state = f"it holds '{PRODUCTION}'" if PRODUCTION in existing.aliases else "no new versions"
+    return f"corpus unchanged: {existing.ref} was built from it with these settings ({state})"
 
 
 def pull_documents(ctx: IngestContext) -> PullResult:
-    """Snapshot the source and log ``raw-documents``; report 'unchanged' when the newest version already
-    has this content and an index was built from it with the same settings."""
+    """Snapshot the source and log ``raw-documents``; report 'unchanged' (and log nothing) when this corpus,
+    with these settings, already has an index version and the run's kind does not want it again."""
     from ragindex.embedding import model_identity
 
     work = ctx.work
     prune_work_dirs(work.root.parent, work.root)
     snap = snapshot(ctx.source, work.raw, ctx.as_of)
-    latest = ctx.registry.find(f"{ctx.names.raw}:latest")
-    if latest and latest.metadata.get("corpus_digest") == snap.content_digest \
-            and latest.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
-        existing = index_for_corpus(ctx, snap.content_digest, ctx.settings_fingerprint(model_identity(ctx.settings.model)))
-        if existing is not None and not wants_second_review(ctx, existing):
-            log.info("corpus unchanged since %s (index %s); nothing to do", latest.ref, existing.ref)
-            return PullResult(latest.ref, True, len(snap.entries), snap.content_digest, existing.ref, snap.refused)
-    metadata = ctx.metadata(documents=len(snap.entries), corpus_digest=snap.content_digest,
-                            bytes=sum(e.size for e in snap.entries), refused=len(snap.refused))
+    fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model))
+    existing = index_for_corpus(ctx, snap.content_digest, fingerprint)
+    if existing is not None and existing.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
+        why = unchanged_reason(ctx, existing)
+        if why:
+            log.info("%s; nothing to do", why)
+            return PullResult(existing.metadata.get("raw"), True, len(snap.entries), snap.content_digest,
+                              existing.ref, snap.refused, message=why)
+    metadata = {**ctx.metadata(), **snap.snapshot_facts(), "corpus_digest": snap.content_digest}
     logged_dir = work.raw
     if logs_by_reference(ctx.registry, ctx.source):
         logged_dir, metadata["references"] = manifest_only(work, ctx.source, snap.entries)
     version = ctx.registry.log_artifact(ctx.names.raw, ARTIFACT_TYPES["raw"], logged_dir, run=ctx.run("pull_documents"),
                                         aliases=ctx.aliases, metadata=metadata)
+    log.info("%s: %d documents (%d refused) from %s%s", version.ref, len(snap.entries), len(snap.refused),
+             ctx.source, f" as of {ctx.as_of}" if ctx.as_of else "")
     return PullResult(version.ref, False, len(snap.entries), snap.content_digest, None, snap.refused)
 
 
@@ -132,7 +143,8 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
     work = ctx.work
     previous = previous_index_for(ctx, model_identity(ctx.settings.model))
     previous_dir = ctx.registry.download(previous.ref) if previous else None
-    result = chunk_snapshot(ctx.registry.download(raw_ref), work.chunks, ctx.settings, previous=previous_dir)
+    result = chunk_snapshot(ctx.registry.download(raw_ref), work.chunks, ctx.settings, previous=previous_dir,
+                            source=ctx.source)
     q = result.quality
     chunking = ctx.settings.chunking
     version = ctx.registry.log_artifact(
@@ -146,6 +158,10 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
                                        "duplicate_chunks": q["duplicate_chunks"], "pii_totals": q["pii_totals"],
                                        "documents_with_pii": len(q["pii"])}))
     plan = plan_embeddings(work, previous_dir, ctx.settings.model, ctx.shards)
+    log.info("%s: %d documents (%d parsed, %d unchanged, %d failed), %d chunks; to embed %d new texts in %d "
+             "shard(s), %d chunks reuse vectors of %s", version.ref, result.documents, result.parsed,
+             result.documents_reused, len(result.failed), result.chunks, plan.to_embed, len(plan.shards),
+             plan.reused, previous.ref if previous else "no earlier index")
     return ChunkResult(version.ref, result.documents, result.chunks, result.failed, plan.to_embed, plan.reused,
                        len(plan.shards), previous.ref if previous else None)
 
@@ -189,6 +205,10 @@ def build_index(ctx: IngestContext, raw_ref: str, chunks_ref: str) -> IndexResul
                               index_kind=ctx.settings.index.kind, corpus_digest=index_meta["corpus_digest"],
                               chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
                               settings_fingerprint=ctx.settings_fingerprint(identity)))
+    reused_version = version.metadata.get("pipeline_run_id") != ctx.pipeline_run_id
+    log.info("%s%s: %d chunks (this run embedded %d, reused %d)", version.ref,
+             " (identical to the version an earlier run built)" if reused_version else "", stats["chunks"],
+             stats["embedded"], stats["reused"])
     return IndexResult(version.ref, stats["chunks"], stats["embedded"], stats["reused"])
 
 
@@ -199,9 +219,7 @@ def ingest(ctx: IngestContext) -> dict[str, Any]:
     pulled = pull_documents(ctx)
     if pulled.unchanged:
         return {"unchanged": True, "raw": pulled.raw, "chunks": None, "index": pulled.existing_index,
-                "embedded": 0, "reused": 0, "documents": pulled.documents,
-                "message": f"corpus unchanged since {pulled.raw} and {pulled.existing_index} was built from it "
-                           "with these settings: no new versions"}
+                "embedded": 0, "reused": 0, "documents": pulled.documents, "message": pulled.message}
     chunked = chunk_documents(ctx, pulled.raw)
     for shard in range(chunked.shards):
         embed_chunks(ctx, shard)

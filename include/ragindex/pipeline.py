@@ -102,7 +102,8 @@ def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tup
     return {(d["path"], d["sha256"]): (d, by_path.get(d["path"], [])) for d in summaries}
 
 
-def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, previous: Path | None = None) -> ChunkingResult:
+def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, previous: Path | None = None,
+                   source: str | None = None) -> ChunkingResult:
     """Parse + chunk a snapshot into ``chunks_dir`` (chunks.jsonl, documents.jsonl, quality.json,
     chunking.json), reusing ``previous``'s work for documents whose content did not change."""
     manifest = load_manifest(raw_dir)
@@ -126,7 +127,8 @@ def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, pre
     ok = [summaries[p] for p in sorted(summaries) if not summaries[p].get("failed")]
     failures = [{"path": p, "reason": summaries[p]["failed"]} for p in sorted(summaries) if summaries[p].get("failed")]
     if not ok:
-        raise SourceError(f"source {manifest['source']!r}: none of its {len(manifest['documents'])} documents could be parsed")
+        where = source or manifest.get("source") or str(raw_dir)
+        raise SourceError(f"source {where!r}: none of its {len(manifest['documents'])} documents could be parsed")
     chunks = [c for d in ok for c in chunks_by_path[d["path"]]]
     quality = quality_report(ok, chunks, failures, manifest.get("refused", []))
     tmp = fresh_temp_dir(chunks_dir)
@@ -252,7 +254,7 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     work = WorkDir(Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root)))
     try:
         snap = snapshot(source, work.raw, as_of)
-        chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous)
+        chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
         plan = plan_embeddings(work, previous, settings.model, ShardSettings(max_shards=1))
         for shard in range(len(plan.shards)):
             embed_shard(work, shard)

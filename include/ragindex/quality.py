@@ -31,18 +31,45 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def find_pii(text: str) -> dict[str, int]:
-    """How many emails, phone numbers and Luhn-valid card numbers a text contains (never the values)."""
-    cards = 0
+def pii_matches(text: str) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of every email, phone number and Luhn-valid card number in a text, in order."""
+    found: list[tuple[str, int, int]] = []
     card_spans = []
     for m in CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            cards += 1
             card_spans.append(m.span())
-    phones = sum(1 for m in PHONE.finditer(text)
-                 if not any(a <= m.start() < b for a, b in card_spans) and 7 <= len(re.sub(r"\D", "", m.group())) <= 15)
-    return {"email": len(EMAIL.findall(text)), "phone": phones, "card": cards}
+            found.append(("card", *m.span()))
+    for m in PHONE.finditer(text):
+        if not any(a <= m.start() < b for a, b in card_spans) and 7 <= len(re.sub(r"\D", "", m.group())) <= 15:
+            found.append(("phone", *m.span()))
+    found.extend(("email", *m.span()) for m in EMAIL.finditer(text))
+    return sorted(found, key=lambda f: f[1])
+
+
+def find_pii(text: str) -> dict[str, int]:
+    """How many emails, phone numbers and Luhn-valid card numbers a text contains (never the values)."""
+    counts = Counter(kind for kind, _, _ in pii_matches(text))
+    return {"email": counts["email"], "phone": counts["phone"], "card": counts["card"]}
+
+
+def mask_pii(kind: str, value: str) -> str:
+    """Enough of a finding for a reviewer to recognise it, never the whole value: ``j***@example.com``,
+    ``***-***-1234``, ``**** **** **** 4242``."""
+    if kind == "email":
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return re.sub(r"\d", "*", value[:-4]) + value[-4:]
+
+
+def mask_text(text: str) -> str:
+    """The text with every PII finding masked, for showing document text to a person."""
+    out, last = [], 0
+    for kind, start, end in pii_matches(text):
+        if start >= last:
+            out += [text[last:start], mask_pii(kind, text[start:end])]
+            last = end
+    return "".join(out) + text[last:]
 
 
 def _distribution(values: Sequence[int]) -> dict[str, float]:

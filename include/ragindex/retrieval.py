@@ -44,7 +44,7 @@ class Retriever:
         """Open ``vector-index:production`` (or any ref) from a registry, downloading it once into the cache."""
         from ragindex.registry import open_registry
 
-        registry = open_registry(registry_uri)
+        registry = open_registry(registry_uri, create=False)
         version = registry.get(ref)
         return cls(registry.download(version.ref), ref=version.ref)
 

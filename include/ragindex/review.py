@@ -1,69 +1,275 @@
-"""The review: what a person reads before deciding whether a candidate index may serve."""
+"""The review: a person's decision on a candidate index, on record, and what they read before making it.
+
+Every verdict (approved, rejected, timed out, auto-approved) is a registry decision record with actor, time,
+reason and pipeline run, made by ``record_review`` whether it comes from the DAG's review task or from
+``ragindex approve`` / ``ragindex reject``. A rejection or timeout also takes ``staging`` off the candidate.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
-from ragindex.gate import EvalOutcome
-from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
-from ragindex.pipeline import read_quality
-from ragindex.registry import Registry
-from ragindex.sources import load_manifest
+from ragindex.names import DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
+from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
+
+REVIEW = "review"
+APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED = "approved", "rejected", "timed_out", "auto_approved"
+VERDICTS = (APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED)
+APPROVING = frozenset({APPROVED, AUTO_APPROVED})
+SAMPLE_DOCUMENTS, SAMPLE_CHARS, PII_SHOWN = 3, 320, 8
 
 
-def review_summary(registry: Registry, *, raw_ref: str, chunks_ref: str, index_ref: str,
-                   outcome: EvalOutcome | dict[str, Any], names: ArtifactNames = DEFAULT_NAMES) -> str:
-    """Markdown for the reviewer: what changed since production, eval side by side, quality, refs."""
-    outcome = outcome if isinstance(outcome, dict) else outcome.to_json()
-    index = registry.get(index_ref)
-    chunks = registry.get(chunks_ref)
+# ---------------------------------------------------------------- the record
+
+def review_key(pipeline_run: str, index_ref: str) -> str:
+    """One review per candidate per pipeline run: a retried review task finds the answer already given."""
+    return f"{REVIEW}/{pipeline_run}/{index_ref}"
+
+
+def record_review(registry: Registry, index_ref: str, verdict: str, *, actor: str, reason: str = "",
+                  pipeline_run: str | None = None, details: dict[str, Any] | None = None) -> Decision:
+    """Put a reviewer's verdict on record; anything but approval also takes ``staging`` off the candidate."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"review verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+    ref = registry.get(index_ref).ref
+    changes = () if verdict in APPROVING else (AliasChange(ref, STAGING, remove=True),)
+    return registry.record_decision(Decision(
+        kind=REVIEW, verdict=verdict, ref=ref, actor=actor, reason=reason, pipeline_run=pipeline_run,
+        key=review_key(pipeline_run, ref) if pipeline_run else "", changes=changes, details=dict(details or {})))
+
+
+def latest_reviews(registry: Registry, name: str) -> dict[str, Decision]:
+    """Each version's most recent review verdict (one read of the decisions of ``name``)."""
+    return {d.ref: d for d in registry.decisions(name) if d.kind == REVIEW}
+
+
+def latest_review(registry: Registry, ref: str) -> Decision | None:
+    """The most recent review verdict on one version, or None if it was never reviewed."""
+    version = registry.get(ref)
+    return latest_reviews(registry, version.name).get(version.ref)
+
+
+def describe(decision: Decision | None) -> str:
+    """A decision in words, as messages and the reviewer's summary quote it."""
+    if decision is None:
+        return "never reviewed"
+    when = decision.at[:16].replace("T", " ") + " UTC" if decision.at else "at an unknown time"
+    why = f": “{decision.reason}”" if decision.reason else ""
+    return f"{decision.verdict.replace('_', ' ')} on {when} by {decision.actor}{why}"
+
+
+def prior_review_of_corpus(registry: Registry, candidate: ArtifactVersion,
+                           names: ArtifactNames = DEFAULT_NAMES) -> Decision | None:
+    """The latest review of any index built from the candidate's corpus with its settings (the candidate
+    itself included: an unchanged corpus's index is the same version)."""
+    corpus = candidate.metadata.get("corpus_digest"), candidate.metadata.get("settings_fingerprint")
+    same = {v.ref for v in registry.versions(names.index)
+            if (v.metadata.get("corpus_digest"), v.metadata.get("settings_fingerprint")) == corpus}
+    reviews = [d for d in registry.decisions(names.index) if d.kind == REVIEW and d.ref in same]
+    return reviews[-1] if reviews else None
+
+
+def review_needed(registry: Registry, index_ref: str, names: ArtifactNames = DEFAULT_NAMES) -> str | None:
+    """Why no person needs to be asked about this candidate, or None when one does."""
     production = registry.find(f"{names.index}:{PRODUCTION}")
-    new_docs = {d["path"]: d["sha256"] for d in load_manifest(registry.download(raw_ref))["documents"]}
-    old_docs: dict[str, str] = {}
-    if production is not None and production.metadata.get("raw"):
-        old_docs = {d["path"]: d["sha256"] for d in load_manifest(registry.download(production.metadata["raw"]))["documents"]}
-    added = sorted(set(new_docs) - set(old_docs))
-    removed = sorted(set(old_docs) - set(new_docs))
-    changed = sorted(p for p in set(new_docs) & set(old_docs) if new_docs[p] != old_docs[p])
-    quality = read_quality(registry.download(chunks_ref))
-    cand, prod = outcome["candidate"], outcome.get("production")
+    if production is not None and production.ref == registry.get(index_ref).ref:
+        return f"{production.ref} already holds {PRODUCTION}: nothing to review or promote"
+    return None
 
-    def link(ref: str | None) -> str:
+
+# ---------------------------------------------------------------- what the reviewer reads
+
+@dataclass(frozen=True)
+class ReviewInput:
+    """Everything the summary is written from: the run's versions, its gate outcome and its own figures."""
+
+    raw_ref: str
+    chunks_ref: str
+    index_ref: str
+    outcome: dict[str, Any]
+    embedded: int | None = None
+    reused: int | None = None
+    source: str = ""
+    as_of: str | None = None
+    pipeline_run: str | None = None
+
+
+def _markdown_text(text: str, limit: int) -> str:
+    """Document text quoted safely: PII masked, whitespace folded, Markdown and HTML characters escaped, cut at
+    ``limit``."""
+    from ragindex.quality import mask_text
+
+    flat = " ".join(mask_text(text).split())
+    cut = flat[:limit].rstrip() + (" …" if len(flat) > limit else "")
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", cut)
+
+
+def _new_part(text: str, old_texts: Sequence[str], at_least: int = 40) -> str:
+    """The part of a changed chunk a reviewer has not seen: what follows its longest common beginning with
+    a chunk of the document's production version (from the word it starts in), else the whole chunk."""
+    common = max((len(os.path.commonprefix([text, old])) for old in old_texts), default=0)
+    if common < at_least:
+        return text
+    start = text.rfind(" ", 0, common) + 1
+    return "… " + text[start:]
+
+
+def _listed(paths: Sequence[str], most: int = 10) -> str:
+    """`` (`a`, `b` … (+3))`` after a count, nothing for none."""
+    if not paths:
+        return ""
+    return " (" + ", ".join(f"`{p}`" for p in paths[:most]) + (f" … +{len(paths) - most}" if len(paths) > most else "") + ")"
+
+
+class _Summary:
+    """Reads what the review needs from the registry once, then writes each section."""
+
+    def __init__(self, registry: Registry, given: ReviewInput, names: ArtifactNames) -> None:
+        from ragindex.indexing import read_chunks
+        from ragindex.pipeline import read_chunks_file, read_quality
+        from ragindex.sources import load_manifest
+
+        self.registry, self.given, self.names = registry, given, names
+        self.index = registry.get(given.index_ref)
+        self.production = registry.find(f"{names.index}:{PRODUCTION}")
+        chunks_dir = registry.download(given.chunks_ref)
+        self.quality = read_quality(chunks_dir)
+        self.chunks = read_chunks_file(chunks_dir)
+        self.new_docs = {d["path"]: d["sha256"] for d in load_manifest(registry.download(given.raw_ref))["documents"]}
+        self.old_docs: dict[str, str] = {}
+        self.old_shas: set[str] = set()
+        self.old_texts: dict[str, list[str]] = {}
+        self.old_pii: set[str] = set()
+        if self.production is not None:
+            prod_dir = registry.download(self.production.ref)
+            for chunk in read_chunks(prod_dir):
+                self.old_shas.add(chunk.sha256)
+                self.old_texts.setdefault(chunk.source, []).append(chunk.text)
+            if self.production.metadata.get("raw"):
+                manifest = load_manifest(registry.download(self.production.metadata["raw"]))
+                self.old_docs = {d["path"]: d["sha256"] for d in manifest["documents"]}
+            self.old_pii = {path for path, found in _pii_by_document(prod_dir).items() if found}
+        self.added = sorted(set(self.new_docs) - set(self.old_docs))
+        self.removed = sorted(set(self.old_docs) - set(self.new_docs))
+        self.changed = sorted(p for p in set(self.new_docs) & set(self.old_docs) if self.new_docs[p] != self.old_docs[p])
+
+    def link(self, ref: str | None) -> str:
         if not ref:
             return "—"
-        url = registry.web_url(ref)
+        url = self.registry.web_url(ref)
         return f"[`{ref}`]({url})" if url else f"`{ref}`"
 
-    def listed(paths: Sequence[str]) -> str:
-        return ", ".join(f"`{p}`" for p in paths[:10]) + (f" … (+{len(paths) - 10})" if len(paths) > 10 else "") or "none"
+    def header(self) -> list[str]:
+        against = f"production is {self.link(self.production.ref)}" if self.production else "no production index yet"
+        return [f"### Candidate {self.link(self.index.ref)} — {against}", ""]
 
-    prod_chunks = production.metadata.get("chunks") if production else None
-    lines = [
-        f"### Candidate {link(index.ref)} vs production {link(production.ref if production else None)}",
-        "",
-        f"**Gate: {'PASSED' if outcome['passed'] else 'FAILED'}** — {outcome['reason']}",
-        "",
-        "| metric | candidate | production |",
-        "|---|---|---|",
-        f"| recall@{cand['k']} | {cand['recall_at_k']:.3f} | {prod['recall_at_k']:.3f} |" if prod else
-        f"| recall@{cand['k']} | {cand['recall_at_k']:.3f} | — |",
-        f"| MRR | {cand['mrr']:.3f} | {prod['mrr']:.3f} |" if prod else f"| MRR | {cand['mrr']:.3f} | — |",
-        f"| documents | {len(new_docs)} | {len(old_docs) if production else '—'} |",
-        f"| chunks | {index.metadata.get('chunks')} | {prod_chunks if prod_chunks is not None else '—'} |",
-        "",
-        f"**Documents since production:** {len(added)} added ({listed(added)}), {len(removed)} removed "
-        f"({listed(removed)}), {len(changed)} changed ({listed(changed)}).",
-        f"**Embedding:** {index.metadata.get('embedded')} chunks embedded, {index.metadata.get('reused')} reused.",
-        "",
-        f"**Quality:** chunk length p50 {quality['chunk_length']['p50']:.0f}, max {quality['chunk_length']['max']}; "
-        f"{quality['duplicate_chunks']} duplicate chunks.",
-        "**PII findings (counts only):** " + (", ".join(
-            f"`{path}`: " + ", ".join(f"{n} {kind}" for kind, n in found.items()) for path, found in quality["pii"].items())
-            or "none"),
-        "**Parse failures:** " + ("; ".join(f"`{f['path']}` ({f['reason']})" for f in quality["parse_failures"]) or "none"),
-        "",
-        f"Artifacts: raw {link(raw_ref)} → chunks {link(chunks_ref)} → index {link(index_ref)} → "
-        f"report {link(outcome['report'])} (questions {link(outcome['questions'])}); chunks metadata "
-        f"{chunks.metadata.get('chunk_size')}/{chunks.metadata.get('chunk_overlap')} size/overlap.",
-    ]
-    return "\n".join(lines)
+    def warnings(self) -> list[str]:
+        prior = prior_review_of_corpus(self.registry, self.index, self.names)
+        if prior is None or prior.verdict in APPROVING:
+            return []
+        return [f"> **Warning:** this corpus was reviewed before: {self.link(prior.ref)} was {describe(prior)}.", ""]
+
+    def gate(self) -> list[str]:
+        outcome = self.given.outcome
+        cand, prod = outcome["candidate"], outcome.get("production")
+
+        def row(label: str, ours: Any, theirs: Any) -> str:
+            return f"| {label} | {ours} | {theirs if theirs is not None else '—'} |"
+
+        prod_chunks = self.production.metadata.get("chunks") if self.production else None
+        return [f"**Gate: {'PASSED' if outcome['passed'] else 'FAILED'}** — {outcome['reason']}", "",
+                "| | candidate | production |", "|---|---:|---:|",
+                row(f"recall@{cand['k']}", f"{cand['recall_at_k']:.3f}", f"{prod['recall_at_k']:.3f}" if prod else None),
+                row("MRR", f"{cand['mrr']:.3f}", f"{prod['mrr']:.3f}" if prod else None),
+                row("documents", len(self.new_docs), len(self.old_docs) if self.production else None),
+                row("chunks", self.index.metadata.get("chunks"), prod_chunks), ""]
+
+    def corpus(self) -> list[str]:
+        given = self.given
+        since = "Since production" if self.production else "Documents"
+        lines = ["#### Corpus", "",
+                 f"- Source: `{given.source or self.index.metadata.get('source') or '?'}`"
+                 + (f" as of {given.as_of}" if given.as_of else ""),
+                 f"- {since}: {len(self.added)} added{_listed(self.added)}, {len(self.removed)} removed"
+                 f"{_listed(self.removed)}, {len(self.changed)} changed{_listed(self.changed)}"]
+        built_by = self.index.metadata.get("pipeline_run_id")
+        if given.embedded is not None:
+            lines.append(f"- This run embedded {given.embedded} chunk texts and reused {given.reused}")
+        if built_by and given.pipeline_run and built_by != given.pipeline_run:
+            lines.append(f"- The index is identical to {self.link(self.index.ref)}, built earlier by run `{built_by}`")
+        return [*lines, ""]
+
+    def samples(self) -> list[str]:
+        wanted = [(p, "added") for p in self.added] + [(p, "changed") for p in self.changed]
+        lines = []
+        for path, how in wanted[:SAMPLE_DOCUMENTS]:
+            fresh = [c for c in self.chunks if c.source == path and c.sha256 not in self.old_shas]
+            if fresh:
+                page = f", page {fresh[0].page}" if fresh[0].page else ""
+                text = _new_part(fresh[0].text, self.old_texts.get(path, ())) if how == "changed" else fresh[0].text
+                lines += [f"**`{path}`** ({how}{page}, {len(fresh)} new chunk{'s' if len(fresh) != 1 else ''}):", "",
+                          f"> {_markdown_text(text, SAMPLE_CHARS)}", ""]
+        if len(wanted) > SAMPLE_DOCUMENTS:
+            lines += [f"…and {len(wanted) - SAMPLE_DOCUMENTS} more added or changed documents.", ""]
+        return ["#### New text (samples)", "", *lines] if lines else []
+
+    def pii(self) -> list[str]:
+        from ragindex.quality import mask_pii, pii_matches
+
+        findings = []
+        for path in sorted(self.quality["pii"]):
+            for chunk in (c for c in self.chunks if c.source == path):
+                for kind, start, end in pii_matches(chunk.text):
+                    where = f"page {chunk.page}" if chunk.page else f"at character {chunk.start + start}"
+                    new = " — **new since production**" if self.production and path not in self.old_pii else ""
+                    findings.append(f"- `{path}` {where}: {kind} `{mask_pii(kind, chunk.text[start:end])}`{new}")
+        findings = list(dict.fromkeys(findings))
+        if not findings:
+            return ["#### PII", "", "None found (emails, phone numbers, card numbers).", ""]
+        more = [f"- …and {len(findings) - PII_SHOWN} more"] if len(findings) > PII_SHOWN else []
+        return ["#### PII (masked)", "", *findings[:PII_SHOWN], *more, ""]
+
+    def checks(self) -> list[str]:
+        q = self.quality
+        failures = "; ".join(f"`{f['path']}` ({f['reason']})" for f in q["parse_failures"]) or "none"
+        refused = "; ".join(f"`{f['path']}` ({f['reason']})" for f in q.get("refused", [])) or "none"
+        return ["#### Quality", "",
+                f"- Chunk length: median {q['chunk_length']['p50']:.0f}, max {q['chunk_length']['max']} characters; "
+                f"{q['duplicate_chunks']} duplicate chunks",
+                f"- Parse failures: {failures}", f"- Refused files: {refused}", ""]
+
+    def versions(self) -> list[str]:
+        g, o = self.given, self.given.outcome
+        return ["#### Versions", "",
+                f"raw {self.link(g.raw_ref)} → chunks {self.link(g.chunks_ref)} → index {self.link(g.index_ref)} → "
+                f"report {self.link(o['report'])} (questions {self.link(o['questions'])})"]
+
+
+def _pii_by_document(index_dir: Any) -> dict[str, dict[str, int]]:
+    """PII counts per document of an index folder (its ``documents.jsonl``)."""
+    import json
+
+    from ragindex.pipeline import DOCUMENTS_FILE
+
+    path = index_dir / DOCUMENTS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return {d["path"]: d.get("pii") or {} for d in map(json.loads, fh)}
+
+
+def review_summary(registry: Registry, given: ReviewInput | None = None, *, names: ArtifactNames = DEFAULT_NAMES,
+                   **fields: Any) -> str:
+    """Markdown for the reviewer (Airflow's Required Actions form): the warnings first, then the gate, what
+    changed, samples of the new text, where PII was found (masked), quality and the versions."""
+    if given is None:
+        outcome = fields.pop("outcome")
+        given = ReviewInput(outcome=outcome if isinstance(outcome, dict) else outcome.to_json(), **fields)
+    summary = _Summary(registry, given, names)
+    sections: Iterable[list[str]] = (summary.header(), summary.warnings(), summary.gate(), summary.corpus(),
+                                     summary.samples(), summary.pii(), summary.checks(), summary.versions())
+    return "\n".join(line for section in sections for line in section)
+

@@ -1,13 +1,26 @@
-"""Rollback: ``production`` goes back to a version that held it before, in one step, with the reason."""
+"""Rollback: ``production`` goes back, in one step, to a version that held it before (so was approved).
+
+Anything else is refused with the version's decision; ``force`` (with a reason) overrides, and the record
+says it was forced. The history rollback reads (who held production, and before whom) is the registry's
+alias history, which on W&B is made of the promote and rollback runs themselves.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ragindex.errors import RagindexError
+from ragindex.errors import GovernanceError, RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
-from ragindex.promotion import promote
-from ragindex.registry import Registry
+from ragindex.promotion import related_versions
+from ragindex.registry import AliasChange, AliasMove, Decision, Registry
+from ragindex.review import describe, latest_review
+
+ROLLBACK = "rollback"
+
+
+def production_moves(registry: Registry, name: str) -> list[AliasMove]:
+    """Every move of ``production`` within ``name``, oldest first."""
+    return registry.alias_history(name, PRODUCTION)
 
 
 def previous_production(registry: Registry, name: str) -> str:
@@ -15,21 +28,51 @@ def previous_production(registry: Registry, name: str) -> str:
     current = registry.find(f"{name}:{PRODUCTION}")
     if current is None:
         raise RagindexError(f"{name}: no version holds '{PRODUCTION}', nothing to roll back")
-    for move in reversed(registry.alias_history(name, PRODUCTION)):
+    for move in reversed(production_moves(registry, name)):
         if move.to_version == current.version and move.from_version:
             return move.from_version
     raise RagindexError(f"{name}:{current.version} is the first '{PRODUCTION}' version; nothing earlier to roll back to")
 
 
+def held_production(registry: Registry, name: str, version: str) -> bool:
+    """Whether ``name:version`` ever held ``production`` (only approved versions can have)."""
+    return any(move.to_version == version for move in production_moves(registry, name))
+
+
 def rollback(registry: Registry, *, to_version: str | None = None, reason: str = "", actor: str = "",
-             names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
-    """Move ``production`` back (to ``to_version`` or the previous holder) and log why."""
+             force: bool = False, pipeline_run: str | None = None, names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
+    """Move ``production`` back (to ``to_version`` or the previous holder) and record who did it and why.
+    Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
+    never steps back a second time."""
+    key = f"{ROLLBACK}/{pipeline_run}" if pipeline_run else ""
+    done = registry.decision(key) if key else None
+    if done is not None:
+        return {"from": done.details.get("from"), "to": done.ref, "digest": registry.get(done.ref).digest,
+                "forced": done.verdict == "forced_rollback", "changed": True, "recorded_before": True,
+                "decision": done.record_id}
     target_version = (to_version or "").strip() or previous_production(registry, names.index)
     target_ref = target_version if ":" in target_version else f"{names.index}:{target_version}"
     target = registry.find(target_ref)
     if target is None:
         raise RagindexError(f"rollback target {target_ref!r}: no such version of {names.index}")
     current = registry.find(f"{names.index}:{PRODUCTION}")
-    outcome = promote(registry, target.ref, actor=actor or "rollback", reason=f"rollback: {reason}".strip(": "),
-                      names=names)
-    return {**outcome, "from": current.ref if current else None, "to": target.ref, "digest": target.digest}
+    outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
+    if current is not None and current.ref == target.ref:
+        return {**outcome, "changed": False}
+    approved_before = held_production(registry, names.index, target.version)
+    if not approved_before:
+        decided = describe(latest_review(registry, target.ref))
+        if not force:
+            raise GovernanceError(f"rollback to {target.ref} refused: it never held '{PRODUCTION}' (its review: "
+                                  f"{decided}); roll back only to a version that was approved, or force it "
+                                  "with a reason")
+        if not reason.strip():
+            raise GovernanceError(f"a forced rollback to {target.ref} needs a reason (its review: {decided})")
+    changes = (AliasChange(target.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related_versions(target)))
+    decision = registry.record_decision(Decision(
+        kind=ROLLBACK, verdict="rolled_back" if approved_before else "forced_rollback", ref=target.ref,
+        actor=actor or "rollback", reason=reason, pipeline_run=pipeline_run,
+        key=key, changes=changes,
+        details={"from": outcome["from"]}))
+    return {**outcome, "from": decision.details.get("from"), "changed": True, "forced": not approved_before,
+            "recorded_before": False, "decision": decision.record_id}

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from ragindex.errors import SourceError
 
 MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 2  # 1 also held source, as_of and modification times
 FILES_DIR = "files"
 
 
@@ -46,14 +47,22 @@ class Snapshot:
         return h.hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest file's content."""
+        """The manifest file's content: what the documents are (paths, sizes, sha256), never when or where
+        they were read, so the same documents give the same bytes, hence the same raw version, on any date.
+        Where and as of when is the version's metadata (``snapshot_facts``)."""
         return {
-            "source": self.source,
-            "as_of": self.as_of,
+            "format": MANIFEST_FORMAT,
             "content_digest": self.content_digest,
-            "documents": [asdict(e) for e in self.entries],
+            "documents": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in self.entries],
             "refused": self.refused,
         }
+
+    def snapshot_facts(self) -> dict[str, Any]:
+        """Where and as of when the snapshot was taken, and the documents' time range (for metadata)."""
+        times = sorted(e.modified for e in self.entries)
+        return {"source": self.source, "as_of": self.as_of, "documents": len(self.entries),
+                "bytes": sum(e.size for e in self.entries), "refused": len(self.refused),
+                "oldest_document": times[0] if times else None, "newest_document": times[-1] if times else None}
 
 
 def file_sha256(path: Path) -> str:

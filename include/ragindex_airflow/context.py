@@ -83,8 +83,9 @@ def review_settings(params: dict[str, Any]):
                           timeout_hours=float(param_value(params, "review_timeout_hours", ReviewSettings.timeout_hours)))
 
 
-def ingest_context(context: dict[str, Any]):
-    """The IngestContext of the current task: one per DAG run, whatever task or worker asks."""
+def ingest_context(context: dict[str, Any], *, create_registry: bool = False):
+    """The IngestContext of the current task: one per DAG run, whatever task or worker asks. Only the first
+    task may create a local registry; for the later ones a missing registry is an error."""
     from ragindex.context import IngestContext
     from ragindex.names import snapshot_alias
     from ragindex.registry import open_registry
@@ -94,7 +95,7 @@ def ingest_context(context: dict[str, Any]):
     date = run_date(context)
     alias = snapshot_alias(date)
     return IngestContext(
-        registry=open_registry(param_value(params, "registry")),
+        registry=open_registry(param_value(params, "registry"), create=create_registry),
         pipeline_run_id=context["dag_run"].run_id,
         settings=build_settings(params),
         source=render_source(str(params["source"]), as_of, date),

@@ -85,10 +85,14 @@ def rollback_params() -> dict[str, Param]:
     """The trigger form of ``rag_rollback``."""
     return {
         "to_version": Param("", type=["null", "string"], title="Roll back to version",
-                            description="A vector-index version such as v3. Blank: the version that held "
-                                        "production before the current one."),
+                            description="A vector-index version such as v3 that held production before. "
+                                        "Blank: the version that held production before the current one."),
         "reason": Param("", type=["null", "string"], title="Reason",
-                        description="Why production is moved back; recorded with the alias move."),
+                        description="Why production is moved back; recorded with the rollback decision. "
+                                    "Required when forcing."),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Allow a version that never held production (never approved, or rejected). "
+                                   "The rollback is recorded as forced, with the reason."),
         "registry": Param("", type=["null", "string"], title="Artifact registry",
                           description="wandb://ENTITY/PROJECT or a folder. Blank: RAGINDEX_REGISTRY, else the "
                                       "local registry under RAGINDEX_HOME."),

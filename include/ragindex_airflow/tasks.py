@@ -39,13 +39,16 @@ def fail_fast(body: F) -> F:
 
 @fail_fast
 def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
-    """Snapshot the corpus and log raw-documents; skip the rest when nothing changed."""
+    """Check what can be checked before any work (settings, eval set, registry), snapshot the corpus and log
+    raw-documents; skip the rest when nothing changed."""
+    from ragindex.evaluation import load_questions
     from ragindex.ingest import pull_documents as pull
 
-    result = pull(ingest_context(context))
+    ctx = ingest_context(context, create_registry=True)  # settings are checked here (SettingsError)
+    load_questions(context["params"]["eval_questions"])  # a missing or malformed eval set fails now, not later
+    result = pull(ctx)
     if result.unchanged:
-        raise AirflowSkipException(f"corpus unchanged since {result.raw} and {result.existing_index} was built "
-                                   "from it with these settings: no new versions")
+        raise AirflowSkipException(result.message)
     return result.to_json()
 
 
@@ -79,12 +82,16 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
                    built: dict[str, Any]) -> dict[str, Any]:
     """Score candidate vs production, log eval-report, apply the gate, write the reviewer's summary."""
     from ragindex.gate import evaluate_index as evaluate
-    from ragindex.review import review_summary
+    from ragindex.review import ReviewInput, review_summary
 
     ctx = ingest_context(context)
     outcome = evaluate(ctx, built["index"], context["params"]["eval_questions"])
-    summary = review_summary(ctx.registry, raw_ref=pulled["raw"], chunks_ref=orders[0]["chunks"],
-                             index_ref=built["index"], outcome=outcome, names=ctx.names)
+    log.info("gate %s for %s: %s (report %s)", "passed" if outcome.passed else "FAILED", built["index"],
+             outcome.reason, outcome.report)
+    given = ReviewInput(raw_ref=pulled["raw"], chunks_ref=orders[0]["chunks"], index_ref=built["index"],
+                        outcome=outcome.to_json(), embedded=built["embedded"], reused=built["reused"],
+                        source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
+    summary = review_summary(ctx.registry, given, names=ctx.names)
     if not outcome.passed:
         message = f"evaluation gate failed for {built['index']}: {outcome.reason} (report {outcome.report})"
         if ctx.promotes:
@@ -97,27 +104,45 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
 
 @fail_fast
 def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """Move production to the approved index (and mark the versions it came from)."""
+    """Move production to the approved index (and the versions it came from); announce it on the Asset."""
     from ragindex.context import may_promote
     from ragindex.promotion import promote as move
-    from ragindex_airflow.review import reviewer_actor
+    from ragindex.review import latest_review
+    from ragindex_airflow.assets import announce_production_move
 
     if not may_promote(run_type(context)):
         raise AirflowSkipException(f"{run_type(context)} runs never move production")
     ctx = ingest_context(context)
-    return move(ctx.registry, evaluated["index"], actor=reviewer_actor(decision, context["dag_run"].run_id),
-                reason=evaluated["reason"], names=ctx.names, report_ref=evaluated["report"])
+    review = latest_review(ctx.registry, evaluated["index"])
+    outcome = move(ctx.registry, evaluated["index"], actor=review.actor if review else "unknown",
+                   reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",
+                   pipeline_run=ctx.pipeline_run_id, names=ctx.names, report_ref=evaluated["report"])
+    if not outcome["changed"]:
+        raise AirflowSkipException(f"{outcome['promoted']} already holds production: nothing moved")
+    announce_production_move(context, ctx.registry, kind="promote", to_ref=outcome["promoted"],
+                             from_ref=outcome["previous"], decision=outcome.get("decision"))
+    log.info("production: %s -> %s (approved by %s)", outcome["previous"] or "none", outcome["promoted"],
+             review.actor if review else "?")
+    return outcome
 
 
 @fail_fast
 def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
-    """Move production back; a version that does not exist fails the run with a clear message."""
+    """Move production back; refused (at once) for a version that was never approved unless forced."""
     from ragindex.registry import open_registry
     from ragindex.rollback import rollback
+    from ragindex_airflow.assets import announce_production_move
 
     params = context["params"]
     user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-    outcome = rollback(open_registry(param_value(params, "registry")), to_version=param_value(params, "to_version"),
-                       reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback")
-    log.info("production moved %s -> %s (digest %s)", outcome["from"], outcome["to"], outcome["digest"])
+    registry = open_registry(param_value(params, "registry"), create=False)
+    outcome = rollback(registry, to_version=param_value(params, "to_version"),
+                       reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback",
+                       force=bool(params.get("force", False)), pipeline_run=context["dag_run"].run_id)
+    if not outcome["changed"]:
+        raise AirflowSkipException(f"{outcome['to']} already holds production: nothing moved")
+    announce_production_move(context, registry, kind="forced_rollback" if outcome["forced"] else "rollback",
+                             to_ref=outcome["to"], from_ref=outcome["from"], decision=outcome.get("decision"))
+    log.info("production moved %s -> %s (digest %s)%s", outcome["from"], outcome["to"], outcome["digest"],
+             " — FORCED" if outcome["forced"] else "")
     return outcome

@@ -125,11 +125,32 @@ def eval_figures(name_type: str, meta: dict[str, Any]) -> dict[str, Any] | None:
     return figures
 
 
-def version_row(version: Any) -> dict[str, Any]:
-    """One version for a table row or a graph node."""
+def decision_view(decision: Any) -> dict[str, Any]:
+    """A decision record for the pages: what, who, when (UTC), why, and the alias moves it made."""
+    from ragindex.review import describe
+
+    return {"kind": decision.kind, "verdict": decision.verdict, "ref": decision.ref, "actor": decision.actor,
+            "reason": decision.reason, "at": (decision.at or "")[:19].replace("T", " "), "run": decision.pipeline_run,
+            "text": describe(decision), "key": decision.key,
+            "moves": [f"{m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in decision.moves]}
+
+
+def decisions_by_ref(decisions: list[Any]) -> dict[str, dict[str, Any]]:
+    """For each version decided on: its latest review and its latest promotion or rollback."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        slot = "review" if d.kind == "review" else "promotion" if d.kind in ("promote", "rollback") else None
+        if slot:
+            out.setdefault(d.ref, {})[slot] = decision_view(d)
+    return out
+
+
+def version_row(version: Any, decided: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One version for a table row or a graph node, with the decisions on it."""
     meta = dict(version.metadata or {})
     aliases = list(version.aliases)
-    promotion = meta.get("promotion") if isinstance(meta.get("promotion"), dict) else None
+    decided = decided or {}
+    review = decided.get("review")
     return {
         "ref": version.ref,
         "name": version.name,
@@ -142,7 +163,9 @@ def version_row(version: Any) -> dict[str, Any]:
         "created_at": (version.created_at or "")[:19].replace("T", " "),
         "details": key_metadata(meta),
         "eval": eval_figures(version.type, meta),
-        "promotion": promotion,
+        "review": review,
+        "rejected": bool(review and review["verdict"] == "rejected"),
+        "promotion": decided.get("promotion"),
         "consumed": list(version.consumed),
         "url": version.url,
     }
@@ -160,15 +183,22 @@ def web_url(registry: Any, version: Any) -> str | None:
     return None
 
 
+HISTORY_SHOWN = 30
+
+
 def listing(registry: Any) -> dict[str, Any]:
-    """The index page: each artifact with its versions, newest first, and who holds production."""
-    sections = []
+    """The index page: each artifact with its versions (newest first) and the decisions on them, who holds
+    production, and the latest decisions (reviews, staging, promotions, rollbacks) newest first."""
+    sections, history = [], []
     production = None
     for name in artifact_names(registry):
         versions = registry.versions(name)
+        decisions = registry.decisions(name) if versions else []
+        decided = decisions_by_ref(decisions)
+        history += decisions
         rows = []
         for v in reversed(versions):
-            row = version_row(v)
+            row = version_row(v, decided.get(v.ref))
             row["url"] = web_url(registry, v)
             rows.append(row)
             if row["production"] and production is None and name == DEFAULT_NAMES.index:
@@ -176,7 +206,9 @@ def listing(registry: Any) -> dict[str, Any]:
         sections.append({"name": name, "type": versions[0].type if versions else "", "rows": rows})
     if production is None:  # another name holding production (custom ArtifactNames)
         production = next((r for s in sections for r in s["rows"] if r["production"]), None)
-    return {"registry": str(getattr(registry, "uri", "")), "sections": sections, "production": production}
+    history.sort(key=lambda d: d.at, reverse=True)
+    return {"registry": str(getattr(registry, "uri", "")), "sections": sections, "production": production,
+            "decisions": [decision_view(d) for d in history[:HISTORY_SHOWN]]}
 
 
 # ---------------------------------------------------------------- lineage
@@ -278,16 +310,20 @@ def upstream_tree(nodes: dict[str, dict[str, Any]], ref: str, seen: frozenset[st
 def lineage_view(registry: Any, ref: str) -> dict[str, Any]:
     """The detail page of a version: its row, its upstream tree and the graph up- and downstream of it."""
     root_version = registry.get(ref)
-    root = version_row(root_version)
+    root_decisions = registry.decisions(root_version.name)
+    root = version_row(root_version, decisions_by_ref(root_decisions).get(root_version.ref))
     root["url"] = web_url(registry, root_version)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[list[str]] = []
+    decided: dict[str, dict[str, Any]] = {root_version.name: decisions_by_ref(root_decisions)}
 
     def merge(graph: dict[str, Any]) -> None:
         for node_ref in graph["nodes"]:
             if node_ref not in nodes:
                 v = registry.get(node_ref)
-                row = version_row(v)
+                if v.name not in decided:
+                    decided[v.name] = decisions_by_ref(registry.decisions(v.name))
+                row = version_row(v, decided[v.name].get(v.ref))
                 row["url"] = web_url(registry, v)
                 nodes[node_ref] = row
         for edge in graph["edges"]:
@@ -311,5 +347,6 @@ def lineage_view(registry: Any, ref: str) -> dict[str, Any]:
         "svg": svg_layout(nodes, edges, root_version.ref),
         "chain": chain,
         "edges": edges,
+        "decisions": [decision_view(d) for d in root_decisions if d.ref == root_version.ref],
     }
 

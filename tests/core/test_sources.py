@@ -43,7 +43,19 @@ def test_manifest_records_relative_path_size_mtime_and_sha256(tmp_path: Path) ->
     assert manifest == json.loads((tmp_path / "snap" / MANIFEST_NAME).read_text())
     assert {d["path"]: d["sha256"] for d in manifest["documents"]} == {p: e.sha256 for p, e in by_path.items()}
     assert manifest["content_digest"] == snap.content_digest
-    assert manifest["source"] == str(corpus)
+    assert snap.snapshot_facts()["source"] == str(corpus)  # where it came from is metadata, not content
+    assert not {"source", "as_of"} & set(manifest) and not any("modified" in d for d in manifest["documents"])
+
+
+def test_same_documents_give_the_same_manifest_bytes_whatever_the_folder_date_or_mtime(tmp_path: Path) -> None:
+    files = {"a.txt": "alpha text", "sub/b.md": "# Bravo\n\nbody"}
+    first = write_files(tmp_path / "first", files)
+    second = write_files(tmp_path / "elsewhere" / "second", files)
+    for rel in files:  # older copies, read as of another date
+        os.utime(second / rel, (_ts("2020-01-01T00:00:00"), _ts("2020-01-01T00:00:00")))
+    snapshot(str(first), tmp_path / "s1")
+    snapshot(str(second), tmp_path / "s2", as_of="2025-06-01T00:00:00")
+    assert (tmp_path / "s1" / MANIFEST_NAME).read_bytes() == (tmp_path / "s2" / MANIFEST_NAME).read_bytes()
 
 
 def test_as_of_keeps_only_documents_modified_at_or_before_the_cutoff(tmp_path: Path) -> None:
@@ -139,7 +151,8 @@ def test_memory_fsspec_url_is_snapshotted_like_a_folder(tmp_path: Path) -> None:
             assert entry.size == len(files[rel])
             assert (tmp_path / "snap" / FILES_DIR / rel).read_bytes() == files[rel]
             datetime.fromisoformat(entry.modified)  # a valid timestamp
-        assert load_manifest(tmp_path / "snap")["source"] == f"memory://{prefix}"
+        assert snap.snapshot_facts()["source"] == f"memory://{prefix}"
+        assert {d["path"] for d in load_manifest(tmp_path / "snap")["documents"]} == {"a.txt", "sub/b.md"}
 
         with pytest.raises(SourceError) as exc:
             snapshot(f"memory://{prefix}-nothing-here", tmp_path / "snap2")

@@ -7,7 +7,10 @@ runs stays small), in named phases, each building on the one before:
 3. one document changed: only its changed chunks are embedded, production moves to v1;
 4. another change, but a gate that cannot pass: run fails, eval-report passed=false, production stays;
 5. a run whose run type is patched to backfill: review and promote skipped, production stays;
-6. rag_rollback: back to the previous production; a version that does not exist fails the run.
+6. rag_rollback: back to the previous production; a version that does not exist fails the run;
+7. rag_rollback to a version that never held production (it failed its gate): refused, needs a reason when
+   forced, and is recorded as a forced rollback;
+8. every move of production (two promotions, two rollbacks) was an event of the production-index Asset.
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ def first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     assert production.ref == "vector-index:v0"
     assert "production" in index.aliases
     scenario.production_digests.append(production.digest)
+    decisions = [(d.kind, d.verdict, d.ref, d.pipeline_run) for d in reg.decisions("vector-index")]
+    run_id = index.metadata["pipeline_run_id"]
+    assert decisions == [("review", "auto_approved", "vector-index:v0", run_id),
+                         ("promote", "promoted", "vector-index:v0", run_id)], "require_approval=false is on record"
 
 
 def second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
@@ -241,9 +248,54 @@ def rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd):
     assert scenario.production().ref == "vector-index:v0"
 
 
+def rollback_to_a_version_never_approved_is_refused_unless_forced(dags, scenario, capfd):
+    """vector-index:v2 failed its gate in phase 4 and never held production."""
+    conf = {"registry": str(scenario.registry_path), "to_version": "v2"}
+    state, tis, _ = run_dag(dags["rag_rollback"], conf)
+    assert state == "failed" and tis["rollback_production"] == ["failed"], tis
+    out, err = capfd.readouterr()
+    assert "rollback to vector-index:v2 refused" in out + err and "never reviewed" in out + err
+    state, tis, _ = run_dag(dags["rag_rollback"], conf | {"force": True})
+    assert state == "failed", "a forced rollback needs a reason"
+    assert "needs a reason" in "".join(capfd.readouterr())
+    assert scenario.production().ref == "vector-index:v0"
+    state, tis, dr = run_dag(dags["rag_rollback"], conf | {"force": True, "reason": "incident 42: v0 misroutes"})
+    assert state == "success", tis
+    assert scenario.production().ref == "vector-index:v2"
+    last = scenario.registry.decisions("vector-index")[-1]
+    assert (last.kind, last.verdict, last.ref, last.reason) == ("rollback", "forced_rollback", "vector-index:v2",
+                                                                "incident 42: v0 misroutes")
+    assert last.pipeline_run == dr.run_id and last.actor.endswith("via rag_rollback")
+
+
+def production_asset_events() -> list[dict]:
+    """The extras of the production-index Asset's events, oldest first (Airflow's metadata DB)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from ragindex_airflow.assets import PRODUCTION_INDEX
+
+    with create_session() as session:
+        rows = session.execute(select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                               .where(AssetModel.uri == PRODUCTION_INDEX.uri).order_by(AssetEvent.id)).all()
+    return [dict(r[0]) for r in rows]
+
+
+def every_production_move_was_announced(scenario, events_before: int):
+    reg = scenario.registry
+    events = production_asset_events()[events_before:]
+    assert [(e["kind"], e["previous"], e["ref"]) for e in events] == [
+        ("promote", None, "vector-index:v0"), ("promote", "vector-index:v0", "vector-index:v1"),
+        ("rollback", "vector-index:v1", "vector-index:v0"), ("forced_rollback", "vector-index:v0", "vector-index:v2")]
+    assert all(e["digest"] == reg.get(e["ref"]).digest and e["registry"] == reg.uri for e in events)
+    assert events[1]["previous_digest"] == reg.get("vector-index:v0").digest
+
+
 def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
     """The phases of the module docstring, in order; a failure names its phase."""
     dags, scenario = FreshDags(), Scenario(tmp_path / "scenario")
+    events_before = len(production_asset_events())
     with phase("1 first run"):
         first_run_logs_every_version_with_lineage_and_promotes(dags, scenario)
     with phase("2 unchanged corpus"):
@@ -258,3 +310,7 @@ def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
         rollback_restores_previous_production(dags, scenario)
     with phase("6 rollback to a missing version"):
         rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd)
+    with phase("7 rollback to a version that was never approved"):
+        rollback_to_a_version_never_approved_is_refused_unless_forced(dags, scenario, capfd)
+    with phase("8 every production move is an Asset event"):
+        every_production_move_was_announced(scenario, events_before)

@@ -1,17 +1,25 @@
-"""rag_ingest in a real Airflow, as users run it: ``airflow standalone`` (api-server, scheduler, dag-processor,
-triggerer, LocalExecutor) on 127.0.0.1:18080 with its own AIRFLOW_HOME, SimpleAuthManager with a known admin
-password; everything through the public REST API: unpause, trigger, the review's Required Action answered
-(approve, then reject) through the HITL endpoints; the registry read directly.
+"""rag_ingest and rag_rollback in a real Airflow, as users run them: ``airflow standalone`` (api-server,
+scheduler, dag-processor, triggerer, LocalExecutor) on 127.0.0.1:18080 with its own AIRFLOW_HOME,
+SimpleAuthManager with a known admin password; everything through the public REST API (unpause, trigger,
+the review's Required Action answered through the HITL endpoints, a task cleared to retry it) and the review
+form itself in headless Chromium; the registry read directly.
 
-The weekly schedule is switched off here (``RAGINDEX_SCHEDULE=none``): with a schedule and catchup=False,
-unpausing would at once create a scheduled run of the most recent week, and with max_active_runs=1 the
-triggered runs would queue behind it (it waits up to 72 h for its own review).
+The weekly governance loop, in one scenario test of named phases: a first corpus A is approved; a retried
+review task does not ask again; an edit B is rejected; a rollback to the rejected version is refused, then
+forced (on record), then undone; a manual re-run over B asks again and says it was rejected; B is reverted to
+A and the next *scheduled* run (Airflow restarted with a per-minute schedule) creates nothing and asks
+nobody.
+
+The schedule is off while the manual phases run (``RAGINDEX_SCHEDULE=none``): with a schedule and
+catchup=False, unpausing would at once create a scheduled run of the latest interval, and with
+max_active_runs=1 the triggered runs would queue behind it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -21,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import phase
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, phase
 from tests.dags.conftest import DAGS, SAMPLE_QUESTIONS, copy_corpus
 
 pytestmark = pytest.mark.slow
@@ -70,19 +78,27 @@ class LiveAirflow:
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         })
+        self.base = base
         self.log_path = root / "standalone.log"
         self.proc: subprocess.Popen | None = None
         self.client = httpx.Client(base_url=base, timeout=30)
+        self.token = ""
+        self.answers: dict[str, tuple[str, str | None]] = {}
 
     # ------------------------------------------------------------- processes
     def start(self) -> None:
         import socket
 
+        import httpx
+
+        if self.client.is_closed:
+            self.client = httpx.Client(base_url=self.base, timeout=30)
+
         for port in (self.port, self.port + 1, self.port + 2):
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     pytest.fail(f"port {port} is already in use on 127.0.0.1")
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([str(AIRFLOW_BIN), "standalone"], env=self.env, cwd=self.root,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -144,7 +160,8 @@ class LiveAirflow:
             pytest.fail(f"Airflow not healthy after {timeout}s: {last}\n{self.tail()}")
         r = self.client.post("/auth/token", json={"username": "admin", "password": self.password})
         assert r.status_code == 201, r.text
-        self.client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        self.token = r.json()["access_token"]
+        self.client.headers["Authorization"] = f"Bearer {self.token}"
         while time.monotonic() < deadline:
             if self.client.get("/api/v2/dags/rag_ingest").status_code == 200:
                 return
@@ -168,22 +185,32 @@ class LiveAirflow:
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
         return r.json()
 
-    def trigger(self, conf: dict) -> str:
-        return self.api("POST", "/dags/rag_ingest/dagRuns", json={"logical_date": None, "conf": conf})["dag_run_id"]
+    def trigger(self, conf: dict, dag_id: str = "rag_ingest") -> str:
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})["dag_run_id"]
 
-    def task_states(self, run_id: str) -> dict[str, list[str | None]]:
-        body = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+    def task_states(self, run_id: str, dag_id: str = "rag_ingest") -> dict[str, list[str | None]]:
+        body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
         states: dict[str, list[str | None]] = {}
         for ti in sorted(body["task_instances"], key=lambda t: (t["task_id"], t["map_index"])):
             states.setdefault(ti["task_id"], []).append(ti["state"])
         return states
 
-    def wait_for(self, run_id: str, predicate, what: str, timeout: float = RUN_TIMEOUT_S):
+    def task_log(self, run_id: str, task_id: str, dag_id: str = "rag_ingest", try_number: int = 1) -> str:
+        """A task's log as the UI shows it (the structured log's events, one per line)."""
+        r = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                            headers={"Accept": "application/json"})
+        assert r.status_code == 200, r.text
+        content = r.json().get("content")
+        if isinstance(content, list):
+            return "\n".join(json.dumps(c, ensure_ascii=False) if isinstance(c, dict) else str(c) for c in content)
+        return str(content)
+
+    def wait_for(self, run_id: str, predicate, what: str, timeout: float = RUN_TIMEOUT_S, dag_id: str = "rag_ingest"):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            run = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}")
-            states = self.task_states(run_id)
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            states = self.task_states(run_id, dag_id)
             if predicate(run, states):
                 return run, states
             if run["state"] in ("success", "failed"):
@@ -191,35 +218,52 @@ class LiveAirflow:
             time.sleep(3)
         pytest.fail(f"timed out waiting for {what} in {run_id}: {states}\n{self.tail()}")
 
+    def hitl_details(self, run_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/hitlDetails")["hitl_details"]
+
     def wait_for_review(self, run_id: str) -> dict:
         self.wait_for(run_id, lambda run, s: s.get("review") == ["awaiting_input"], "review awaiting input")
-        details = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/hitlDetails")
-        pending = [d for d in details["hitl_details"] if d["task_instance"]["task_id"] == "review"]
-        assert len(pending) == 1, details
+        pending = [d for d in self.hitl_details(run_id) if d["task_instance"]["task_id"] == "review"]
+        assert len(pending) == 1, pending
         return pending[0]
 
-    def answer_review(self, run_id: str, option: str) -> dict:
+    def answer_review(self, run_id: str, option: str, reason: str | None = None) -> dict:
+        params = {"reason": reason} if reason is not None else {}
+        self.answers[run_id] = (option, reason)
         return self.api("PATCH", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails",
-                        json={"chosen_options": [option], "params_input": {}})
+                        json={"chosen_options": [option], "params_input": params})
 
-    def wait_finished(self, run_id: str, answer: str | None = None) -> tuple[dict, dict]:
-        """Wait for the run to end. With ``answer``, a review asked AGAIN is answered again: Airflow 3.3.2 can
-        race the executor's 'success' of a task that just parked in awaiting_input against that state and put
-        the task up for retry (seen on SQLite + LocalExecutor), and the retry asks the reviewer anew."""
+    def wait_finished(self, run_id: str, dag_id: str = "rag_ingest") -> tuple[dict, dict]:
+        """Wait for the run to end. A review asked AGAIN is answered again, as first: Airflow 3.3.2 can race the
+        executor's 'success' of a task that just parked in awaiting_input against that state and put the task up
+        for retry (seen on SQLite + LocalExecutor); a retry whose answer is not on record asks the reviewer anew."""
         deadline = time.monotonic() + RUN_TIMEOUT_S
         answered = {1}
         while time.monotonic() < deadline:
             self._check_alive()
-            run = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}")
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             if run["state"] in ("success", "failed"):
-                return run, self.task_states(run_id)
-            if answer:
+                return run, self.task_states(run_id, dag_id)
+            if run_id in self.answers:
                 review = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
                 if review["state"] == "awaiting_input" and review["try_number"] not in answered:
                     answered.add(review["try_number"])
-                    self.answer_review(run_id, answer)
+                    self.answer_review(run_id, *self.answers[run_id])
             time.sleep(3)
-        pytest.fail(f"run {run_id} did not finish: {self.task_states(run_id)}\n{self.tail()}")
+        pytest.fail(f"run {run_id} did not finish: {self.task_states(run_id, dag_id)}\n{self.tail()}")
+
+    def clear(self, run_id: str, task_ids: list[str]) -> None:
+        """Clear finished task instances, so Airflow runs them again (a retry, as an operator would do it)."""
+        self.api("POST", "/dags/rag_ingest/clearTaskInstances",
+                 json={"dag_run_id": run_id, "task_ids": task_ids, "only_failed": False, "dry_run": False,
+                       "include_downstream": True, "reset_dag_runs": True})
+
+    def restart(self, **env: str) -> None:
+        """Stop everything, change the environment, start again on the same metadata database."""
+        self.stop()
+        self.env.update(env)
+        self.start()
+        self.wait_ready()
 
 
 @pytest.fixture
@@ -230,6 +274,7 @@ def live(tmp_path):
         airflow.start()
         airflow.wait_ready()
         airflow.api("PATCH", "/dags/rag_ingest", json={"is_paused": False})
+        airflow.api("PATCH", "/dags/rag_rollback", json={"is_paused": False})
         yield airflow
     finally:
         airflow.stop()
@@ -240,59 +285,225 @@ def conf(corpus: Path, registry_path: Path) -> dict:
             "eval_questions": str(SAMPLE_QUESTIONS)}
 
 
-def production_ref(registry_path: Path) -> str | None:
+def open_reg(registry_path: Path):
     from ragindex.registry import open_registry
 
-    found = open_registry(str(registry_path)).find("vector-index:production")
+    return open_registry(str(registry_path), create=False)
+
+
+def production_ref(registry_path: Path) -> str | None:
+    found = open_reg(registry_path).find("vector-index:production")
     return found.ref if found else None
 
 
-def approved_review_moves_production(live, corpus, registry_path):
-    assert live.api("GET", "/dags/rag_ingest")["is_paused"] is False
+def review_decisions(registry_path: Path, run_id: str) -> list:
+    return [d for d in open_reg(registry_path).decisions("vector-index") if d.kind == "review" and d.pipeline_run == run_id]
+
+
+def version_counts(registry_path: Path) -> dict[str, int]:
+    reg = open_reg(registry_path)
+    return {name: len(reg.versions(name)) for name in ("raw-documents", "processed-chunks", "vector-index", "eval-report")}
+
+
+def review_link(live: LiveAirflow, run_id: str) -> str:
+    """The Required Actions link the review task logs (Approve preselected)."""
+    found = re.search(r"(http://\S+/required_actions\?\S+?)[\"\s]", live.task_log(run_id, "review"))
+    assert found, "the review task logs the link to its form"
+    return found.group(1)
+
+
+def look_at_the_review_form(live: LiveAirflow, url: str, shot: str) -> dict:
+    """The Required Actions form of the review in headless Chromium, opened from the link the task logs;
+    returns what it shows and saves a full-page screenshot under test-artifacts/."""
+    from playwright import sync_api
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1100})
+            context.add_cookies([{"name": "_token", "value": live.token, "url": live.base}])
+            page = context.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            approve = page.get_by_test_id("hitl-option-Approve")
+            approve.wait_for(timeout=60_000)
+            page.get_by_text("Gate: PASSED").first.wait_for(timeout=30_000)
+            seen = {
+                "headings": page.locator("h3, h4").all_inner_texts(),
+                "table_rows": page.locator("table tr").count(),
+                "quotes": page.locator("blockquote").all_inner_texts(),
+                "list_items": page.locator("li").all_inner_texts(),
+                "approve_bg": approve.evaluate("e => getComputedStyle(e).backgroundColor"),
+                "reject_bg": page.get_by_test_id("hitl-option-Reject").evaluate(
+                    "e => getComputedStyle(e).backgroundColor"),
+                "reason_field": page.get_by_text("Reason").count(),
+            }
+            page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+            approve.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / shot.replace(".png", "-answer.png")))
+            return seen
+        finally:
+            browser.close()
+
+
+def fleet_doc(corpus: Path) -> Path:
+    return corpus / "fleet_maintenance.md"
+
+
+def approve_corpus_a(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     run_id = live.trigger(conf(corpus, registry_path))
     review = live.wait_for_review(run_id)
     assert "vector-index:v0" in review["subject"]
-    assert "Gate: PASSED" in (review["body"] or "")
-    assert review["options"] == ["Approve", "Reject"]
+    body = review["body"] or ""
+    assert "Gate: PASSED" in body and "no production index yet" in body and "vector-index:v0" in body
+    assert review["options"] == ["Approve", "Reject"] and review["defaults"] == ["Reject"], "timeout = Reject"
     assert production_ref(registry_path) is None  # nothing moves before the answer
+    assert open_reg(registry_path).get("vector-index:staging").ref == "vector-index:v0", "staged while in review"
+    link = review_link(live, run_id)
+    assert "_options=%5B%22Approve%22%5D" in link, link
 
-    answer = live.answer_review(run_id, "Approve")
+    form = look_at_the_review_form(live, link, "review-form-first-candidate.png")
+    assert any(h.startswith("Candidate") for h in form["headings"]), form["headings"]
+    assert {"Corpus", "PII", "Quality", "Versions"} <= {h.split(" (")[0] for h in form["headings"]}, form
+    assert form["table_rows"] >= 5, "the gate's figures are a table, not a run-on paragraph"
+    assert any(item.startswith("Source:") for item in form["list_items"]), "one line per fact"
+    assert form["approve_bg"] != form["reject_bg"], "Approve (preselected by the link) is drawn apart from Reject"
+    assert form["reason_field"] >= 1, "the reviewer can give a reason"
+
+    answer = live.answer_review(run_id, "Approve", reason="first handbook, checked by hand")
     assert answer["chosen_options"] == ["Approve"] and answer["responded_by"]["name"] == "admin"
-    run, states = live.wait_finished(run_id, answer="Approve")
+    run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["success"]
     assert production_ref(registry_path) == "vector-index:v0"
+    reg = open_reg(registry_path)
+    assert "staging" not in reg.get("vector-index:v0").aliases, "approval moves production there, staging off"
+    (review_record,) = review_decisions(registry_path, run_id)
+    assert (review_record.verdict, review_record.actor, review_record.reason) == (
+        "approved", "admin", "first handbook, checked by hand")
+    promote = [d for d in reg.decisions("vector-index") if d.kind == "promote"]
+    assert [(d.ref, d.actor) for d in promote] == [("vector-index:v0", "admin")]
+    return run_id
 
-    from ragindex.registry import open_registry
 
-    promotion = open_registry(str(registry_path)).get("vector-index:v0").metadata["promotion"]
-    assert promotion["by"].startswith("admin")
+def retried_review_does_not_ask_again(live: LiveAirflow, registry_path: Path, run_id: str) -> None:
+    history_before = open_reg(registry_path).alias_history("vector-index", "production")
+    live.clear(run_id, ["review"])
+    run, states = live.wait_finished(run_id)
+    assert run["state"] == "success", states
+    assert states["review"] == ["success"] and states["promote"] == ["success"], states
+    review = live.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
+    assert review["try_number"] == 2, review
+    assert "on record already" in live.task_log(run_id, "review", try_number=2)
+    assert len(review_decisions(registry_path, run_id)) == 1, "exactly one decision"
+    promotions = [d for d in open_reg(registry_path).decisions("vector-index") if d.kind == "promote"]
+    assert len(promotions) == 1, "the retried promote found its move on record"
+    assert open_reg(registry_path).alias_history("vector-index", "production") == history_before, "one history entry"
 
 
-def rejected_review_keeps_production(live, corpus, registry_path):
-    doc = corpus / "fleet_maintenance.md"
+def reject_edit_b(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
+    doc = fleet_doc(corpus)
     doc.write_text(doc.read_text(encoding="utf-8") + "\n\nTyres are replaced in pairs on the same axle.\n",
                    encoding="utf-8")
     run_id = live.trigger(conf(corpus, registry_path))
     review = live.wait_for_review(run_id)
     assert "vector-index:v1" in review["subject"]
-    live.answer_review(run_id, "Reject")
-    run, states = live.wait_finished(run_id, answer="Reject")
+    body = review["body"] or ""
+    assert "production is `vector-index:v0`" in body and "1 changed (`fleet_maintenance.md`)" in body
+    assert "Tyres are replaced in pairs" in body.replace("\\", ""), "a sample of the changed text"
+    assert open_reg(registry_path).get("vector-index:staging").ref == "vector-index:v1"
+    live.answer_review(run_id, "Reject", reason="tyre rule not signed off by fleet")
+    run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["skipped"]
+    reg = open_reg(registry_path)
     assert production_ref(registry_path) == "vector-index:v0"
-    from ragindex.registry import open_registry
+    v1 = reg.get("vector-index:v1")
+    assert "staging" not in v1.aliases and any(a.startswith("snapshot-") for a in v1.aliases)
+    (decision,) = review_decisions(registry_path, run_id)
+    assert (decision.verdict, decision.actor, decision.reason) == ("rejected", "admin", "tyre rule not signed off by fleet")
+    assert 0 < v1.metadata["embedded"] < v1.metadata["chunks"]
+    return run_id
 
-    reg = open_registry(str(registry_path))
-    assert reg.get("vector-index:latest").ref == "vector-index:v1"
-    assert 0 < reg.get("vector-index:v1").metadata["embedded"] < reg.get("vector-index:v1").metadata["chunks"]
+
+def rollback_to_the_rejected_version(live: LiveAirflow, registry_path: Path) -> None:
+    refused = live.trigger({"registry": str(registry_path), "to_version": "v1", "reason": "try it"}, "rag_rollback")
+    run, _ = live.wait_finished(refused, "rag_rollback")
+    assert run["state"] == "failed"
+    log = live.task_log(refused, "rollback_production", "rag_rollback")
+    assert "refused" in log and "rejected on" in log and "tyre rule not signed off" in log, log[-2000:]
+    assert production_ref(registry_path) == "vector-index:v0"
+
+    forced = live.trigger({"registry": str(registry_path), "to_version": "v1", "force": True,
+                           "reason": "incident drill"}, "rag_rollback")
+    run, _ = live.wait_finished(forced, "rag_rollback")
+    assert run["state"] == "success" and production_ref(registry_path) == "vector-index:v1"
+    last = open_reg(registry_path).decisions("vector-index")[-1]
+    assert (last.kind, last.verdict, last.reason, last.actor) == ("rollback", "forced_rollback", "incident drill",
+                                                                   "admin via rag_rollback")
+    back = live.trigger({"registry": str(registry_path), "reason": "drill over"}, "rag_rollback")
+    run, _ = live.wait_finished(back, "rag_rollback")
+    assert run["state"] == "success" and production_ref(registry_path) == "vector-index:v0"
 
 
-def test_reviews_through_the_rest_api(live, tmp_path):
-    """Approve a first candidate, then reject a changed one, answering in Required Actions over REST."""
+def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path, registry_path: Path) -> None:
+    before = version_counts(registry_path)
+    run_id = live.trigger(conf(corpus, registry_path))
+    review = live.wait_for_review(run_id)
+    body = review["body"] or ""
+    assert "vector-index:v1" in review["subject"]
+    assert "**Warning:**" in body and "rejected on" in body and "tyre rule not signed off by fleet" in body, body
+    form = look_at_the_review_form(live, review_link(live, run_id), "review-form-rejected-before.png")
+    assert form["quotes"] and "rejected on" in form["quotes"][0], "the warning is the first thing on the form"
+    assert "staging" not in open_reg(registry_path).get("vector-index:v1").aliases, "a rejected version is not staged"
+    live.answer_review(run_id, "Reject", reason="still not signed off")
+    run, states = live.wait_finished(run_id)
+    assert run["state"] == "success" and states["promote"] == ["skipped"], states
+    assert version_counts(registry_path) == before, "the same corpus: the same versions, nothing new"
+
+
+def revert_then_a_scheduled_run_does_nothing(live: LiveAirflow, corpus: Path, registry_path: Path,
+                                              original: str) -> None:
+    doc = fleet_doc(corpus)
+    doc.write_text(original, encoding="utf-8")
+    an_hour_ago = time.time() - 3600
+    os.utime(doc, (an_hour_ago, an_hour_ago))  # older than the interval the scheduled run will read as of
+    before = version_counts(registry_path)
+    live.restart(RAGINDEX_SCHEDULE="* * * * *", RAGINDEX_SOURCE=str(corpus), RAGINDEX_REGISTRY=str(registry_path),
+                 RAGINDEX_EVAL_QUESTIONS=str(SAMPLE_QUESTIONS))
+    deadline = time.monotonic() + 300
+    while True:
+        scheduled = live.api("GET", "/dags/rag_ingest/dagRuns", params={"run_type": "scheduled"})["dag_runs"]
+        if scheduled:
+            break
+        assert time.monotonic() < deadline, f"no scheduled run after the restart:\n{live.tail()}"
+        time.sleep(3)
+    run_id = scheduled[0]["dag_run_id"]
+    run, states = live.wait_finished(run_id)
+    live.api("PATCH", "/dags/rag_ingest", json={"is_paused": True})
+    assert run["state"] == "success", states
+    assert states["pull_documents"] == ["skipped"]
+    assert all(s == ["skipped"] for t, s in states.items() if t != "pull_documents"), states
+    assert live.hitl_details(run_id) == [], "nobody is asked to review what is production already"
+    assert version_counts(registry_path) == before, "the reverted corpus is a known version: nothing new"
+    assert production_ref(registry_path) == "vector-index:v0"
+    assert "corpus unchanged: vector-index:v0" in live.task_log(run_id, "pull_documents")
+
+
+def test_the_governance_loop_through_the_rest_api(live, tmp_path):
+    """Approve A, retry its review, reject B, roll back to B (refused, forced, undone), re-run B, revert to A."""
     corpus = copy_corpus(tmp_path / "corpus")
     registry_path = tmp_path / "registry"
-    with phase("approve the first candidate"):
-        approved_review_moves_production(live, corpus, registry_path)
-    with phase("reject a changed corpus"):
-        rejected_review_keeps_production(live, corpus, registry_path)
+    original = fleet_doc(corpus).read_text(encoding="utf-8")
+    with phase("1 approve corpus A (the review form in Chromium)"):
+        first_run = approve_corpus_a(live, corpus, registry_path)
+    with phase("2 a retried review task does not ask again"):
+        retried_review_does_not_ask_again(live, registry_path, first_run)
+    with phase("3 reject edit B"):
+        reject_edit_b(live, corpus, registry_path)
+    with phase("4 rollback to the rejected version: refused, forced, undone"):
+        rollback_to_the_rejected_version(live, registry_path)
+    with phase("5 a manual re-run over the rejected corpus says it was rejected"):
+        manual_rerun_of_the_rejected_corpus_says_so(live, corpus, registry_path)
+    with phase("6 revert to A: the next scheduled run creates nothing and asks nobody"):
+        revert_then_a_scheduled_run_does_nothing(live, corpus, registry_path, original)

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "include" / "sample_data" / "corpus"
+QUESTIONS = ROOT / "include" / "sample_data" / "eval_questions.jsonl"
 RAGINDEX = str(Path(sys.executable).with_name("ragindex"))
 
 
@@ -94,7 +95,8 @@ def test_versions_of_unknown_artifact_is_a_clear_error(scenario):
 
 def test_rollback_to_missing_version_is_refused_without_losing_production(scenario):
     home = scenario["home"]
-    assert run_cli("alias", "vector-index:v1", "production", home=home).returncode == 0
+    assert run_cli("evaluate", "vector-index:v1", "--questions", str(QUESTIONS), home=home).returncode == 0
+    assert run_cli("approve", "vector-index:v1", "--reason", "evaluated", home=home).returncode == 0
     proc = run_cli("rollback", "--to-version", "v99", home=home)
     assert proc.returncode == 2 and "v99" in proc.stderr and "Traceback" not in proc.stderr
     held = [v["ref"] for v in cli_json("versions", "vector-index", home=home) if "production" in v["aliases"]]

@@ -2,7 +2,8 @@
 
 ``ragindex ingest`` on the sample corpus (raw-documents → processed-chunks → vector-index), then
 ``ragindex evaluate`` (eval-questions, eval-report, ``metadata.eval`` on the index), then
-``ragindex alias vector-index:v0 production`` — all in subprocesses, like an operator would run them.
+``ragindex approve vector-index:v0`` (the review decision on record, then production) — all in subprocesses,
+like an operator would run them.
 """
 
 from __future__ import annotations
@@ -52,5 +53,6 @@ def filled_registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, objec
     ingested = json.loads(_run([str(RAGINDEX_BIN), "ingest", str(CORPUS), "--registry", str(registry), "--json"], env))
     evaluated = json.loads(_run([str(RAGINDEX_BIN), "evaluate", ingested["index"], "--questions", str(QUESTIONS),
                                  "--registry", str(registry), "--json"], env))
-    _run([str(RAGINDEX_BIN), "alias", ingested["index"], "production", "--registry", str(registry)], env)
+    _run([str(RAGINDEX_BIN), "approve", ingested["index"], "--reason", "sample corpus", "--registry", str(registry)],
+         env)
     return {"uri": str(registry), "home": home, "ingest": ingested, "eval": evaluated}

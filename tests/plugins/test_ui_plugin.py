@@ -24,7 +24,7 @@ from urllib.parse import quote
 import markupsafe
 import pytest
 
-from tests.conftest import need
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, need
 from fastapi.testclient import TestClient
 
 from .conftest import PLUGINS, REPO, VENV_BIN
@@ -80,16 +80,18 @@ def test_listing_shows_every_version_with_short_digest_and_aliases(client, fille
                 assert re.search(rf'<span class="badge alias-[a-z]+"[^>]*>(★ )?{re.escape(alias)}</span>', row), alias
 
 
-def test_production_is_highlighted(client, filled_registry):
+def test_production_is_highlighted(client, filled_registry, registry):
     page = get_page(client, "/", filled_registry["uri"])
     index_row = row_of(page, "vector-index:v0")
     assert 'class="version is-production"' in index_row
     assert 'class="badge alias-production"' in index_row and "★ production" in index_row
     card = re.search(r'<div class="card production" id="production">.*?</div>', page, re.S).group(0)
     assert "vector-index:v0" in card
-    # versions that do not hold production are not highlighted
-    assert "is-production" not in row_of(page, "raw-documents:v0")
-    assert page.count('class="version is-production"') == 1
+    # promotion moves production onto the versions the index came from too; exactly those rows are highlighted
+    assert "is-production" in row_of(page, "raw-documents:v0")
+    assert "is-production" not in row_of(page, "eval-questions:v0")
+    holders = [v for name in NAMES for v in registry.versions(name) if "production" in v.aliases]
+    assert len(holders) == 4 and page.count('class="version is-production"') == len(holders)
 
 
 def test_listing_shows_key_metadata_and_eval_figures(client, filled_registry, registry):
@@ -216,6 +218,9 @@ def test_wandb_registry_links_each_version_to_its_web_page_with_a_local_backed_f
         def web_url(self, ref):
             return self._url(local.get(ref))
 
+        def decisions(self, name):
+            return local.decisions(name)
+
     monkeypatch.setattr(views, "open_checked", lambda uri: LocalBackedFakeWandbRegistry())
     page = client.get("/").text
     for name in NAMES:
@@ -315,10 +320,7 @@ def test_airflow_loads_exactly_this_plugin_from_the_plugins_folder():
 
 PORT = 38080  # other suites use 18080 and 28080; never 8080
 BASE = f"http://127.0.0.1:{PORT}"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-ARTIFACTS = REPO / "test-artifacts"
+
 
 
 def _port_busy(port: int) -> bool:

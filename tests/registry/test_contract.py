@@ -15,8 +15,10 @@ from typing import Callable
 import pytest
 
 from ragindex.registry import (
+    AliasChange,
     ArtifactNotFound,
     ArtifactVersion,
+    Decision,
     Registry,
     RegistryError,
     RunInfo,
@@ -40,9 +42,14 @@ def wandb_uri_or_skip() -> str:
     return "wandb://" + os.environ["RAGINDEX_TEST_WANDB_PROJECT"].strip("/")
 
 
-@pytest.fixture(params=["local", "wandb"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The backend's kind; the URI comes from ``registry_uri``."""
+BACKENDS = ["local", "wandb-recording-fake", "wandb"]
+SHARED_BACKENDS = ["local", "wandb"]  # what several processes can share (the fake lives in this process)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend's kind: the local catalogue; the W&B adapter over the recording fakes of
+    test_wandb_adapter.py (no server is reachable here); real W&B when credentials are configured."""
     return request.param
 
 
@@ -51,13 +58,23 @@ def registry_uri(backend: str, tmp_path: Path) -> str:
     """A registry URI for the backend under test (a fresh folder for local)."""
     if backend == "wandb":
         return wandb_uri_or_skip()
+    assert backend == "local", "only the local and the real W&B backends have a URI other processes can open"
     return f"file://{tmp_path / 'registry'}"
 
 
 @pytest.fixture
-def registry(registry_uri: str) -> Registry:
-    """The registry under test, opened through the public entry point."""
-    opened = open_registry(registry_uri)
+def registry(backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """The registry under test, opened through the public entry point (the fake: built around its fakes)."""
+    if backend == "wandb-recording-fake":
+        from ragindex.registry.wandb import WandbRegistry
+        from tests.registry.test_wandb_adapter import ENTITY, PROJECT, RecordingFakeWandbApi, RecordingFakeWandbModule
+
+        monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "home"))
+        api = RecordingFakeWandbApi()
+        opened = WandbRegistry(ENTITY, PROJECT, wandb_module=RecordingFakeWandbModule(api), api=api,
+                               cache_dir=tmp_path / "cache")
+    else:
+        opened = open_registry(request.getfixturevalue("registry_uri"))
     assert isinstance(opened, Registry)
     return opened
 
@@ -280,6 +297,7 @@ def test_not_found_errors_name_the_ref(registry: Registry, name: str, make_dir, 
 # -- concurrency ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", SHARED_BACKENDS, indirect=True)
 def test_concurrent_writers_get_distinct_versions(registry_uri: str, registry: Registry, name: str) -> None:
     start_at = time.time() + 3.0
     procs = [worker("log", registry_uri, name, tag, "5", start_at=start_at) for tag in ("p1", "p2")]
@@ -294,6 +312,7 @@ def test_concurrent_writers_get_distinct_versions(registry_uri: str, registry: R
     assert registry.get(name).version == "v9"
 
 
+@pytest.mark.parametrize("backend", SHARED_BACKENDS, indirect=True)
 def test_concurrent_alias_moves_never_lose_the_alias(
     backend: str, registry_uri: str, registry: Registry, name: str, make_dir
 ) -> None:
@@ -397,4 +416,55 @@ def test_web_url(backend: str, registry: Registry, name: str, make_dir) -> None:
     if backend == "local":
         assert url is None
     else:
-        assert url and url.startswith("http") and name in url
+        assert url and url.startswith("http") and url.endswith(f"/{name}/v0")
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+
+def test_a_decision_is_recorded_once_per_key_with_its_alias_moves(registry: Registry, name: str, make_dir) -> None:
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info(), aliases=["staging"])
+    registry.log_artifact(name, "index", make_dir({"f": "2"}), run=run_info())
+    decision = Decision(kind="review", verdict="rejected", ref=f"{name}:v0", actor="alice", reason="PII",
+                        pipeline_run="run-1", key=f"review/run-1/{name}:v0",
+                        changes=(AliasChange(f"{name}:v0", "staging", remove=True),), details={"try": 1})
+    first = registry.record_decision(decision)
+    again = registry.record_decision(decision)
+    assert again == first, "recording the same key again returns the record and changes nothing"
+    assert (first.kind, first.verdict, first.ref, first.actor, first.reason) == ("review", "rejected", f"{name}:v0",
+                                                                                 "alice", "PII")
+    assert first.at and first.record_id and first.details == {"try": 1}
+    assert [(m.alias, m.from_version, m.to_version) for m in first.moves] == [("staging", "v0", None)]
+    assert "staging" not in registry.get(f"{name}:v0").aliases
+    assert [d.key for d in registry.decisions(name)] == [decision.key]
+    assert registry.decision(decision.key) == first
+    history = registry.alias_history(name, "staging")
+    assert [(m.from_version, m.to_version) for m in history] == [(None, "v0"), ("v0", None)]
+
+
+def test_decisions_keep_their_order_and_resolve_refs(registry: Registry, name: str, make_dir) -> None:
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
+    registry.log_artifact(name, "index", make_dir({"f": "2"}), run=run_info())
+    promote = registry.record_decision(Decision(kind="promote", verdict="promoted", ref=f"{name}:v0", actor="a",
+                                                changes=(AliasChange(f"{name}:v0", "production"),)))
+    rollback = registry.record_decision(Decision(kind="rollback", verdict="rolled_back", ref=f"{name}:latest",
+                                                 actor="b", changes=(AliasChange(f"{name}:latest", "production"),)))
+    assert rollback.ref == f"{name}:v1", "refs are resolved to the version decided on"
+    assert [d.record_id for d in registry.decisions(name)] == [promote.record_id, rollback.record_id]
+    assert [(m.from_version, m.to_version) for m in registry.alias_history(name, "production")] == [
+        (None, "v0"), ("v0", "v1")]
+    with pytest.raises(ArtifactNotFound):
+        registry.record_decision(Decision(kind="review", verdict="approved", ref=f"{name}:v9", actor="a"))
+    with pytest.raises(RegistryError, match="kind"):
+        registry.record_decision(Decision(kind="vote", verdict="yes", ref=f"{name}:v0", actor="a"))
+
+
+def test_one_alias_rule_on_every_backend(registry: Registry, name: str, make_dir) -> None:
+    registry.log_artifact(name, "dataset", make_dir({"f": "1"}), run=run_info())
+    for bad, why in (("Prod", "lower case"), ("v3", "version tag"), ("a:b", "lower-case letters"),
+                     ("", "lower-case letters")):
+        with pytest.raises(RegistryError, match=why):
+            registry.set_alias(f"{name}:v0", bad)
+        with pytest.raises(RegistryError, match=why):
+            registry.log_artifact(name, "dataset", make_dir({"f": "1"}), run=run_info(), aliases=[bad])
+    assert registry.get(f"{name}:v0").aliases == ("latest",)

@@ -1,8 +1,9 @@
 """A real ``wandb.init`` + ``log_artifact`` in offline mode, with the adapter's init arguments and artifact.
 
 Offline mode cannot ``use_artifact`` nor read back through the Api, so this checks what the
-adapter hands to the real SDK: the run is created as configured and the ``.wandb`` transaction
-log holds the artifact record (name, type, digest, aliases, metadata, manifest entries).
+adapter hands to the real SDK: the run is created as configured (in RAGINDEX_HOME, console capture off),
+the ``.wandb`` transaction log holds the artifact record (name, type, digest, aliases, metadata, manifest
+entries), and nothing was copied into W&B's staging area.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 import wandb  # pinned in requirements.txt: a missing install is an error, not a skip
 
 from ragindex.registry import RunInfo  # noqa: E402
-from ragindex.registry.digest import manifest_of  # noqa: E402
+from ragindex.registry.digest import manifest_digest, manifest_of  # noqa: E402
+from ragindex.registry.protocol import LogRequest  # noqa: E402
 from ragindex.registry.wandb import WandbRegistry  # noqa: E402
 
 BLOCK = 32 * 1024
@@ -76,6 +78,7 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "ragindex-home"))
     return tmp_path
 
 
@@ -85,11 +88,15 @@ def test_offline_run_records_the_logged_artifact(offline_env: Path, tmp_path: Pa
     (source / "index.faiss").write_bytes(b"\x00faiss\x01" * 100)
     (source / "sub" / "meta.json").write_text('{"dim": 384}')
     registry = WandbRegistry("offline-team", "offline-project")
-    run_info = RunInfo("embed", group="dag-run-1", config={"model": "minilm"}, run_id="offline1")
+    run_info = RunInfo("embed", group="dag-run-1", config={"model": "minilm"}, name="dag-run-1/embed")
+    manifest = manifest_of(source)
+    request = LogRequest(name="rag-index", type="index", files=source, manifest=manifest,
+                         digest=manifest_digest(manifest), run=run_info, metadata={"chunks": 42},
+                         aliases=("candidate",), consumed=())
 
-    wb_run = wandb.init(**registry._init_kwargs(run_info))
+    wb_run = wandb.init(**registry._init_kwargs(run_info, {"model": "minilm"}))
     try:
-        artifact = registry._build_artifact("rag-index", "index", source, {"chunks": 42})
+        artifact = registry._build_artifact(request, str(wb_run.id))
         wb_run.log_artifact(artifact, aliases=["candidate"])
         expected_digest = artifact.digest
     finally:
@@ -98,8 +105,12 @@ def test_offline_run_records_the_logged_artifact(offline_env: Path, tmp_path: Pa
         # stops the service, so the log is complete on disk before it is read.
         wandb.teardown()
 
-    run_dirs = list((offline_env / "wandb").glob("offline-run-*-offline1"))
-    assert len(run_dirs) == 1, list((offline_env / "wandb").iterdir())
+    assert not (offline_env / "wandb").exists(), "nothing in WANDB_DIR or the working directory"
+    run_dirs = list((registry.run_dir / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1, list(registry.run_dir.rglob("*"))
+    assert not list(run_dirs[0].rglob("output.log")), "console capture is off"
+    staging = offline_env / "data" / "artifacts" / "staging"
+    assert not staging.exists() or not any(staging.iterdir()), "no staging copy of the files"
     logs = list(run_dirs[0].glob("run-*.wandb"))
     assert len(logs) == 1
     records = artifact_records(logs[0])
@@ -108,6 +119,6 @@ def test_offline_run_records_the_logged_artifact(offline_env: Path, tmp_path: Pa
     assert (record.name, record.type, record.digest) == ("rag-index", "index", expected_digest)
     assert (record.entity, record.project) == ("offline-team", "offline-project")
     assert "candidate" in list(record.aliases)
-    assert json.loads(record.metadata) == {"chunks": 42}
+    assert json.loads(record.metadata) == {"chunks": 42, "ragindex.lineage": {"run": wb_run.id, "consumed": []}}
     entries = {entry.path: entry.digest for entry in record.manifest.contents}
     assert entries == manifest_of(source), "manifest paths and per-file digests match the local algorithm"

@@ -19,9 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 from ragindex.settings import ragindex_home
 
 from .protocol import (
+    DECISION_KINDS,
+    AliasChange,
     AliasMove,
     ArtifactNotFound,
     ArtifactVersion,
+    Decision,
     Registry,
     RegistryError,
     RegistryUnavailable,
@@ -30,9 +33,12 @@ from .protocol import (
 )
 
 __all__ = [
+    "DECISION_KINDS",
+    "AliasChange",
     "AliasMove",
     "ArtifactNotFound",
     "ArtifactVersion",
+    "Decision",
     "Registry",
     "RegistryError",
     "RegistryUnavailable",
@@ -75,8 +81,10 @@ def _is_plain_path(uri: str) -> bool:
     return len(scheme) == 1 and scheme.isalpha()
 
 
-def open_registry(uri: str | None = None) -> Registry:
-    """Open the registry a URI names (see the module docstring for the forms)."""
+def open_registry(uri: str | None = None, *, create: bool = True) -> Registry:
+    """Open the registry a URI names (see the module docstring for the forms). ``create=False`` is for
+    readers: a local registry that does not exist yet is then an error naming it, not a new empty one. A W&B
+    project is never created implicitly (a typo would fork the system of record): ``ragindex init`` does it."""
     uri = (uri or "").strip() or default_registry_uri()
     if uri.startswith("wandb://"):
         return _open_wandb(uri)
@@ -86,10 +94,10 @@ def open_registry(uri: str | None = None) -> Registry:
             raise RegistryError(f"invalid registry URI {uri!r}: file:// needs a path")
         from .local import LocalRegistry  # noqa: PLC0415
 
-        return LocalRegistry(path)
+        return LocalRegistry(path, create=create)
     if _is_plain_path(uri):
         from .local import LocalRegistry  # noqa: PLC0415
 
-        return LocalRegistry(uri)
+        return LocalRegistry(uri, create=create)
     scheme = uri.split("://", 1)[0]
     raise RegistryError(f"unsupported registry URI {uri!r}: unknown scheme {scheme!r} (use wandb:// or file://)")

@@ -7,6 +7,8 @@ aliases or metadata, and never re-implements the download swap.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +16,17 @@ from ragindex.errors import ArtifactNotFound, RegistryError
 
 from .digest import dir_digest, manifest_digest, manifest_of
 from .graph import build_lineage
-from .protocol import AliasMove, ArtifactVersion, LogRequest, RunInfo, split_ref
+from .protocol import (
+    DECISION_KINDS,
+    RECORD_KINDS,
+    AliasChange,
+    AliasMove,
+    ArtifactVersion,
+    Decision,
+    LogRequest,
+    RunInfo,
+    split_ref,
+)
 from .rules import (
     check_files,
     check_metadata,
@@ -68,6 +80,18 @@ class RegistryBase:
 
     def web_url(self, ref: str) -> str | None:
         """A link a person can open for the version, or None."""
+        raise NotImplementedError
+
+    def _record(self, decision: Decision) -> Decision:
+        """Store a checked decision and make its alias changes (all or nothing where the backend can)."""
+        raise NotImplementedError
+
+    def _records(self, name: str) -> list[Decision]:
+        """Every record (decisions and, where kept as records, alias moves) on versions of ``name``."""
+        raise NotImplementedError
+
+    def _find_record(self, key: str) -> Decision | None:
+        """The record stored under ``key``, or None."""
         raise NotImplementedError
 
     # -- the protocol --------------------------------------------------------------------------------
@@ -131,6 +155,31 @@ class RegistryBase:
     def lineage(self, ref: str) -> dict[str, Any]:
         """The upstream graph of a version: ``{"root": ref, "nodes": {ref: {...}}, "edges": [[src, dst]]}``."""
         return build_lineage(self.get, ref)
+
+    def record_decision(self, decision: Decision) -> Decision:
+        """Record a decision and make its alias changes, once per ``decision.key`` (a retry gets the record)."""
+        if decision.kind not in RECORD_KINDS:
+            raise RegistryError(f"unknown decision kind {decision.kind!r} (one of {', '.join(RECORD_KINDS)})")
+        key = decision.key or f"{decision.kind}/{uuid.uuid4().hex}"
+        existing = self._find_record(key)
+        if existing is not None:
+            return existing
+        subject = self.get(decision.ref)
+        changes = []
+        for change in decision.changes:
+            target = self.get(change.ref)
+            changes.append(AliasChange(target.ref, validate_alias(target.name, change.alias), change.remove))
+        to_json(decision.details, f"details of the {decision.kind} decision on {subject.ref}")
+        return self._record(replace(decision, ref=subject.ref, key=key, changes=tuple(changes),
+                                    actor=decision.actor or default_actor(), at="", record_id="", moves=()))
+
+    def decisions(self, name: str) -> list[Decision]:
+        """Every decision recorded on versions of ``name``, oldest first."""
+        return [d for d in self._records(name) if d.kind in DECISION_KINDS]
+
+    def decision(self, key: str) -> Decision | None:
+        """The decision recorded under ``key``, or None."""
+        return self._find_record(key)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

@@ -28,14 +28,23 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from .base import RegistryBase, refuse_type_change
 from .digest import manifest_of
-from .protocol import AliasMove, ArtifactNotFound, ArtifactVersion, LogRequest, RegistryError, RunInfo
+from .protocol import (
+    AliasMove,
+    ArtifactNotFound,
+    ArtifactVersion,
+    Decision,
+    LogRequest,
+    RegistryError,
+    RunInfo,
+    split_ref,
+)
 from .rules import LATEST, VERSION_TAG, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
 OBJECTS = "objects"
 STAGING = ".staging"
 BUSY_TIMEOUT_S = 60.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -69,12 +78,37 @@ CREATE TABLE IF NOT EXISTS alias_moves (
     name         TEXT NOT NULL,
     alias        TEXT NOT NULL,
     from_version TEXT,
-    to_version   TEXT NOT NULL,
+    to_version   TEXT,
     at           TEXT NOT NULL,
     actor        TEXT NOT NULL,
     reason       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alias_moves_by_alias ON alias_moves (name, alias, seq);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    record       TEXT NOT NULL,
+    at           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_name ON decisions (name, seq);
+"""
+
+# Schema 1 -> 2: alias_moves.to_version may be NULL (an alias taken off); the decisions table is new.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE alias_moves RENAME TO alias_moves_v1;
+CREATE TABLE alias_moves (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT NOT NULL,
+    alias        TEXT NOT NULL,
+    from_version TEXT,
+    to_version   TEXT,
+    at           TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    reason       TEXT NOT NULL
+);
+INSERT INTO alias_moves SELECT * FROM alias_moves_v1;
+DROP TABLE alias_moves_v1;
 """
 
 
@@ -111,11 +145,14 @@ def _locked(exc: BaseException) -> bool:
 class LocalRegistry(RegistryBase):
     """The ``Registry`` protocol over a folder: SQLite catalogue plus content-addressed files."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = f"file://{self.root}"
         self.objects = self.root / OBJECTS
         self.staging = self.root / STAGING
+        if not create and not (self.root / CATALOG).is_file():
+            raise RegistryError(f"no registry at {self.uri} (no {CATALOG}): check the path, or create it by "
+                                "ingesting into it (rag_ingest, `ragindex ingest`)")
         try:
             self.objects.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True)
@@ -168,15 +205,27 @@ class LocalRegistry(RegistryBase):
     @retry(retry=retry_if_exception(_locked), wait=wait_fixed(0.05), stop=stop_after_delay(BUSY_TIMEOUT_S),
            reraise=True)
     def _init_schema(self) -> None:
-        """Create tables and switch to WAL; retried because concurrent openers may collide."""
+        """Create tables (migrating an older catalogue in the same transaction) and switch to WAL; retried
+        because concurrent openers may collide."""
         conn = self._connect()
         try:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            try:
+                found = conn.execute("PRAGMA user_version").fetchone()[0]
+                if found > SCHEMA_VERSION:
+                    raise RegistryError(f"catalogue of {self.uri} has schema {found}, newer than this ragindex "
+                                        f"understands ({SCHEMA_VERSION}): upgrade ragindex")
+                if found == 1:
+                    for statement in filter(str.strip, _MIGRATE_1_TO_2.split(";")):
+                        conn.execute(statement)
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -232,25 +281,32 @@ class LocalRegistry(RegistryBase):
             raise ArtifactNotFound(f"artifact {name}:{tag} not found in {self.uri}: {why}")
         return row
 
-    def _move_alias(
-        self, conn: sqlite3.Connection, name: str, alias: str, idx: int, actor: str, reason: str
-    ) -> None:
-        """Point ``alias`` at version ``idx`` inside the caller's transaction and log the move."""
+    def _move_alias(self, conn: sqlite3.Connection, name: str, alias: str, idx: int | None, actor: str,
+                    reason: str, *, only_from: int | None = None) -> AliasMove | None:
+        """Point ``alias`` at version ``idx`` (None: take it off ``only_from``) inside the caller's transaction
+        and log the move; None when nothing moved."""
         current = conn.execute(
             "SELECT idx FROM aliases WHERE name = ? AND alias = ?", (name, alias)
         ).fetchone()
-        if current is not None and current["idx"] == idx:
-            return
-        conn.execute(
-            "INSERT INTO aliases (name, alias, idx) VALUES (?, ?, ?) "
-            "ON CONFLICT (name, alias) DO UPDATE SET idx = excluded.idx",
-            (name, alias, idx),
-        )
+        held = None if current is None else current["idx"]
+        if held == idx or (idx is None and (held is None or held != only_from)):
+            return None
+        if idx is None:
+            conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        else:
+            conn.execute(
+                "INSERT INTO aliases (name, alias, idx) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, alias) DO UPDATE SET idx = excluded.idx",
+                (name, alias, idx),
+            )
+        move = AliasMove(name, alias, None if held is None else f"v{held}", None if idx is None else f"v{idx}",
+                         utc_now(), actor, reason)
         conn.execute(
             "INSERT INTO alias_moves (name, alias, from_version, to_version, at, actor, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, alias, None if current is None else f"v{current['idx']}", f"v{idx}", utc_now(), actor, reason),
+            (move.name, move.alias, move.from_version, move.to_version, move.at, move.actor, move.reason),
         )
+        return move
 
     # -- storage primitives --------------------------------------------------------------------------
 
@@ -338,6 +394,39 @@ class LocalRegistry(RegistryBase):
 
     def _fill(self, version: ArtifactVersion, into: Path) -> None:
         copy_tree_synced(self._stored_dir(version), into, self._manifest(version))
+
+    def _record(self, decision: Decision) -> Decision:
+        """The decision row and its alias moves in one transaction: both or neither survive a crash."""
+        with self._write() as conn:
+            row = conn.execute("SELECT record FROM decisions WHERE key = ?", (decision.key,)).fetchone()
+            if row is not None:  # another writer recorded it between our check and this transaction
+                return Decision.from_json(json.loads(row["record"]))
+            at = utc_now()
+            moves = []
+            for change in decision.changes:
+                name, tag = split_ref(change.ref)
+                idx = self._row(conn, name, tag)["idx"]
+                move = self._move_alias(conn, name, change.alias, None if change.remove else idx, decision.actor,
+                                        decision.move_reason, only_from=idx)
+                if move is not None:
+                    moves.append(move)
+            cursor = conn.execute("INSERT INTO decisions (key, name, record, at) VALUES (?, ?, '{}', ?)",
+                                  (decision.key, decision.name, at))
+            stored = decision.recorded(at=at, record_id=str(cursor.lastrowid), moves=moves)
+            conn.execute("UPDATE decisions SET record = ? WHERE seq = ?",
+                         (to_json(stored.to_json(), f"the {decision.kind} decision on {decision.ref}"),
+                          cursor.lastrowid))
+            return stored
+
+    def _records(self, name: str) -> list[Decision]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT record FROM decisions WHERE name = ? ORDER BY seq", (name,)).fetchall()
+        return [Decision.from_json(json.loads(r["record"])) for r in rows]
+
+    def _find_record(self, key: str) -> Decision | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT record FROM decisions WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Decision.from_json(json.loads(row["record"]))
 
     # -- extras of this backend ----------------------------------------------------------------------
 

@@ -11,14 +11,19 @@ The rules are applied once, in ``base.RegistryBase``; ``rules`` says what they a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
 
-__all__ = ["AliasMove", "ArtifactNotFound", "ArtifactVersion", "LogRequest", "Registry", "RegistryError",
-           "RegistryUnavailable", "RunInfo", "split_ref"]
+__all__ = ["DECISION_KINDS", "AliasChange", "AliasMove", "ArtifactNotFound", "ArtifactVersion", "Decision",
+           "LogRequest", "Registry", "RegistryError", "RegistryUnavailable", "RunInfo", "split_ref"]
+
+# What a decision record can be about. "alias" records a plain alias move (``set_alias``) on backends whose
+# alias history is made of records (W&B); it is history, not a decision, so ``decisions()`` leaves it out.
+DECISION_KINDS = ("review", "stage", "promote", "rollback")
+RECORD_KINDS = (*DECISION_KINDS, "alias")
 
 
 @dataclass(frozen=True)
@@ -60,15 +65,77 @@ class ArtifactVersion:
 
 @dataclass(frozen=True)
 class AliasMove:
-    """One move of an alias, kept so a rollback can find the previous holder."""
+    """One move of an alias, kept so a rollback can find the previous holder (``to_version`` None: removed)."""
 
     name: str
     alias: str
     from_version: str | None
-    to_version: str
+    to_version: str | None
     at: str
     actor: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One alias change a decision makes: put ``alias`` on ``ref``, or take it off ``ref`` (``remove``)."""
+
+    ref: str
+    alias: str
+    remove: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A recorded decision about one version: what (kind, verdict), on which version, who, why, in which
+    pipeline run, and the alias moves it made. ``key`` makes recording idempotent: recording a decision
+    whose key is already on record returns that record and changes nothing."""
+
+    kind: str
+    verdict: str
+    ref: str
+    actor: str
+    reason: str = ""
+    pipeline_run: str | None = None
+    key: str = ""
+    changes: tuple[AliasChange, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    at: str = ""
+    record_id: str = ""
+    moves: tuple[AliasMove, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The artifact name of the version decided on."""
+        return split_ref(self.ref)[0]
+
+    @property
+    def move_reason(self) -> str:
+        """What the alias history says of the moves this decision made ("rollback (rolled_back): why")."""
+        if self.kind == "alias":
+            return self.reason
+        return f"{self.kind} ({self.verdict})" + (f": {self.reason}" if self.reason else "")
+
+    @property
+    def version(self) -> str:
+        """The ``vN`` of the version decided on."""
+        return split_ref(self.ref)[1]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, as stored and as the CLI prints it."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Decision":
+        """Inverse of ``to_json``."""
+        body = dict(body)
+        changes = tuple(AliasChange(**c) for c in body.pop("changes", ()))
+        moves = tuple(AliasMove(**m) for m in body.pop("moves", ()))
+        return cls(**body, changes=changes, moves=moves)
+
+    def recorded(self, *, at: str, record_id: str, moves: Sequence[AliasMove]) -> "Decision":
+        """This decision as the registry stored it."""
+        return replace(self, at=at, record_id=record_id, moves=tuple(moves))
 
 
 @dataclass(frozen=True)
@@ -148,4 +215,16 @@ class Registry(Protocol):
 
     def web_url(self, ref: str) -> str | None:
         """A link a person can open for the version (W&B page), or None for the local backend."""
+        ...
+
+    def record_decision(self, decision: Decision) -> Decision:
+        """Record a decision and make its alias changes, atomically and once per ``decision.key``."""
+        ...
+
+    def decisions(self, name: str) -> list[Decision]:
+        """Every decision recorded on versions of ``name``, oldest first (server order on W&B)."""
+        ...
+
+    def decision(self, key: str) -> Decision | None:
+        """The decision recorded under ``key``, or None."""
         ...

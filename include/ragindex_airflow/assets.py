@@ -1,0 +1,26 @@
+"""The Airflow Asset that stands for "the production index": promotion and rollback update it, so a deploy DAG
+or a serving refresh can be scheduled on it (``schedule=[PRODUCTION_INDEX]``), and its events carry the new and
+previous refs and digests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Asset
+
+from ragindex.names import DEFAULT_NAMES, PRODUCTION
+
+PRODUCTION_INDEX = Asset(name=f"ragindex.{DEFAULT_NAMES.index}.{PRODUCTION}",
+                         uri=f"ragindex://{DEFAULT_NAMES.index}/{PRODUCTION}", group="ragindex")
+
+
+def announce_production_move(context: dict[str, Any], registry: Any, *, kind: str, to_ref: str,
+                             from_ref: str | None, decision: str | None) -> dict[str, Any]:
+    """Put the move on the task's Asset event (the event is emitted when the task succeeds)."""
+    new = registry.get(to_ref)
+    old = registry.find(from_ref) if from_ref else None
+    extra = {"registry": registry.uri, "alias": PRODUCTION, "kind": kind, "ref": new.ref, "digest": new.digest,
+             "previous": old.ref if old else None, "previous_digest": old.digest if old else None,
+             "decision": decision, "pipeline_run": context["dag_run"].run_id}
+    context["outlet_events"][PRODUCTION_INDEX].extra = extra
+    return extra

@@ -1,0 +1,69 @@
+"""Promotion's rules: production only for a version that passed its gate and whose latest review approved it;
+staging only for a gate-passing candidate that was not rejected; each move on record once per pipeline run."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragindex.errors import GovernanceError
+from ragindex.promotion import approve, promote, stage
+from ragindex.review import APPROVED, REJECTED, TIMED_OUT, record_review
+
+
+def holder(versions, alias: str) -> str | None:
+    found = versions.registry.find(f"vector-index:{alias}")
+    return found.ref if found else None
+
+
+def test_production_needs_a_passed_gate_and_an_approval(versions) -> None:
+    unevaluated, failed, passed = versions.index(passed=None), versions.index(passed=False), versions.index()
+    with pytest.raises(GovernanceError, match=f"{unevaluated} cannot be promoted: it was never evaluated"):
+        promote(versions.registry, unevaluated, actor="ops")
+    with pytest.raises(GovernanceError, match="failed its gate"):
+        promote(versions.registry, failed, actor="ops")
+    with pytest.raises(GovernanceError, match="its review was never reviewed"):
+        promote(versions.registry, passed, actor="ops")
+    record_review(versions.registry, passed, REJECTED, actor="alice", reason="wrong prices")
+    with pytest.raises(GovernanceError, match="rejected on .* by alice: “wrong prices”"):
+        promote(versions.registry, passed, actor="ops")
+    assert holder(versions, "production") is None
+
+
+def test_an_approval_promotes_the_index_and_the_versions_it_came_from(versions) -> None:
+    first = versions.index()
+    approve(versions.registry, first, actor="alice", reason="checked")
+    second = versions.index(aliases=("staging",))
+    record_review(versions.registry, second, APPROVED, actor="bob", pipeline_run="run-2")
+    outcome = promote(versions.registry, second, actor="bob", reason="gate and review", pipeline_run="run-2")
+    assert (outcome["promoted"], outcome["previous"], outcome["changed"]) == (second, first, True)
+    index = versions.registry.get(second)
+    assert "production" in index.aliases and "staging" not in index.aliases, "approval takes staging off"
+    for ref in (index.metadata["raw"], index.metadata["chunks_ref"]):
+        assert "production" in versions.registry.get(ref).aliases, ref
+    again = promote(versions.registry, second, actor="bob", pipeline_run="run-2")
+    assert again["recorded_before"] is True and again["previous"] == first, "the retry finds the move on record"
+    assert promote(versions.registry, second, actor="bob")["changed"] is False, "already production"
+    promotions = [d for d in versions.registry.decisions("vector-index") if d.kind == "promote"]
+    assert [(d.ref, d.actor, d.details["previous"]) for d in promotions] == [(first, "alice", None),
+                                                                             (second, "bob", first)]
+
+
+def test_a_later_approval_supersedes_a_rejection(versions) -> None:
+    ref = versions.index()
+    record_review(versions.registry, ref, REJECTED, actor="alice", reason="not yet")
+    approve(versions.registry, ref, actor="carol", reason="signed off after the fix to the FAQ")
+    assert holder(versions, "production") == ref
+
+
+def test_staging_is_for_gate_passing_candidates_that_were_not_rejected(versions) -> None:
+    failed, rejected, candidate = versions.index(passed=False), versions.index(), versions.index()
+    with pytest.raises(GovernanceError, match="did not pass its gate"):
+        stage(versions.registry, failed, actor="dag")
+    record_review(versions.registry, rejected, REJECTED, actor="alice", reason="PII")
+    with pytest.raises(GovernanceError, match=f"{rejected} cannot take 'staging': it was rejected"):
+        stage(versions.registry, rejected, actor="dag")
+    first = stage(versions.registry, candidate, actor="dag", pipeline_run="run-9")
+    assert stage(versions.registry, candidate, actor="dag", pipeline_run="run-9") == first, "once per run"
+    assert holder(versions, "staging") == candidate
+    record_review(versions.registry, candidate, TIMED_OUT, actor="timeout", pipeline_run="run-9")
+    assert holder(versions, "staging") is None, "a timed-out review takes staging off, as a rejection does"

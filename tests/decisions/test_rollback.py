@@ -1,0 +1,56 @@
+"""Rollback's rules: one step back to a version that held production before; anything else is refused with that
+version's decision, unless forced with a reason, and then the record says it was forced."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragindex.errors import GovernanceError, RagindexError
+from ragindex.promotion import approve
+from ragindex.review import REJECTED, record_review
+from ragindex.rollback import previous_production, rollback
+
+
+def test_rollback_returns_to_the_previous_holder_once_per_run(versions) -> None:
+    first, second = versions.index(), versions.index()
+    approve(versions.registry, first, actor="alice")
+    approve(versions.registry, second, actor="alice")
+    assert previous_production(versions.registry, "vector-index") == "v0"
+    outcome = rollback(versions.registry, reason="bad answers", actor="ops", pipeline_run="rb-1")
+    assert (outcome["from"], outcome["to"], outcome["changed"], outcome["forced"]) == (second, first, True, False)
+    again = rollback(versions.registry, reason="bad answers", actor="ops", pipeline_run="rb-1")
+    assert again["recorded_before"] is True and again["to"] == first, "a retry never steps back a second time"
+    rollbacks = [d for d in versions.registry.decisions("vector-index") if d.kind == "rollback"]
+    assert [(d.verdict, d.ref, d.details["from"]) for d in rollbacks] == [("rolled_back", first, second)]
+    moves = versions.registry.alias_history("vector-index", "production")
+    assert [(m.from_version, m.to_version) for m in moves] == [(None, "v0"), ("v0", "v1"), ("v1", "v0")]
+    assert "rollback" in moves[-1].reason and "bad answers" in moves[-1].reason
+
+
+def test_rollback_to_a_rejected_or_unreviewed_version_is_refused_unless_forced_with_a_reason(versions) -> None:
+    good, rejected, unreviewed = versions.index(), versions.index(), versions.index()
+    approve(versions.registry, good, actor="alice")
+    record_review(versions.registry, rejected, REJECTED, actor="bob", reason="leaks e-mail addresses")
+    with pytest.raises(GovernanceError, match=f"rollback to {rejected} refused: .*rejected on .* by bob: "
+                                              "“leaks e-mail addresses”"):
+        rollback(versions.registry, to_version="v1", reason="try")
+    with pytest.raises(GovernanceError, match="never reviewed"):
+        rollback(versions.registry, to_version=unreviewed, reason="try")
+    with pytest.raises(GovernanceError, match="needs a reason"):
+        rollback(versions.registry, to_version="v1", force=True, reason="  ")
+    assert versions.registry.get("vector-index:production").ref == good
+    forced = rollback(versions.registry, to_version="v1", force=True, reason="incident 7: v0 index corrupt", actor="ops")
+    assert forced["forced"] is True and versions.registry.get("vector-index:production").ref == rejected
+    last = versions.registry.decisions("vector-index")[-1]
+    assert (last.kind, last.verdict, last.actor, last.reason) == ("rollback", "forced_rollback", "ops",
+                                                                  "incident 7: v0 index corrupt")
+
+
+def test_nothing_to_roll_back_to_is_a_clear_error(versions) -> None:
+    with pytest.raises(RagindexError, match="no version holds 'production'"):
+        rollback(versions.registry)
+    approve(versions.registry, versions.index(), actor="alice")
+    with pytest.raises(RagindexError, match="first 'production' version"):
+        rollback(versions.registry)
+    with pytest.raises(RagindexError, match="vector-index:v7.*no such version"):
+        rollback(versions.registry, to_version="v7")
