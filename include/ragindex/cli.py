@@ -128,6 +128,22 @@ def _review_mark(review) -> str:
     return ("REJECTED " if review.verdict == "rejected" else "") + describe(review)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Replay one registry into another: versions (files, digests, lineage), aliases, decisions, history."""
+    from ragindex.registry import open_registry
+    from ragindex.sync import sync
+
+    report = sync(open_registry(args.source, create=False), open_registry(args.target, create=True),
+                  names=args.names or None)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"{report.source} -> {report.target}: {len(report.copied)} versions copied, {len(report.present)} "
+              f"already there; {report.decisions_copied} decisions and {report.moves_copied} alias moves copied "
+              f"({report.decisions_present} and {report.moves_present} already there)")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create a registry: a local folder's catalogue, or a W&B project (never created implicitly)."""
     registry = _registry(args, create=True)
@@ -299,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logical-date", default=None, help="date the versions are tagged with (snapshot-YYYY-MM-DD)")
     add_build_settings(p)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("sync", parents=[as_json],
+                       help="copy every version, alias and decision of one registry into another (e.g. local -> W&B)")
+    p.add_argument("--from", dest="source", required=True, help="the registry to read (URI or folder)")
+    p.add_argument("--to", dest="target", required=True, help="the registry to write (URI or folder)")
+    p.add_argument("--names", nargs="*", default=None, help="artifact names (default: every name the source has)")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("init", parents=[registry], help="create a registry (a local catalogue or a W&B project)")
     p.set_defaults(func=cmd_init)

@@ -5,6 +5,8 @@ Usage:
     registry_worker.py alias URI NAME ALIAS COUNT REF...   move ALIAS between REFs COUNT times
     registry_worker.py crash-copy URI NAME              SIGKILL itself after one file was copied
     registry_worker.py crash-commit URI NAME            SIGKILL itself inside the catalogue transaction
+    registry_worker.py crash-sync SOURCE TARGET N       sync SOURCE into TARGET, SIGKILL itself while storing
+                                                        the N-th record (version or decision) in TARGET
 """
 
 from __future__ import annotations
@@ -94,6 +96,27 @@ def do_crash_commit(uri: str, name: str) -> None:
         )
 
 
+def do_crash_sync(source: str, target: str, after: int) -> None:
+    """Sync, and die (no cleanup) while the target stores its ``after``-th version or decision."""
+    import ragindex.registry.local as local
+    from ragindex.sync import sync
+
+    calls = {"n": 0}
+
+    def counted(method):
+        def wrapped(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == after:
+                die()
+            return method(self, *args, **kwargs)
+        return wrapped
+
+    local.LocalRegistry._log = counted(local.LocalRegistry._log)
+    local.LocalRegistry._record = counted(local.LocalRegistry._record)
+    sync(open_registry(source, create=False), open_registry(target))
+    print(json.dumps({"finished": True}))
+
+
 def wait_for_start() -> None:
     """Sleep until the shared start time so that the workers really overlap."""
     start_at = float(os.environ.get("REGISTRY_WORKER_START_AT", "0"))
@@ -113,6 +136,8 @@ def main(argv: list[str]) -> None:
         do_crash_copy(uri, name)
     elif command == "crash-commit":
         do_crash_commit(uri, name)
+    elif command == "crash-sync":
+        do_crash_sync(uri, name, int(rest[0]))
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -81,9 +81,10 @@ class FakeApiRun:
     """A finished run as ``Api().runs()`` returns it: id, created_at (server time), config, summary."""
 
     def __init__(self, run_id: str, job_type: str, config: dict[str, Any], summary: dict[str, Any],
-                 used: list[Any]) -> None:
+                 used: list[Any], group: str | None = None, name: str | None = None) -> None:
         self.id = run_id
         self.job_type = job_type
+        self.group, self.name = group, name
         self.config = dict(config)
         self.summary_metrics = dict(summary)
         self.created_at = server_time()
@@ -173,6 +174,11 @@ class RecordingFakeWandbApi:
         self.calls.append(("artifacts", type_name, name))
         return [v for v in self.collections.get(name.split("/")[-1], []) if v.type == type_name]
 
+    def run(self, path: str) -> FakeApiRun:
+        self.calls.append(("run", path))
+        run_id = path.rsplit("/", 1)[-1]
+        return next(r for r in reversed(self.runs_store) if r.id == run_id)
+
     def runs(self, path: str, filters: dict[str, Any] | None = None, order: str = "+created_at", per_page: int = 50,
              lazy: bool = True) -> list[FakeApiRun]:
         self.calls.append(("runs", path, dict(filters or {}), lazy))
@@ -212,13 +218,15 @@ class RecordingFakeWandbRun:
 
     def log_artifact(self, artifact: Any, aliases: list[str]) -> FakeLoggedHandle:
         self.calls.append(("log_artifact", artifact, list(aliases)))
-        producer = FakeApiRun(self.id, self.init_kwargs["job_type"], self.init_kwargs["config"], {}, self.used)
+        producer = FakeApiRun(self.id, self.init_kwargs["job_type"], self.init_kwargs["config"], {}, self.used,
+                              self.init_kwargs.get("group"), self.init_kwargs.get("name"))
         return FakeLoggedHandle(self, self.api.commit(artifact, list(aliases), producer))
 
     def finish(self, exit_code: int | None = None) -> None:
         self.calls.append(("finish", exit_code))
         self.api.runs_store.append(FakeApiRun(self.id, self.init_kwargs["job_type"], self.init_kwargs["config"],
-                                              self.summary, self.used))
+                                              self.summary, self.used, self.init_kwargs.get("group"),
+                                              self.init_kwargs.get("name")))
 
 
 class RecordingFakeWandbModule:

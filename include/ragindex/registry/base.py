@@ -86,6 +86,10 @@ class RegistryBase:
         """Store a checked decision and make its alias changes (all or nothing where the backend can)."""
         raise NotImplementedError
 
+    def producer(self, version: ArtifactVersion) -> RunInfo | None:
+        """The step that produced a version (job type, pipeline run, config), or None when unknown."""
+        raise NotImplementedError
+
     def _records(self, name: str) -> list[Decision]:
         """Every record (decisions and, where kept as records, alias moves) on versions of ``name``."""
         raise NotImplementedError

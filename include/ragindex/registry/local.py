@@ -444,6 +444,10 @@ class LocalRegistry(RegistryBase):
         return RunInfo(job_type=row["job_type"], group=row["run_group"], config=json.loads(row["config"]),
                        run_id=row["run_id"])
 
+    def producer(self, version: ArtifactVersion) -> RunInfo | None:
+        """The recorded run that logged the version."""
+        return self.run_info(version.producer_run) if version.producer_run else None
+
     def alias_history(self, name: str, alias: str) -> list[AliasMove]:
         """Every recorded move of ``alias`` within ``name``, oldest first."""
         with self._read() as conn:

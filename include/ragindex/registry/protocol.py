@@ -228,3 +228,7 @@ class Registry(Protocol):
     def decision(self, key: str) -> Decision | None:
         """The decision recorded under ``key``, or None."""
         ...
+
+    def producer(self, version: ArtifactVersion) -> RunInfo | None:
+        """The step that produced a version (job type, pipeline run, config), or None when unknown."""
+        ...

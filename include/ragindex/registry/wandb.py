@@ -526,6 +526,16 @@ class WandbRegistry(RegistryBase):
             return target
         return fill_atomically(target, lambda tmp: self._fill(version, tmp), version.ref)
 
+    def producer(self, version: ArtifactVersion) -> RunInfo | None:
+        """The W&B run that logged the version (one query), without the registry's bookkeeping config."""
+        if not version.producer_run:
+            return None
+        run = self._call(f"reading the run that logged {version.ref}",
+                         lambda: self.api.run(f"{self.entity}/{self.project}/{version.producer_run}"))
+        config = {k: v for k, v in dict(run.config or {}).items() if not str(k).startswith("ragindex_")}
+        return RunInfo(job_type=run.job_type, group=getattr(run, "group", None), config=config,
+                       run_id=str(run.id), name=getattr(run, "name", None))
+
     def web_url(self, ref: str) -> str | None:
         """The W&B page of the version, under the configured server's web app."""
         return self.get(ref).url
