@@ -63,17 +63,17 @@ def do_crash_copy(uri: str, name: str) -> None:
     """Die after the first file has been copied into the registry's staging area."""
     import ragindex.registry.local as local
 
-    real_copy = local.shutil.copyfile
+    real_copy = local.copy_hashing
     copied = []
 
-    def copy_then_die(src, dst, *args, **kwargs):
-        result = real_copy(src, dst, *args, **kwargs)
+    def copy_then_die(src, dst):
+        result = real_copy(src, dst)
         copied.append(dst)
         if len(copied) == 1:
             die()
         return result
 
-    local.shutil.copyfile = copy_then_die
+    local.copy_hashing = copy_then_die
     with tempfile.TemporaryDirectory() as tmp:
         open_registry(uri).log_artifact(name, "dataset", make_files(Path(tmp), "crash", 0), run=RunInfo("crash"))
 

@@ -379,21 +379,21 @@ def test_failed_local_copy_is_not_visible(local_uri: str, name: str, make_dir, m
     registry = open_registry(local_uri)
 
     calls = []
-    real_copy = local.shutil.copyfile
+    real_copy = local.copy_hashing
 
-    def copy_then_fail(src, dst, *args, **kwargs):
+    def copy_then_fail(src, dst):
         calls.append(dst)
         if len(calls) == 2:
             raise OSError("disk full (simulated)")
-        return real_copy(src, dst, *args, **kwargs)
+        return real_copy(src, dst)
 
-    monkeypatch.setattr(local.shutil, "copyfile", copy_then_fail)
+    monkeypatch.setattr(local, "copy_hashing", copy_then_fail)
     with pytest.raises(OSError, match="disk full"):
         registry.log_artifact(name, "dataset", make_dir({"a": "1", "b": "2", "c": "3"}), run=run_info())
     monkeypatch.undo()
     assert registry.versions(name) == []
     assert list((registry.root / ".staging").iterdir()) == [], "a failed copy cleans its staging dir"
-    assert [p.name for p in (registry.root / "objects").iterdir()] == []
+    assert [p for p in (registry.root / "blobs").rglob("*") if p.is_file()] == [], "nothing half-stored"
     assert registry.log_artifact(name, "dataset", make_dir({"a": "1"}), run=run_info()).ref == f"{name}:v0"
 
 

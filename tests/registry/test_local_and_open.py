@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import sqlite3
 import subprocess
 import sys
@@ -72,13 +74,20 @@ def test_writer_waits_for_another_writers_transaction_and_takes_the_next_version
     assert result["ref"] == "docs:v1"
 
 
-def test_catalogue_uses_wal_and_content_lives_under_objects(tmp_path: Path) -> None:
+def test_catalogue_uses_wal_and_each_distinct_file_is_stored_once(tmp_path: Path) -> None:
     registry = LocalRegistry(tmp_path / "reg")
     version = registry.log_artifact("docs", "dataset", write_files(tmp_path / "in", {"a/b.txt": "x"}), run=RunInfo("t"))
     with sqlite3.connect(registry.root / "catalog.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert (registry.root / "objects" / version.digest / "a" / "b.txt").read_text() == "x"
-    assert registry.download(version.ref) == registry.root / "objects" / version.digest
+    blob = registry.root / "blobs" / hashlib.sha256(b"x").hexdigest()[:2] / hashlib.sha256(b"x").hexdigest()
+    assert blob.read_text() == "x" and stat.S_IMODE(blob.stat().st_mode) & 0o222 == 0, "blobs are read-only"
+    view = registry.download(version.ref)
+    assert view == registry.root / "views" / version.digest and (view / "a" / "b.txt").read_text() == "x"
+    assert (view / "a" / "b.txt").stat().st_ino == blob.stat().st_ino, "a view links the blobs, it copies nothing"
+    again = registry.log_artifact("other", "dataset", write_files(tmp_path / "in2", {"elsewhere.txt": "x"}),
+                                  run=RunInfo("t"))
+    assert again.digest != version.digest
+    assert [p for p in (registry.root / "blobs").rglob("*") if p.is_file()] == [blob], "the same bytes, once"
 
 
 def test_runs_are_recorded_with_generated_or_given_ids(tmp_path: Path) -> None:

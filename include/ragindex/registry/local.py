@@ -3,21 +3,30 @@
 Layout under the registry folder::
 
     catalog.sqlite          the catalogue (WAL mode); the only source of truth for what exists
-    objects/<digest>/...    one directory per distinct content, never modified once renamed in
+    blobs/ab/<sha256>       every distinct file once, read-only; a version is its manifest (path -> blob)
+    views/<digest>/...      a version's files as a folder, hard links to the blobs, made on first read
     .staging/<uuid>/        copies in progress; never read, safe to delete when no writer runs
 
+Storage grows with what changed: a weekly raw version of a large corpus in which 2 % of the files changed
+adds those 2 % (plus its manifest row), as W&B and DVC store each distinct file once.
+
 A version becomes visible only when its catalogue row is committed, and that happens after its
-files were copied, fsynced and renamed into ``objects/``; a crash at any point leaves either no
-version or a complete one. Writers serialise through ``BEGIN IMMEDIATE`` so that concurrent
-processes get distinct version numbers and alias moves are never lost.
+files were copied, fsynced and renamed into ``blobs/``; a crash at any point leaves either no
+version or a complete one (and at worst blobs no version uses yet). Writers serialise through
+``BEGIN IMMEDIATE`` so that concurrent processes get distinct version numbers and alias moves are never
+lost. Registries written before content addressing (``objects/<digest>/`` folders, schema 1 and 2) are
+migrated once, on open: each version's files move into ``blobs/`` and its row then names them, one
+version at a time, so an interrupted migration resumes; open it while no task reads from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import time
 import uuid
 from contextlib import contextmanager
@@ -27,7 +36,6 @@ from typing import Any, Iterator
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from .base import RegistryBase, refuse_type_change
-from .digest import manifest_of
 from .protocol import (
     AliasMove,
     ArtifactNotFound,
@@ -41,10 +49,13 @@ from .protocol import (
 from .rules import LATEST, VERSION_TAG, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
-OBJECTS = "objects"
+OBJECTS = "objects"  # the layout before content addressing, migrated on open
+BLOBS = "blobs"
+VIEWS = "views"
 STAGING = ".staging"
 BUSY_TIMEOUT_S = 60.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+_BLOCK = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,6 +75,7 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at   TEXT NOT NULL,
     producer_run TEXT,
     consumed     TEXT NOT NULL,
+    blobs        TEXT,
     PRIMARY KEY (name, idx),
     UNIQUE (name, digest)
 );
@@ -110,6 +122,8 @@ CREATE TABLE alias_moves (
 INSERT INTO alias_moves SELECT * FROM alias_moves_v1;
 DROP TABLE alias_moves_v1;
 """
+# Schema 2 -> 3: a version names its files' blobs (NULL: still in objects/<digest>, until migrated).
+_MIGRATE_2_TO_3 = "ALTER TABLE versions ADD COLUMN blobs TEXT"
 
 
 def fsync_dir(path: Path) -> None:
@@ -126,16 +140,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def copy_tree_synced(src: Path, dst: Path, manifest: dict[str, str]) -> None:
-    """Copy the manifest's files from ``src`` into ``dst`` and fsync each one."""
-    for rel in sorted(manifest):
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, target)
-        with open(target, "rb") as fh:
-            os.fsync(fh.fileno())
-    for directory in sorted({p.parent for p in dst.rglob("*")} | {dst}, reverse=True):
-        fsync_dir(directory)
+def copy_hashing(src: Path, dst: Path) -> tuple[str, str]:
+    """Copy one file, fsync it, and return (sha256 hex, W&B's base64 MD5) of the bytes copied."""
+    import base64
+
+    sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - md5 is W&B's content digest, not security
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for block in iter(lambda: fin.read(_BLOCK), b""):
+            sha.update(block)
+            md5.update(block)
+            fout.write(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the filesystem allows one (no space), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _locked(exc: BaseException) -> bool:
@@ -149,12 +175,14 @@ class LocalRegistry(RegistryBase):
         self.root = Path(root).expanduser().resolve()
         self.uri = f"file://{self.root}"
         self.objects = self.root / OBJECTS
+        self.blobs = self.root / BLOBS
+        self.views = self.root / VIEWS
         self.staging = self.root / STAGING
         if not create and not (self.root / CATALOG).is_file():
             raise RegistryError(f"no registry at {self.uri} (no {CATALOG}): check the path, or create it by "
                                 "ingesting into it (rag_ingest, `ragindex ingest`)")
         try:
-            self.objects.mkdir(parents=True, exist_ok=True)
+            self.blobs.mkdir(parents=True, exist_ok=True)
             self.staging.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create registry at {self.uri}: {exc}") from exc
@@ -162,6 +190,8 @@ class LocalRegistry(RegistryBase):
             self._init_schema()
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open catalogue of {self.uri}: {exc}") from exc
+        if self.objects.is_dir():
+            self._migrate_objects()
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"
@@ -220,6 +250,8 @@ class LocalRegistry(RegistryBase):
                 if found == 1:
                     for statement in filter(str.strip, _MIGRATE_1_TO_2.split(";")):
                         conn.execute(statement)
+                if 1 <= found <= 2:
+                    conn.execute(_MIGRATE_2_TO_3)
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -310,33 +342,41 @@ class LocalRegistry(RegistryBase):
 
     # -- storage primitives --------------------------------------------------------------------------
 
-    def _store_content(self, files: Path, manifest: dict[str, str], digest: str) -> Path:
-        """Copy files into staging, check them, then rename into ``objects/<digest>`` atomically."""
-        final = self.objects / digest
-        if final.is_dir():
-            return final
-        tmp = self.staging / f"{digest}-{uuid.uuid4().hex}"
+    def _blob(self, sha: str) -> Path:
+        return self.blobs / sha[:2] / sha
+
+    def _store_content(self, files: Path, manifest: dict[str, str]) -> dict[str, str]:
+        """Copy every file into staging (hashing it), check it is what the manifest says, then rename each new
+        content into ``blobs/`` (a content already there is dropped). Returns path -> blob."""
+        tmp = self.staging / uuid.uuid4().hex
         tmp.mkdir(parents=True)
         try:
-            copy_tree_synced(files, tmp, manifest)
-            if manifest_of(tmp) != manifest:
-                raise RegistryError(f"files under {str(files)!r} changed while being logged (digest mismatch)")
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not final.is_dir():  # not "another writer stored the same content first"
-                    raise
-            fsync_dir(self.objects)
+            staged: dict[str, tuple[Path, str]] = {}
+            for i, rel in enumerate(sorted(manifest)):
+                sha, md5 = copy_hashing(files / rel, tmp / str(i))
+                if md5 != manifest[rel]:
+                    raise RegistryError(f"files under {str(files)!r} changed while being logged ({rel})")
+                staged[rel] = (tmp / str(i), sha)
+            for path, sha in staged.values():
+                final = self._blob(sha)
+                if final.is_file():
+                    continue
+                final.parent.mkdir(exist_ok=True)
+                os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                os.replace(path, final)  # another writer storing the same content gives the same bytes
+                fsync_dir(final.parent)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return final
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {rel: sha for rel, (_, sha) in staged.items()}
 
     def _log(self, request: LogRequest) -> ArtifactVersion:
         run = request.run
         run_id = run.run_id or uuid.uuid4().hex
         config_json = to_json(dict(run.config), f"run config for {request.name!r}")
-        self._store_content(request.files, request.manifest, request.digest)
+        with self._read() as conn:
+            stored = conn.execute("SELECT blobs FROM versions WHERE name = ? AND digest = ?",
+                                  (request.name, request.digest)).fetchone()
+        blobs = None if stored is not None and stored["blobs"] else self._store_content(request.files, request.manifest)
         with self._write() as conn:
             existing = conn.execute("SELECT type FROM versions WHERE name = ? LIMIT 1", (request.name,)).fetchone()
             refuse_type_change(request.name, request.type, existing["type"] if existing else None)
@@ -348,12 +388,14 @@ class LocalRegistry(RegistryBase):
                 conn.execute(
                     "INSERT OR IGNORE INTO runs (run_id, job_type, run_group, config, created_at) "
                     "VALUES (?, ?, ?, ?, ?)", (run_id, run.job_type, run.group, config_json, utc_now()))
+                if blobs is None:  # the version appeared between our read and this transaction: store now
+                    blobs = self._store_content(request.files, request.manifest)
                 conn.execute(
                     "INSERT INTO versions (name, idx, type, digest, manifest, metadata, created_at, "
-                    "producer_run, consumed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "producer_run, consumed, blobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (request.name, idx, request.type, request.digest, json.dumps(request.manifest, sort_keys=True),
                      to_json(request.metadata, f"metadata for {request.name!r}"), utc_now(), run_id,
-                     json.dumps(list(request.consumed))))
+                     json.dumps(list(request.consumed)), json.dumps(blobs, sort_keys=True)))
                 row = self._row(conn, request.name, f"v{idx}")
             for alias in request.aliases:
                 self._move_alias(conn, request.name, alias, row["idx"], f"run:{run_id}", "logged")
@@ -382,18 +424,73 @@ class LocalRegistry(RegistryBase):
             rows = conn.execute("SELECT * FROM versions WHERE name = ? ORDER BY idx", (name,)).fetchall()
             return [self._version(conn, row) for row in rows]
 
-    def _manifest(self, version: ArtifactVersion) -> dict[str, str]:
+    def _blob_map(self, version: ArtifactVersion) -> dict[str, str]:
+        """path -> blob of a version's files; an error naming the version when any blob is missing."""
         with self._read() as conn:
-            return json.loads(self._row(conn, version.name, version.version)["manifest"])
+            row = self._row(conn, version.name, version.version)
+        if not row["blobs"]:
+            raise RegistryError(f"{version.ref} in {self.uri} is in the old layout and was not migrated")
+        blobs = json.loads(row["blobs"])
+        missing = [rel for rel, sha in blobs.items() if not self._blob(sha).is_file()]
+        if missing:
+            raise RegistryError(f"content of {version.ref} is missing from {self.blobs} ({missing[:3]})")
+        return blobs
 
     def _stored_dir(self, version: ArtifactVersion) -> Path:
-        stored = self.objects / version.digest
-        if not stored.is_dir():
-            raise RegistryError(f"content of {version.ref} is missing from {stored}")
-        return stored
+        """The version as a folder (hard links to its blobs), made once: treat it as read-only. A view is never
+        replaced once there, so a reader of it never sees it move."""
+        view = self.views / version.digest
+        if view.is_dir():
+            return view
+        blobs = self._blob_map(version)
+        self.views.mkdir(exist_ok=True)
+        tmp = self.views / f".{version.digest}.tmp-{uuid.uuid4().hex}"
+        try:
+            for rel, sha in blobs.items():
+                link_or_copy(self._blob(sha), tmp / rel)
+            tmp.mkdir(exist_ok=True)  # a version without files is an empty folder
+            try:
+                os.rename(tmp, view)
+            except OSError:
+                if not view.is_dir():  # not "another reader made the same view first"
+                    raise
+        except OSError as exc:
+            raise RegistryError(f"cannot materialise {version.ref} in {self.views}: {exc}") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return view
 
     def _fill(self, version: ArtifactVersion, into: Path) -> None:
-        copy_tree_synced(self._stored_dir(version), into, self._manifest(version))
+        """A caller's own copy of the files (copies, not links: the caller may change them)."""
+        for rel, sha in self._blob_map(version).items():
+            target = into / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._blob(sha), target)
+            os.chmod(target, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+
+    def _migrate_objects(self) -> None:
+        """Move the files of old-layout versions (``objects/<digest>/``) into blobs, one version at a time."""
+        with self._read() as conn:
+            legacy = conn.execute("SELECT name, idx, digest, manifest FROM versions WHERE blobs IS NULL").fetchall()
+        for row in legacy:
+            folder = self.objects / row["digest"]
+            if not folder.is_dir():
+                raise RegistryError(f"{row['name']}:v{row['idx']} in {self.uri}: its files are missing ({folder})")
+            blobs = self._store_content(folder, json.loads(row["manifest"]))
+            with self._write() as conn:
+                conn.execute("UPDATE versions SET blobs = ? WHERE name = ? AND idx = ? AND blobs IS NULL",
+                             (json.dumps(blobs, sort_keys=True), row["name"], row["idx"]))
+        with self._read() as conn:
+            still = {r[0] for r in conn.execute("SELECT digest FROM versions WHERE blobs IS NULL")}
+        for folder in self.objects.iterdir():
+            if folder.name not in still:
+                shutil.rmtree(folder, ignore_errors=True)
+        if not still:
+            shutil.rmtree(self.objects, ignore_errors=True)
+
+    def storage_bytes(self) -> int:
+        """Bytes the registry's contents take on disk (each distinct file once)."""
+        return sum(p.stat().st_size for p in self.blobs.rglob("*") if p.is_file())
 
     def _record(self, decision: Decision) -> Decision:
         """The decision row and its alias moves in one transaction: both or neither survive a crash."""
