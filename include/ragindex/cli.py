@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragindex.errors import RagindexError
-from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, GateSettings, IndexSettings
+from ragindex.settings import (
+    DEFAULT_MODEL,
+    BuildSettings,
+    ChunkingSettings,
+    CorpusLimits,
+    DocumentLimits,
+    GateSettings,
+    IndexSettings,
+)
 
 REGISTRY_HELP = ("registry URI: wandb://ENTITY/PROJECT or a folder (default: $RAGINDEX_REGISTRY, "
                  "else $RAGINDEX_HOME/registry)")
@@ -29,16 +37,29 @@ def add_build_settings(parser: argparse.ArgumentParser) -> None:
                         help="recursive (default) or markdown (split on headers first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model: a local folder or a name (default: %(default)s)")
     parser.add_argument("--index-kind", default=index.kind, help="flat (exact, default) or hnsw (large corpora)")
+    documents, corpus = DocumentLimits(), CorpusLimits()
+    parser.add_argument("--max-document-chars", type=int, default=documents.max_chars,
+                        help="refuse a document with more text (default: %(default)s)")
+    parser.add_argument("--max-document-chunks", type=int, default=documents.max_chunks,
+                        help="refuse a document that makes more chunks (default: %(default)s)")
+    parser.add_argument("--max-documents", type=int, default=corpus.max_documents,
+                        help="stop when the corpus has more documents (default: %(default)s)")
+    parser.add_argument("--max-corpus-chars", type=int, default=corpus.max_chars,
+                        help="stop before embedding when the corpus has more text (default: %(default)s)")
     parser.add_argument("--as-of", default=None, help="keep only documents modified at or before this ISO date-time")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def settings_from_args(args: argparse.Namespace) -> BuildSettings:
     """Validated settings; a bad value raises SettingsError naming it."""
+    from dataclasses import replace
+
     return BuildSettings(
         chunking=ChunkingSettings(args.chunk_size, args.chunk_overlap, args.splitter),
         index=IndexSettings(kind=args.index_kind),
         model=args.model,
+        documents=replace(DocumentLimits(), max_chars=args.max_document_chars, max_chunks=args.max_document_chunks),
+        corpus=replace(CorpusLimits(), max_documents=args.max_documents, max_chars=args.max_corpus_chars),
     )
 
 
@@ -242,6 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{outcome.report}: recall@{args.k} {outcome.candidate['recall_at_k']:.3f}, MRR "
               f"{outcome.candidate['mrr']:.3f}; gate {'passed' if outcome.passed else 'FAILED'}: {outcome.reason}")
+        for warning in outcome.warnings:
+            print(f"  data gate: {warning}")
     return 0 if outcome.passed else 1
 
 

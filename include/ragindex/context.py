@@ -17,7 +17,7 @@ from typing import Any
 
 from ragindex.names import ArtifactNames
 from ragindex.registry import Registry, RunInfo
-from ragindex.settings import BuildSettings, GateSettings, ShardSettings, ragindex_home
+from ragindex.settings import BuildSettings, DriftSettings, GateSettings, ShardSettings, ragindex_home
 from ragindex.workdir import WorkDir
 
 MANUAL, SCHEDULED, BACKFILL, CLI = "manual", "scheduled", "backfill", "cli"
@@ -49,6 +49,7 @@ class IngestContext:
     run_type: str = MANUAL
     shards: ShardSettings = field(default_factory=ShardSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @property
     def work(self) -> WorkDir:
@@ -75,5 +76,6 @@ class IngestContext:
 
     def settings_fingerprint(self, model_identity: str) -> str:
         """Identity of everything besides the corpus that changes an index's bytes."""
-        body = {"chunking": asdict(self.settings.chunking), "index": asdict(self.settings.index), "model": model_identity}
+        body = {"chunking": asdict(self.settings.chunking), "index": asdict(self.settings.index), "model": model_identity,
+                "documents": asdict(self.settings.documents)}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,12 +1,17 @@
 """The gate: may this candidate index go before a reviewer at all? Scored against production on a versioned
 question set, logged as ``eval-report`` (lineage: the index and the questions it was scored on).
+
+Two checks. The retrieval gate (recall@k, MRR) passes or fails. The data gate compares the candidate's
+content with production's (documents removed, chunks changed, documents that newly contain PII, shorter
+chunks, more duplicates): crossing a threshold is a warning that a person must approve explicitly, and a
+failure when no person is asked (``require_approval`` off). Both sets of figures are in the report.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,7 @@ from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 from ragindex.context import IngestContext
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.registry import ArtifactVersion
-from ragindex.settings import GateSettings
+from ragindex.settings import DriftSettings, GateSettings
 
 REPORT_FILE = "report.json"
 
@@ -48,6 +53,63 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, *, min_re
     return GateDecision(True, f"recall@{candidate['k']} {recall:.3f} >= {min_recall:.3f} (no production index yet)")
 
 
+def _documents(index_dir: Path) -> dict[str, dict[str, Any]]:
+    """The parsed documents of an index folder (its ``documents.jsonl``), by path."""
+    from ragindex.pipeline import DOCUMENTS_FILE
+
+    path = Path(index_dir) / DOCUMENTS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return {d["path"]: d for d in map(json.loads, fh) if not d.get("failed")}
+
+
+def _chunk_figures(index_dir: Path) -> tuple[set[str], float, float]:
+    """Distinct chunk texts (by sha256), mean chunk length and the share of duplicate chunks of an index."""
+    from ragindex.indexing import iter_docstore
+
+    shas, lengths, count = set(), 0, 0
+    for record in iter_docstore(index_dir):
+        shas.add(record["sha256"])
+        lengths += len(record["text"])
+        count += 1
+    return shas, lengths / max(1, count), (count - len(shas)) / max(1, count)
+
+
+def drift(candidate_dir: Path, production_dir: Path, settings: DriftSettings | None = None) -> dict[str, Any]:
+    """How the candidate's content differs from production's, and which thresholds it crosses."""
+    settings = settings or DriftSettings()
+    new_docs, old_docs = _documents(candidate_dir), _documents(production_dir)
+    new_shas, new_mean, new_dups = _chunk_figures(candidate_dir)
+    old_shas, old_mean, old_dups = _chunk_figures(production_dir)
+    removed = sorted(set(old_docs) - set(new_docs))
+    newly_pii = sorted(p for p, d in new_docs.items() if d.get("pii") and not (old_docs.get(p) or {}).get("pii"))
+    figures = {
+        "documents_added": len(set(new_docs) - set(old_docs)), "documents_removed": len(removed),
+        "documents_removed_share": round(len(removed) / max(1, len(old_docs)), 4),
+        "chunks_changed_share": round(len(new_shas ^ old_shas) / max(1, len(old_shas)), 4),
+        "new_pii_documents": newly_pii,
+        "chunk_length_drop": round((old_mean - new_mean) / old_mean, 4) if old_mean else 0.0,
+        "duplicate_increase": round(new_dups - old_dups, 4),
+    }
+    checks = [
+        (figures["documents_removed_share"] > settings.max_documents_removed,
+         f"{len(removed)} of {len(old_docs)} production documents are gone ({figures['documents_removed_share']:.0%}, "
+         f"limit {settings.max_documents_removed:.0%})" + (f": {', '.join(removed[:5])}" if removed else "")),
+        (figures["chunks_changed_share"] > settings.max_chunks_changed,
+         f"{figures['chunks_changed_share']:.0%} of the chunk texts changed (limit {settings.max_chunks_changed:.0%})"),
+        (len(newly_pii) > settings.max_new_pii_documents,
+         f"{len(newly_pii)} document(s) newly contain PII (limit {settings.max_new_pii_documents}): "
+         + ", ".join(newly_pii[:5])),
+        (figures["chunk_length_drop"] > settings.max_chunk_length_drop,
+         f"chunks are {figures['chunk_length_drop']:.0%} shorter on average (limit {settings.max_chunk_length_drop:.0%})"),
+        (figures["duplicate_increase"] > settings.max_duplicate_increase,
+         f"duplicate chunks rose by {figures['duplicate_increase']:.0%} of all chunks "
+         f"(limit {settings.max_duplicate_increase:.0%})"),
+    ]
+    return {"figures": figures, "thresholds": asdict(settings), "warnings": [why for crossed, why in checks if crossed]}
+
+
 @dataclass
 class EvalOutcome:
     """The report version, the gate's decision and the figures a reviewer compares."""
@@ -59,6 +121,8 @@ class EvalOutcome:
     candidate: dict[str, Any]
     production: dict[str, Any] | None
     production_ref: str | None
+    warnings: list[str] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Small enough for XCom."""
@@ -94,25 +158,32 @@ def write_report(ctx: IngestContext, report: dict[str, Any]) -> Path:
 
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
                    settings: GateSettings | None = None) -> EvalOutcome:
-    """Score candidate and production on the versioned question set, apply the gate, log ``eval-report``."""
+    """Score candidate and production on the versioned question set, apply the gate, compare their content
+    (the data gate), log ``eval-report``."""
     from ragindex.evaluation import evaluate, load_questions
     from ragindex.retrieval import Retriever
 
     gs = settings or ctx.gate
     questions_version = log_eval_questions(ctx, Path(questions_file))
     questions = load_questions(ctx.registry.download(questions_version.ref))
-    candidate = evaluate(Retriever(ctx.registry.download(index_ref), ref=index_ref), questions, gs.k)
+    candidate_dir = ctx.registry.download(index_ref)
+    candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
-    production = None
+    production, data_gate = None, None
     if production_version is not None:
-        prod_retriever = Retriever(ctx.registry.download(production_version.ref), ref=production_version.ref)
-        production = evaluate(prod_retriever, questions, gs.k)
+        production_dir = ctx.registry.download(production_version.ref)
+        production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
+        if production_version.ref != index_ref:
+            data_gate = drift(candidate_dir, production_dir, ctx.drift)
     decision = gate(candidate, production, min_recall=gs.min_recall, max_regression=gs.max_regression)
+    warnings = data_gate["warnings"] if data_gate else []
     report = {"candidate": index_ref, "production": production_version.ref if production_version else None,
               "questions": questions_version.ref, "k": gs.k,
               "thresholds": {"min_recall": gs.min_recall, "max_regression": gs.max_regression},
-              "candidate_metrics": candidate, "production_metrics": production, "gate": decision.to_json()}
-    summary = {"recall_at_k": candidate["recall_at_k"], "mrr": candidate["mrr"], "k": gs.k, "passed": decision.passed}
+              "candidate_metrics": candidate, "production_metrics": production, "gate": decision.to_json(),
+              "drift": data_gate}
+    summary = {"recall_at_k": candidate["recall_at_k"], "mrr": candidate["mrr"], "k": gs.k, "passed": decision.passed,
+               "drift_warnings": warnings}
     version = ctx.registry.log_artifact(
         ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report), run=ctx.run("evaluate_index"),
         uses=[index_ref, questions_version.ref], aliases=ctx.aliases,
@@ -122,4 +193,4 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
     return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
-                       headline(production), report["production"])
+                       headline(production), report["production"], warnings, data_gate)

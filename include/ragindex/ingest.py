@@ -88,7 +88,7 @@ def pull_documents(ctx: IngestContext) -> PullResult:
 
     work = ctx.work
     prune_work_dirs(work.root.parent, work.root)
-    snap = snapshot(ctx.source, work.raw, ctx.as_of)
+    snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus)
     fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model))
     existing = index_for_corpus(ctx, snap.content_digest, fingerprint)
     if existing is not None and existing.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:

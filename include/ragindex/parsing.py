@@ -1,18 +1,32 @@
-"""Turn documents into text (keeping PDF page numbers); a document that cannot be parsed is reported, never fatal."""
+"""Turn documents into text (keeping PDF page numbers); a document that cannot be parsed, or that breaks one of
+the per-document limits (size, or text that is not prose), is reported with the rule, never fatal.
+
+Bounded work: a text file too large to be within ``max_document_chars`` is refused by its size, unread; PDFs
+are parsed by a few long-lived worker processes under a time and a memory limit (``PdfWorkers``), and a
+worker that hit a limit is replaced.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import select
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from ragindex.settings import DocumentLimits
+
 # Part of the parse cache's key: bump it whenever a change here changes the text a document parses to,
 # so unchanged documents are parsed again instead of reusing text made by the old parser.
-PARSER_VERSION = 2
+PARSER_VERSION = 3
+DEFAULT_LIMITS = DocumentLimits()
 
 PDF_SUFFIXES = {".pdf"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -57,13 +71,21 @@ def document_kind(path: str) -> str:
     return "text"
 
 
-def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory_mb: int = 1536) -> ParsedDocument:
-    """Parse one file; raise ParseError with a reason a person can act on."""
+def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory_mb: int = 1536,
+                   limits: DocumentLimits = DEFAULT_LIMITS, pdf: "PdfWorkers | None" = None) -> ParsedDocument:
+    """Parse one file; raise ParseError with a reason a person can act on (the rule it broke)."""
     kind = document_kind(rel_path)
-    if file.stat().st_size == 0:
+    size = file.stat().st_size
+    if size == 0:
         raise ParseError("empty file (0 bytes)")
+    if kind != "pdf" and size > 4 * limits.max_chars:  # a character is at most 4 bytes: too big, unread
+        raise ParseError(f"too large: {size / 1e6:.1f} MB of text is more than max_document_chars="
+                         f"{limits.max_chars:,} characters")
     if kind == "pdf":
-        pages = parse_pdf_isolated(file, timeout_s=timeout_s, memory_mb=memory_mb)
+        if pdf is not None:
+            pages = pdf.parse(file, limits.max_chars)
+        else:
+            pages = parse_pdf_isolated(file, timeout_s=timeout_s, memory_mb=memory_mb, max_chars=limits.max_chars)
     else:
         text = decode_text(file.read_bytes())
         if kind == "html":
@@ -72,7 +94,38 @@ def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory
     pages = tuple(p for p in pages if p.text.strip())
     if not pages:
         raise ParseError("no text could be extracted (empty or image-only document)")
+    total = sum(len(p.text) for p in pages)
+    if total > limits.max_chars:
+        raise ParseError(f"too large: {total:,} characters of text, more than max_document_chars={limits.max_chars:,}")
+    problem = prose_problem("\n".join(p.text for p in pages), limits)
+    if problem:
+        raise ParseError(problem)
     return ParsedDocument(rel_path, kind, pages)
+
+
+_WORD = re.compile(r"""^["'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*["')\].,;:!?]*$""")
+
+
+def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | None:
+    """Why a text is not prose to index (encoded data, minified code, a dump, numbers), or None; the rules
+    and their calibration are in ``DocumentLimits``."""
+    non_space = len(text) - len(re.findall(r"\s", text))
+    if non_space == 0:
+        return None
+    runs = sum(len(r) for r in re.findall(r"\S{%d,}" % limits.long_run, text) if len(set(r)) >= 10)
+    if runs / non_space > limits.max_long_run_share:
+        return (f"not prose: {runs / non_space:.0%} of its characters are in runs of {limits.long_run}+ characters "
+                f"without a space (limit {limits.max_long_run_share:.0%}): encoded data, minified code or a dump?")
+    in_long_lines = sum(len(line) for line in text.splitlines() if len(line) >= limits.long_line)
+    if in_long_lines / len(text) > limits.max_long_line_share:
+        return (f"not prose: {in_long_lines / len(text):.0%} of it is in lines of {limits.long_line:,}+ characters "
+                f"(limit {limits.max_long_line_share:.0%}): minified code or a dump?")
+    tokens = text.split()
+    words = sum(1 for token in tokens if _WORD.match(token)) / len(tokens)
+    if words < limits.min_word_share:
+        return (f"not prose: only {words:.0%} of its tokens are words (limit {limits.min_word_share:.0%}): encoded "
+                "or binary data, numbers or code?")
+    return None
 
 
 def normalise_whitespace(text: str) -> str:
@@ -173,50 +226,145 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
 
 
-# The PDF worker runs in a child process: hostile PDFs (pypdf CVEs: infinite loops, decompression bombs)
-# can only burn its time and memory, which are capped; the parent reads one JSON line back.
+# PDF workers are child processes: hostile PDFs (pypdf CVEs: infinite loops, decompression bombs) can only
+# burn their time and memory, which are capped. A worker answers one JSON line per request (a file path and
+# the most characters wanted) and is replaced after a file that hit a limit.
 _PDF_WORKER = r"""
 import json, resource, sys
-limit = int(sys.argv[2]) * 1024 * 1024
+limit = int(sys.argv[1]) * 1024 * 1024
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-try:
+
+def parse(path, max_chars):
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
-    reader = PdfReader(sys.argv[1], strict=False)
+    reader = PdfReader(path, strict=False)
     if reader.is_encrypted:
         try:
             ok = reader.decrypt("")
         except Exception:
             ok = 0
         if not ok:
-            print(json.dumps({"error": "encrypted PDF (a password is required)"})); sys.exit(0)
-    pages = []
+            return {"error": "encrypted PDF (a password is required)"}
+    pages, total = [], 0
     for i, page in enumerate(reader.pages, start=1):
-        pages.append([i, page.extract_text() or ""])
-    print(json.dumps({"pages": pages}))
-except MemoryError:
-    print(json.dumps({"error": "PDF needs more memory than allowed (decompression bomb?)"}))
-except FileNotDecryptedError:
-    print(json.dumps({"error": "encrypted PDF (a password is required)"}))
-except Exception as exc:
-    print(json.dumps({"error": f"corrupt or unreadable PDF ({type(exc).__name__}: {str(exc)[:200]})"}))
+        text = page.extract_text() or ""
+        total += len(text)
+        if total > max_chars:
+            return {"error": f"too large: more than max_document_chars={max_chars:,} characters of text by page {i}"}
+        pages.append([i, text])
+    return {"pages": pages}
+
+for line in sys.stdin:
+    request = json.loads(line)
+    try:
+        result = parse(request["path"], request["max_chars"])
+    except MemoryError:
+        result = {"error": "PDF needs more memory than allowed (decompression bomb?)", "recycle": True}
+    except Exception as exc:
+        name = type(exc).__name__
+        if name == "FileNotDecryptedError":
+            result = {"error": "encrypted PDF (a password is required)"}
+        else:
+            result = {"error": f"corrupt or unreadable PDF ({name}: {str(exc)[:200]})"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    if result.get("recycle"):
+        break
 """
 
 
-def parse_pdf_isolated(file: Path, *, timeout_s: float, memory_mb: int) -> tuple[Page, ...]:
-    """Extract PDF pages in a child process under a time and memory limit."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PDF_WORKER, str(file), str(memory_mb)],
-            capture_output=True, text=True, timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        raise ParseError(f"PDF parsing exceeded the time limit of {timeout_s:g} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        reason = "killed" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        raise ParseError(f"PDF parser crashed ({reason}; memory limit {memory_mb} MB)")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise ParseError(result["error"])
-    return tuple(Page(number, normalise_whitespace(text)) for number, text in result["pages"])
+class PdfWorkers:
+    """Up to ``size`` long-lived PDF parser processes under a time and a memory limit, shared by threads.
+
+    Starting a Python process per PDF costs more than parsing a small PDF; these start once per run. A
+    worker that runs past the time limit is killed, one that hits the memory limit exits; either way a new
+    one takes its place for the next file, so one hostile file never slows the others down.
+    """
+
+    def __init__(self, size: int, *, timeout_s: float, memory_mb: int) -> None:
+        self.size, self.timeout_s, self.memory_mb = max(1, size), timeout_s, memory_mb
+        self._idle: queue.Queue[subprocess.Popen | None] = queue.Queue()
+        for _ in range(self.size):
+            self._idle.put(None)  # started on first use
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def _spawn(self) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", _PDF_WORKER, str(self.memory_mb)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        with self._lock:
+            self._live.add(proc)
+        return proc
+
+    def _retire(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._live.discard(proc)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+
+    def _answer(self, proc: subprocess.Popen) -> bytes | None:
+        """The worker's reply line, or None if it sent none in time (or died)."""
+        deadline = time.monotonic() + self.timeout_s
+        fd = proc.stdout.fileno()
+        buffer = b""
+        while not buffer.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            buffer += chunk
+        return buffer
+
+    def parse(self, file: Path, max_chars: int = DEFAULT_LIMITS.max_chars) -> tuple[Page, ...]:
+        """Extract a PDF's pages with one of the workers; a ParseError says which limit it hit."""
+        proc = self._idle.get() or self._spawn()
+        keep = False
+        try:
+            try:
+                proc.stdin.write((json.dumps({"path": str(file), "max_chars": max_chars}) + "\n").encode())
+                proc.stdin.flush()
+                line = self._answer(proc)
+            except (BrokenPipeError, OSError):
+                line = b""
+            if line is None:
+                raise ParseError(f"PDF parsing exceeded the time limit of {self.timeout_s:g} s")
+            if not line:
+                code = proc.poll()
+                reason = "killed" if code is None or code < 0 else f"exit code {code}"
+                raise ParseError(f"PDF parser crashed ({reason}; memory limit {self.memory_mb} MB)")
+            result = json.loads(line)
+            keep = not result.get("recycle")
+            if "error" in result:
+                raise ParseError(result["error"])
+            return tuple(Page(number, normalise_whitespace(text)) for number, text in result["pages"])
+        finally:
+            if keep:
+                self._idle.put(proc)
+            else:
+                self._retire(proc)
+                self._idle.put(None)
+
+    def close(self) -> None:
+        """Stop every worker."""
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            self._retire(proc)
+
+    def __enter__(self) -> "PdfWorkers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_pdf_isolated(file: Path, *, timeout_s: float, memory_mb: int,
+                       max_chars: int = DEFAULT_LIMITS.max_chars) -> tuple[Page, ...]:
+    """Extract one PDF's pages in a child process under a time and memory limit."""
+    with PdfWorkers(1, timeout_s=timeout_s, memory_mb=memory_mb) as workers:
+        return workers.parse(file, max_chars)

@@ -57,19 +57,30 @@ class ChunkingResult:
 
 def parse_documents(raw_dir: Path, paths: Sequence[str], settings: BuildSettings
                     ) -> tuple[list[ParsedDocument], list[dict[str, str]]]:
-    """Parse documents of a snapshot; failures are collected with their reason, the rest go on."""
+    """Parse documents of a snapshot; failures are collected with their reason, the rest go on. Text is
+    parsed in this process; PDFs by a few limited worker processes started once for the whole run."""
+    from ragindex.parsing import PdfWorkers, document_kind
+
+    cores = max(2, os.cpu_count() or 2)
+    pdfs = sum(1 for rel in paths if document_kind(rel) == "pdf")
+    workers = PdfWorkers(min(cores, pdfs), timeout_s=settings.parse_timeout_s,
+                         memory_mb=settings.parse_memory_mb) if pdfs else None
 
     def one(rel: str) -> ParsedDocument | dict[str, str]:
         try:
             return parse_document(raw_dir / FILES_DIR / rel, rel, timeout_s=settings.parse_timeout_s,
-                                  memory_mb=settings.parse_memory_mb)
+                                  memory_mb=settings.parse_memory_mb, limits=settings.documents, pdf=workers)
         except ParseError as exc:
             return {"path": rel, "reason": str(exc)}
         except Exception as exc:  # a parser bug must not sink the other documents
             return {"path": rel, "reason": f"unexpected parser error ({type(exc).__name__}: {exc})"}
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(one, paths))
+    try:
+        with ThreadPoolExecutor(max_workers=cores) as pool:
+            results = list(pool.map(one, paths))
+    finally:
+        if workers is not None:
+            workers.close()
     docs = [r for r in results if isinstance(r, ParsedDocument)]
     failed = [r for r in results if isinstance(r, dict)]
     for f in failed:
@@ -79,7 +90,8 @@ def parse_documents(raw_dir: Path, paths: Sequence[str], settings: BuildSettings
 
 def chunking_key(settings: BuildSettings) -> dict[str, Any]:
     """What must match for an earlier run's chunks of an unchanged document to be reused."""
-    return {"chunking": asdict(settings.chunking), "parser_version": PARSER_VERSION}
+    return {"chunking": asdict(settings.chunking), "parser_version": PARSER_VERSION,
+            "document_limits": asdict(settings.documents)}
 
 
 def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tuple[str, str], tuple[dict, list[Chunk]]]:
@@ -89,7 +101,8 @@ def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tup
         return {}
     made_with = next((json.loads((previous / name).read_text()) for name in (CHUNKING_FILE, SETTINGS_FILE)
                       if (previous / name).is_file()), {})
-    if {k: made_with.get(k) for k in ("chunking", "parser_version")} != chunking_key(settings):
+    wanted = chunking_key(settings)
+    if {k: made_with.get(k) for k in wanted} != wanted:
         return {}
     chunks_file = previous / CHUNKS_FILE if (previous / CHUNKS_FILE).is_file() else previous / DOCSTORE_FILE
     by_path: dict[str, list[Chunk]] = {}
@@ -118,16 +131,22 @@ def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, pre
         else:
             summaries[entry["path"]], chunks_by_path[entry["path"]] = hit
     docs, failed = parse_documents(raw_dir, [e["path"] for e in todo], settings)
+    where = source or manifest.get("source") or str(raw_dir)
+    check_corpus_chars(where, docs, summaries.values(), settings)
     sha_of = {e["path"]: e["sha256"] for e in todo}
     for doc in docs:
-        chunks_by_path[doc.path] = chunk_document(doc, settings.chunking)
-        summaries[doc.path] = document_summary(doc, sha_of[doc.path], len(chunks_by_path[doc.path]))
+        chunks, refusal = bounded_chunks(doc, settings)
+        if refusal:
+            failed.append({"path": doc.path, "reason": refusal})
+            log.warning("refused %s: %s", doc.path, refusal)
+            continue
+        chunks_by_path[doc.path] = chunks
+        summaries[doc.path] = document_summary(doc, sha_of[doc.path], len(chunks))
     for f in failed:  # a document that failed stays failed until its content changes: never re-parse a hostile PDF
         summaries[f["path"]] = {"path": f["path"], "sha256": sha_of[f["path"]], "failed": f["reason"]}
     ok = [summaries[p] for p in sorted(summaries) if not summaries[p].get("failed")]
     failures = [{"path": p, "reason": summaries[p]["failed"]} for p in sorted(summaries) if summaries[p].get("failed")]
     if not ok:
-        where = source or manifest.get("source") or str(raw_dir)
         raise SourceError(f"source {where!r}: none of its {len(manifest['documents'])} documents could be parsed")
     chunks = [c for d in ok for c in chunks_by_path[d["path"]]]
     quality = quality_report(ok, chunks, failures, manifest.get("refused", []))
@@ -140,6 +159,27 @@ def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, pre
     replace_dir_atomically(tmp, chunks_dir)
     return ChunkingResult(chunks_dir, len(ok), len(chunks), failures, quality, parsed=len(todo),
                           documents_reused=len(manifest["documents"]) - len(todo))
+
+
+def check_corpus_chars(where: str, parsed: Sequence[ParsedDocument], reused: Any, settings: BuildSettings) -> None:
+    """Stop, before any embedding, a corpus whose text is beyond ``max_corpus_chars``."""
+    total = sum(d.text_length for d in parsed) + sum(s.get("chars", 0) for s in reused if not s.get("failed"))
+    if total > settings.corpus.max_chars:
+        raise SourceError(f"source {where!r}: {total:,} characters of text, more than max_corpus_chars="
+                          f"{settings.corpus.max_chars:,}: is the source the folder you meant?")
+
+
+def bounded_chunks(doc: ParsedDocument, settings: BuildSettings) -> tuple[list[Chunk], str | None]:
+    """A document's chunks, or why it is refused: more chunks than ``max_document_chunks`` (estimated first,
+    so a huge text is not split to find that out)."""
+    limit = settings.documents.max_chunks
+    step = max(1, settings.chunking.chunk_size - settings.chunking.chunk_overlap)
+    if doc.text_length / step > 2 * limit:
+        return [], f"too many chunks: about {doc.text_length // step:,}, more than max_document_chunks={limit:,}"
+    chunks = chunk_document(doc, settings.chunking)
+    if len(chunks) > limit:
+        return [], f"too many chunks: {len(chunks):,}, more than max_document_chunks={limit:,}"
+    return chunks, None
 
 
 def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
@@ -208,9 +248,8 @@ def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Pat
     vectors = assemble_vectors(chunks, lookup, dimension)
     chunking = read_chunking(work.chunks)
     quality = read_quality(work.chunks)
-    desc = {"model": plan.model, "model_identity": plan.model_identity, "chunking": chunking["chunking"],
-            "parser_version": chunking["parser_version"], "corpus_digest": chunking["corpus_digest"],
-            "documents": quality["documents"]}
+    desc = {"model": plan.model, "model_identity": plan.model_identity, "corpus_digest": chunking["corpus_digest"],
+            "documents": quality["documents"], **{k: chunking.get(k) for k in chunking_key(settings)}}
     # documents.jsonl travels with the index so that the next build can skip unchanged documents
     write_index_dir(out_dir or work.index, chunks, vectors, index_settings=settings.index, description=desc,
                     extra_files=[work.chunks / DOCUMENTS_FILE])
@@ -253,7 +292,7 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
         read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
     work = WorkDir(Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root)))
     try:
-        snap = snapshot(source, work.raw, as_of)
+        snap = snapshot(source, work.raw, as_of, settings.corpus)
         chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
         plan = plan_embeddings(work, previous, settings.model, ShardSettings(max_shards=1))
         for shard in range(len(plan.shards)):

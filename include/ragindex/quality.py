@@ -86,7 +86,7 @@ def document_summary(doc: ParsedDocument, sha256: str = "", chunks: int = 0) -> 
     for page in doc.pages:
         found.update(find_pii(page.text))
     return {"path": doc.path, "sha256": sha256, "kind": doc.kind, "pages": len(doc.pages), "chunks": chunks,
-            "pii": dict(sorted((+found).items())), "failed": None}
+            "chars": doc.text_length, "pii": dict(sorted((+found).items())), "failed": None}
 
 
 def quality_report(

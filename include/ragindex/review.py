@@ -167,10 +167,16 @@ class _Summary:
         return [f"### Candidate {self.link(self.index.ref)} — {against}", ""]
 
     def warnings(self) -> list[str]:
+        lines = []
+        drift = self.given.outcome.get("warnings") or []
+        if drift:
+            lines += ["> **Data gate — approve only if you expected this:**", ">"]
+            lines += [f"> - {_markdown_text(w, 400)}" for w in drift]
+            lines += [""]
         prior = prior_review_of_corpus(self.registry, self.index, self.names)
-        if prior is None or prior.verdict in APPROVING:
-            return []
-        return [f"> **Warning:** this corpus was reviewed before: {self.link(prior.ref)} was {describe(prior)}.", ""]
+        if prior is not None and prior.verdict not in APPROVING:
+            lines += [f"> **Warning:** this corpus was reviewed before: {self.link(prior.ref)} was {describe(prior)}.", ""]
+        return lines
 
     def gate(self) -> list[str]:
         outcome = self.given.outcome

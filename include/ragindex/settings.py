@@ -55,6 +55,49 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class DocumentLimits:
+    """What one document may contribute, and what counts as prose: a file beyond these is refused with the
+    rule it broke (reported like any parse failure, not parsed again until it changes)."""
+
+    max_chars: int = 2_000_000
+    max_chunks: int = 4_000
+    # Text that is not prose: encoded data (base64, hex), minified code, dumps. Calibrated on Python's
+    # documentation (reST and HTML) and the sample corpus, none of which these rules refuse:
+    # - a "long run" is a stretch of `long_run`+ characters without whitespace, of 10+ distinct characters
+    #   (so a "=====" rule of a reST table is not one); words and URLs are far shorter;
+    # - a "word" is a token of letters (with hyphens, apostrophes and punctuation around it); the lowest
+    #   share of words in those documents is 25 % (a changelog), hex dumps, base64 and number tables have ~0 %;
+    # - a "long line" has `long_line`+ characters: minified code and dumps are one line, prose paragraphs are not.
+    long_run: int = 100
+    max_long_run_share: float = 0.2
+    min_word_share: float = 0.15
+    long_line: int = 5_000
+    max_long_line_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 1_000 or self.max_chunks < 1:
+            raise SettingsError(f"max_document_chars={self.max_chars} (>= 1000), max_document_chunks="
+                                f"{self.max_chunks} (>= 1): out of range")
+        shares = (self.max_long_run_share, self.min_word_share, self.max_long_line_share)
+        if not all(0 <= x <= 1 for x in shares) or self.long_run < 20 or self.long_line < 200:
+            raise SettingsError("prose rule out of range: shares in [0, 1], long_run >= 20, long_line >= 200")
+
+
+@dataclass(frozen=True)
+class CorpusLimits:
+    """How big a corpus may be before a run stops with a clear error, before any embedding: a mis-pointed
+    source (a whole drive, a log folder) costs seconds, not hours."""
+
+    max_documents: int = 100_000
+    max_bytes: int = 20 * 2**30
+    max_chars: int = 1_000_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_documents < 1 or self.max_bytes < 1 or self.max_chars < 1:
+            raise SettingsError(f"corpus limits must be positive: {self}")
+
+
+@dataclass(frozen=True)
 class BuildSettings:
     """Everything that changes the bytes of an index, plus the limits that keep parsing safe."""
 
@@ -63,6 +106,8 @@ class BuildSettings:
     model: str = DEFAULT_MODEL
     parse_timeout_s: float = 60.0
     parse_memory_mb: int = 1536
+    documents: DocumentLimits = field(default_factory=DocumentLimits)
+    corpus: CorpusLimits = field(default_factory=CorpusLimits)
 
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
@@ -78,10 +123,12 @@ class BuildSettings:
     def from_dict(cls, data: dict[str, Any]) -> "BuildSettings":
         """Inverse of ``to_dict``; unknown keys are an error so typos do not pass silently."""
         data = dict(data)
-        chunking = ChunkingSettings(**data.pop("chunking", {}))
-        index = IndexSettings(**data.pop("index", {}))
         try:
-            return cls(chunking=chunking, index=index, **data)
+            parts = {"chunking": ChunkingSettings(**data.pop("chunking", {})),
+                     "index": IndexSettings(**data.pop("index", {})),
+                     "documents": DocumentLimits(**data.pop("documents", {})),
+                     "corpus": CorpusLimits(**data.pop("corpus", {}))}
+            return cls(**parts, **data)
         except TypeError as exc:
             raise SettingsError(f"unknown build setting: {exc}") from None
 
@@ -116,6 +163,24 @@ class GateSettings:
         if not 0 <= self.min_recall <= 1 or not 0 <= self.max_regression <= 1:
             raise SettingsError(f"min_recall={self.min_recall}, max_regression={self.max_regression}: "
                                 "both must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """The data gate: how far a candidate may drift from production before promotion needs a person's
+    explicit approval (or fails, when no reviewer is asked). Shares are of production's counts."""
+
+    max_documents_removed: float = 0.25
+    max_chunks_changed: float = 0.5
+    max_new_pii_documents: int = 0
+    max_chunk_length_drop: float = 0.3
+    max_duplicate_increase: float = 0.1
+
+    def __post_init__(self) -> None:
+        shares = (self.max_documents_removed, self.max_chunks_changed, self.max_chunk_length_drop,
+                  self.max_duplicate_increase)
+        if not all(0 <= x <= 1 for x in shares) or self.max_new_pii_documents < 0:
+            raise SettingsError(f"drift thresholds out of range (shares in [0, 1], counts >= 0): {self}")
 
 
 @dataclass(frozen=True)

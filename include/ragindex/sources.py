@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ragindex.errors import SourceError
+from ragindex.settings import CorpusLimits
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 2  # 1 also held source, as_of and modification times
@@ -138,9 +139,29 @@ def _local_root(source: str) -> Path | None:
     return None
 
 
-def snapshot(source: str, dest: Path, as_of: str | datetime | None = None) -> Snapshot:
-    """Copy the corpus at ``source`` (as it was at ``as_of``) into ``dest/files`` and write the manifest."""
+class _Budget:
+    """Counts documents and bytes as a snapshot takes them; past a corpus limit it stops the walk at once."""
+
+    def __init__(self, source: str, limits: CorpusLimits) -> None:
+        self.source, self.limits, self.documents, self.bytes = source, limits, 0, 0
+
+    def take(self, size: int) -> None:
+        self.documents += 1
+        self.bytes += size
+        if self.documents > self.limits.max_documents:
+            raise SourceError(f"source {self.source!r}: more than max_documents={self.limits.max_documents:,} "
+                              "documents: is the source the folder you meant?")
+        if self.bytes > self.limits.max_bytes:
+            raise SourceError(f"source {self.source!r}: more than max_corpus_bytes={self.limits.max_bytes:,} "
+                              f"bytes after {self.documents:,} documents: is the source the folder you meant?")
+
+
+def snapshot(source: str, dest: Path, as_of: str | datetime | None = None,
+             limits: CorpusLimits | None = None) -> Snapshot:
+    """Copy the corpus at ``source`` (as it was at ``as_of``) into ``dest/files`` and write the manifest; stop
+    with a clear error as soon as the corpus passes a limit of ``limits``."""
     cutoff = parse_as_of(as_of)
+    budget = _Budget(str(source), limits or CorpusLimits())
     files_dir = dest / FILES_DIR
     if dest.exists():
         shutil.rmtree(dest)
@@ -157,12 +178,13 @@ def snapshot(source: str, dest: Path, as_of: str | datetime | None = None) -> Sn
         for rel, p, size, modified in items:
             if cutoff is not None and modified > cutoff:
                 continue
+            budget.take(size)
             target = files_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, target)
             entries.append(ManifestEntry(rel, size, modified.isoformat(), file_sha256(target)))
     else:
-        entries = _snapshot_remote(str(source), files_dir, cutoff, refused)
+        entries = _snapshot_remote(str(source), files_dir, cutoff, refused, budget)
     snap = Snapshot(str(source), cutoff.isoformat() if cutoff else None, entries, refused, dest)
     if not entries:
         when = f" as of {snap.as_of}" if snap.as_of else ""
@@ -171,7 +193,8 @@ def snapshot(source: str, dest: Path, as_of: str | datetime | None = None) -> Sn
     return snap
 
 
-def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refused: list[dict[str, str]]) -> list[ManifestEntry]:
+def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refused: list[dict[str, str]],
+                     budget: _Budget) -> list[ManifestEntry]:
     """Object storage through fsspec (s3://, gs://, memory://, ...): keys are relative to the URL's prefix."""
     import fsspec
 
@@ -198,6 +221,7 @@ def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refu
         modified = _remote_mtime(info)
         if cutoff is not None and modified is not None and modified > cutoff:
             continue
+        budget.take(int(info.get("size") or 0))
         target = files_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(key, str(target))

@@ -50,14 +50,38 @@ def render_source(template: str, as_of: datetime | None, date: datetime) -> str:
 
 
 def build_settings(params: dict[str, Any]):
-    """The Params → BuildSettings mapping (what changes an index's bytes)."""
-    from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings, IndexSettings
+    """The Params → BuildSettings mapping (what changes an index's bytes, and the limits of a run)."""
+    from dataclasses import replace
 
+    from ragindex.settings import (
+        DEFAULT_MODEL,
+        BuildSettings,
+        ChunkingSettings,
+        CorpusLimits,
+        DocumentLimits,
+        IndexSettings,
+    )
+
+    documents, corpus = DocumentLimits(), CorpusLimits()
     return BuildSettings(
         chunking=ChunkingSettings(int(params["chunk_size"]), int(params["chunk_overlap"])),
         index=IndexSettings(kind=param_value(params, "index_kind", IndexSettings.kind)),
         model=param_value(params, "embedding_model", DEFAULT_MODEL),
+        documents=replace(documents, max_chars=int(param_value(params, "max_document_chars", documents.max_chars)),
+                          max_chunks=int(param_value(params, "max_document_chunks", documents.max_chunks))),
+        corpus=replace(corpus, max_documents=int(param_value(params, "max_documents", corpus.max_documents)),
+                       max_chars=int(param_value(params, "max_corpus_chars", corpus.max_chars))),
     )
+
+
+def drift_settings(params: dict[str, Any]):
+    """The Params → DriftSettings mapping (the data gate's thresholds)."""
+    from dataclasses import fields
+
+    from ragindex.settings import DriftSettings
+
+    return DriftSettings(**{f.name: type(f.default)(param_value(params, f.name, f.default))
+                            for f in fields(DriftSettings)})
 
 
 def gate_settings(params: dict[str, Any]):
@@ -105,4 +129,5 @@ def ingest_context(context: dict[str, Any], *, create_registry: bool = False):
         run_type=run_type(context),
         shards=shard_settings(params),
         gate=gate_settings(params),
+        drift=drift_settings(params),
     )

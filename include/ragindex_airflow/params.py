@@ -13,6 +13,9 @@ from ragindex.settings import (
     DEFAULT_MODEL,
     INDEX_KINDS,
     ChunkingSettings,
+    CorpusLimits,
+    DocumentLimits,
+    DriftSettings,
     GateSettings,
     IndexSettings,
     ReviewSettings,
@@ -33,50 +36,93 @@ def default_eval_questions() -> str:
 
 
 def ingest_params() -> dict[str, Param]:
-    """The trigger form of ``rag_ingest``."""
+    """The trigger form of ``rag_ingest``, in sections (the UI groups fields by ``section``)."""
     chunking, index, gate = ChunkingSettings(), IndexSettings(), GateSettings()
-    review, shards = ReviewSettings(), ShardSettings()
+    review, shards, drift = ReviewSettings(), ShardSettings(), DriftSettings()
+    documents, corpus = DocumentLimits(), CorpusLimits()
+    corpus_s, build_s, gate_s, data_s, review_s, limits_s = ("Corpus", "Chunking, model and index",
+                                                             "Evaluation gate", "Data gate (drift and PII)",
+                                                             "Review and promotion", "Limits and sharding")
     return {
-        "source": Param(default_source(), type="string", minLength=1, title="Corpus source",
+        "source": Param(default_source(), type="string", minLength=1, title="Corpus source", section=corpus_s,
                         description="Folder or object-storage URL (file://, s3://, gs://). May contain {{ ds }} "
                                     "or {{ as_of_date }} for a dated folder, e.g. s3://bucket/corpus/{{ ds }}/."),
-        "as_of": Param("", type=["null", "string"], title="Corpus as of",
+        "as_of": Param("", type=["null", "string"], title="Corpus as of", section=corpus_s,
                        description="Keep only documents modified at or before this ISO date-time. Blank: scheduled "
                                    "and backfill runs use the end of their data interval, manual runs use now."),
-        "chunk_size": Param(chunking.chunk_size, type="integer", minimum=50, maximum=20000, title="Chunk size",
-                            description="Maximum characters per chunk (recursive character splitter)."),
-        "chunk_overlap": Param(chunking.chunk_overlap, type="integer", minimum=0, maximum=5000, title="Chunk overlap",
-                               description="Characters shared by consecutive chunks; must be smaller than the chunk size."),
-        "embedding_model": Param(DEFAULT_MODEL, type="string", minLength=1, title="Embedding model",
-                                 description="sentence-transformers model name or a local model folder on the workers. "
-                                             "Changing it re-embeds everything (the cache is per model)."),
-        "index_kind": Param(index.kind, type="string", enum=list(INDEX_KINDS), title="FAISS index kind",
-                            description="flat: exact search (default). hnsw: approximate, for large corpora."),
-        "registry": Param("", type=["null", "string"], title="Artifact registry",
+        "registry": Param("", type=["null", "string"], title="Artifact registry", section=corpus_s,
                           description="wandb://ENTITY/PROJECT or a folder. Blank: RAGINDEX_REGISTRY, else the "
                                       "local registry under RAGINDEX_HOME."),
+        "chunk_size": Param(chunking.chunk_size, type="integer", minimum=50, maximum=20000, title="Chunk size",
+                            section=build_s, description="Maximum characters per chunk (recursive character splitter)."),
+        "chunk_overlap": Param(chunking.chunk_overlap, type="integer", minimum=0, maximum=5000, title="Chunk overlap",
+                               section=build_s,
+                               description="Characters shared by consecutive chunks; must be smaller than the chunk size."),
+        "embedding_model": Param(DEFAULT_MODEL, type="string", minLength=1, title="Embedding model", section=build_s,
+                                 description="sentence-transformers model name or a local model folder on the workers. "
+                                             "Changing it re-embeds everything (the cache is per model)."),
+        "index_kind": Param(index.kind, type="string", enum=list(INDEX_KINDS), title="FAISS index kind", section=build_s,
+                            description="flat: exact search (default). hnsw: approximate, for large corpora."),
         "eval_questions": Param(default_eval_questions(), type="string", minLength=1, title="Eval question set",
+                                section=gate_s,
                                 description="JSON-lines file of {question, expected_source}; logged as the "
                                             "eval-questions artifact and used as an input of the eval report."),
-        "eval_k": Param(gate.k, type="integer", minimum=1, maximum=100, title="Eval k",
+        "eval_k": Param(gate.k, type="integer", minimum=1, maximum=100, title="Eval k", section=gate_s,
                         description="Hits per question for recall@k and MRR."),
         "min_recall": Param(gate.min_recall, type="number", minimum=0, maximum=1, title="Minimum recall@k",
-                            description="Gate: the candidate must reach at least this recall@k."),
+                            section=gate_s, description="Gate: the candidate must reach at least this recall@k."),
         "max_regression": Param(gate.max_regression, type="number", minimum=0, maximum=1, title="Tolerated regression",
+                                section=gate_s,
                                 description="Gate: the candidate may be worse than production by at most this "
                                             "much (recall@k and MRR)."),
+        "max_documents_removed": Param(drift.max_documents_removed, type="number", minimum=0, maximum=1,
+                                       title="Documents removed (share)", section=data_s,
+                                       description="Warn when more than this share of production's documents is gone."),
+        "max_chunks_changed": Param(drift.max_chunks_changed, type="number", minimum=0, maximum=1,
+                                    title="Chunks changed (share)", section=data_s,
+                                    description="Warn when chunk texts added plus removed exceed this share of "
+                                                "production's."),
+        "max_new_pii_documents": Param(drift.max_new_pii_documents, type="integer", minimum=0,
+                                       title="Documents newly with PII", section=data_s,
+                                       description="Warn when more documents than this newly contain e-mail "
+                                                   "addresses, phone or card numbers."),
+        "max_chunk_length_drop": Param(drift.max_chunk_length_drop, type="number", minimum=0, maximum=1,
+                                       title="Drop in mean chunk length", section=data_s,
+                                       description="Warn when chunks are shorter on average by more than this share."),
+        "max_duplicate_increase": Param(drift.max_duplicate_increase, type="number", minimum=0, maximum=1,
+                                        title="Rise in duplicate chunks", section=data_s,
+                                        description="Warn when duplicate chunks rise by more than this share of all "
+                                                    "chunks. A warning needs a reviewer's explicit approval; "
+                                                    "without a reviewer it fails the run."),
         "require_approval": Param(review.require_approval, type="boolean", title="Require human approval",
+                                  section=review_s,
                                   description="Wait for a reviewer in Required Actions before promoting. Off: a "
-                                              "passing gate promotes directly."),
+                                              "passing gate (with no data-gate warning) promotes directly."),
         "review_timeout_hours": Param(review.timeout_hours, type="number", minimum=0.01, title="Review timeout (hours)",
+                                      section=review_s,
                                       description="Without an answer in this time the review counts as rejected."),
-        "promote": Param(True, type="boolean", title="Promote",
+        "promote": Param(True, type="boolean", title="Promote", section=review_s,
                          description="Move the production alias when the gate (and review) pass. Backfill runs "
                                      "never promote, whatever this says."),
+        "max_document_chars": Param(documents.max_chars, type="integer", minimum=1000, title="Characters per document",
+                                    section=limits_s,
+                                    description="A document with more text is refused (named, with the rule) and "
+                                                "not parsed again until it changes."),
+        "max_document_chunks": Param(documents.max_chunks, type="integer", minimum=1, title="Chunks per document",
+                                     section=limits_s, description="A document that would make more chunks is refused."),
+        "max_documents": Param(corpus.max_documents, type="integer", minimum=1, title="Documents per corpus",
+                               section=limits_s,
+                               description="A corpus with more documents fails the run before anything is embedded "
+                                           "(a mis-pointed source costs seconds)."),
+        "max_corpus_chars": Param(corpus.max_chars, type="integer", minimum=1, title="Characters per corpus",
+                                  section=limits_s,
+                                  description="A corpus with more text fails the run before anything is embedded."),
         "embed_shard_size": Param(shards.shard_size, type="integer", minimum=1, title="Texts per embedding shard",
+                                  section=limits_s,
                                   description="The texts to embed are split into shards of about this size, one "
                                               "mapped task each, so workers share the work."),
-        "max_embed_shards": Param(shards.max_shards, type="integer", minimum=1, maximum=256, title="Maximum embedding shards",
+        "max_embed_shards": Param(shards.max_shards, type="integer", minimum=1, maximum=256,
+                                  title="Maximum embedding shards", section=limits_s,
                                   description="Upper bound on mapped embedding tasks per run."),
     }
 

@@ -136,7 +136,8 @@ class IndexReviewOperator(ApprovalOperator):
             actor=who.get("name") or who.get("id") or ("timeout" if timed_out else "unknown"), reason=reason,
             pipeline_run=ctx.pipeline_run_id,
             details={"airflow_user": who, "responded_at": responded.isoformat() if responded else None,
-                     "task": f"{context['ti'].dag_id}.{context['ti'].task_id}", "try": context["ti"].try_number})
+                     "task": f"{context['ti'].dag_id}.{context['ti'].task_id}", "try": context["ti"].try_number,
+                     "warnings_shown": context["ti"].xcom_pull(task_ids="evaluate_index").get("warnings") or []})
         self.log.info("review of %s: %s (record %s)", decision.ref, describe(decision), decision.record_id)
         return super().execute_complete(context, event) | {"decision": decision.to_json()}
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ragindex_airflow.context import ingest_context, run_type
+from ragindex_airflow.context import ingest_context, review_settings, run_type
 from ragindex_airflow.params import param_value
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,21 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
                         outcome=outcome.to_json(), embedded=built["embedded"], reused=built["reused"],
                         source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
     summary = review_summary(ctx.registry, given, names=ctx.names)
+    for warning in outcome.warnings:
+        log.warning("data gate: %s", warning)
+    problem = None
     if not outcome.passed:
-        message = f"evaluation gate failed for {built['index']}: {outcome.reason} (report {outcome.report})"
+        problem = f"evaluation gate failed for {built['index']}: {outcome.reason} (report {outcome.report})"
+    elif outcome.warnings and not review_settings(context["params"]).require_approval and context["params"].get(
+            "promote", True):
+        problem = (f"data gate for {built['index']}: {'; '.join(outcome.warnings)} (report {outcome.report}); "
+                   "require_approval=false, so nobody can approve it explicitly")
+    if problem:
         if ctx.promotes:
-            raise AirflowFailException(f"{message}; not promoted")
-        # A backfill rebuilds a past corpus, which may well score below today's production; it never
-        # promotes (review and promote skip themselves), so the gate is recorded, not a run failure.
-        log.warning("%s; %s run: recorded, never promoted", message, ctx.run_type)
+            raise AirflowFailException(f"{problem}; not promoted")
+        # A backfill rebuilds a past corpus, which may well score below today's production or drift from
+        # it; it never promotes (review and promote skip themselves), so this is recorded, not a failure.
+        log.warning("%s; %s run: recorded, never promoted", problem, ctx.run_type)
     return outcome.to_json() | {"index": built["index"], "review_markdown": summary}
 
 

@@ -154,3 +154,9 @@ def test_build_settings_round_trip_and_reject_unknown_keys() -> None:
         BuildSettings.from_dict(settings.to_dict() | {"chunk_sise": 3})
     with pytest.raises(SettingsError, match="chunk_overlap"):
         BuildSettings.from_dict({"chunking": {"chunk_size": 100, "chunk_overlap": 200}})
+
+
+def test_the_space_points_are_exactly_what_str_isspace_accepts() -> None:
+    from ragindex.chunking import SPACE_POINTS
+
+    assert list(SPACE_POINTS) == [c for c in range(0x110000) if chr(c).isspace()]

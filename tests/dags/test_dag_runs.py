@@ -10,7 +10,8 @@ runs stays small), in named phases, each building on the one before:
 6. rag_rollback: back to the previous production; a version that does not exist fails the run;
 7. rag_rollback to a version that never held production (it failed its gate): refused, needs a reason when
    forced, and is recorded as a forced rollback;
-8. every move of production (two promotions, two rollbacks) was an event of the production-index Asset.
+8. every move of production (two promotions, two rollbacks) was an event of the production-index Asset;
+9. a document with PII appears and no reviewer is asked (require_approval=false): the data gate fails the run.
 """
 
 from __future__ import annotations
@@ -292,6 +293,19 @@ def every_production_move_was_announced(scenario, events_before: int):
     assert events[1]["previous_digest"] == reg.get("vector-index:v0").digest
 
 
+def data_gate_fails_a_run_that_nobody_reviews(dags, scenario, capfd):
+    (scenario.corpus / "contacts.md").write_text("# Contacts\n\nFor damaged pallets call the night lead on "
+                                                 "0151 496 0732 or write to night.lead@example.com.\n")
+    production = scenario.production().ref
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    assert state == "failed" and tis["evaluate_index"] == ["failed"], tis
+    out, err = capfd.readouterr()
+    assert "data gate" in out + err and "newly contain PII" in out + err and "contacts.md" in out + err
+    report = scenario.registry.get("eval-report:latest")
+    assert any("contacts.md" in w for w in report.metadata["drift_warnings"])
+    assert scenario.production().ref == production
+
+
 def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
     """The phases of the module docstring, in order; a failure names its phase."""
     dags, scenario = FreshDags(), Scenario(tmp_path / "scenario")
@@ -314,3 +328,5 @@ def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
         rollback_to_a_version_never_approved_is_refused_unless_forced(dags, scenario, capfd)
     with phase("8 every production move is an Asset event"):
         every_production_move_was_announced(scenario, events_before)
+    with phase("9 a document with PII, nobody to review it: the data gate fails the run"):
+        data_gate_fails_a_run_that_nobody_reviews(dags, scenario, capfd)

@@ -45,11 +45,14 @@ class Handbook:
         self.registry = open_registry(str(root / "registry"))
         self.runs = 0
 
+    def context(self, run_id: str) -> IngestContext:
+        return IngestContext(self.registry, run_id, BuildSettings(chunking=ChunkingSettings(200, 20)),
+                             source=str(self.corpus), run_type="manual", work_root=self.root / "work",
+                             gate=GateSettings(min_recall=0.5))
+
     def run(self) -> tuple[dict, ReviewInput]:
         self.runs += 1
-        ctx = IngestContext(self.registry, f"run-{self.runs}", BuildSettings(chunking=ChunkingSettings(200, 20)),
-                            source=str(self.corpus), run_type="manual", work_root=self.root / "work",
-                            gate=GateSettings(min_recall=0.5))
+        ctx = self.context(f"run-{self.runs}")
         built = ingest(ctx)
         outcome = evaluate_index(ctx, built["index"], self.questions)
         return built, ReviewInput(raw_ref=built["raw"], chunks_ref=built["chunks"], index_ref=built["index"],

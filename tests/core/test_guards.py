@@ -1,0 +1,135 @@
+"""Content guards: hostile files beside good documents. Each hostile kind is refused with the file and the rule,
+every good document is kept, and the build stays within a time and memory bound (stated below) however big
+the hostile file is; a mis-pointed source fails in seconds, before any embedding."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ragindex.errors import SourceError
+from ragindex.parsing import prose_problem
+from ragindex.pipeline import build
+from ragindex.settings import CorpusLimits, DocumentLimits
+
+from .conftest import SMALL, write_files
+
+GOOD = {
+    "returns.md": "# Returns\n\nCustomers may return unused items within 30 days with the receipt. Damaged goods "
+                  "are collected by the carrier at no cost to the customer.\n",
+    "shifts.txt": "Night shifts start at ten and end at six. Every shift begins with a five-minute safety talk.\n",
+    "faq.html": "<html><body><h1>FAQ</h1><p>Parcels are insured up to 500 euros. Larger values need a "
+                "declared-value form.</p></body></html>",
+}
+BOUND_S, BOUND_MB = 120.0, 1500  # the stated bound for the hostile build below (the 24 MB file is never read)
+
+BUILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from dataclasses import replace
+from ragindex.pipeline import build
+from ragindex.settings import BuildSettings, ChunkingSettings, DocumentLimits
+settings = BuildSettings(chunking=ChunkingSettings(200, 20), documents=replace(DocumentLimits(), max_chunks=40))
+started = time.monotonic()
+result = build(sys.argv[1], Path(sys.argv[2]), settings)
+print(json.dumps({"seconds": time.monotonic() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "failed": result.failed, "documents": result.documents, "chunks": result.chunks}))
+"""
+
+
+def hostile_corpus(root: Path) -> tuple[Path, dict[str, str]]:
+    """The good documents, and each hostile kind with the rule that must refuse it."""
+    rng = random.Random(7)
+    corpus = write_files(root / "corpus", GOOD)
+    with open(corpus / "attachment.txt", "wb") as fh:  # 24 MB of base64 without whitespace
+        for _ in range(24):
+            fh.write(base64.b64encode(rng.randbytes(3 * 2**18)))
+    (corpus / "encoded.txt").write_text(base64.encodebytes(rng.randbytes(60_000)).decode())
+    js = "function(a,b){return a.map(function(c){return c*b+1})};var x=" * 400
+    (corpus / "bundle.min.js").write_text(js)
+    (corpus / "dump.txt").write_text(" ".join(rng.randbytes(40_000).hex()[i:i + 8] for i in range(0, 80_000, 8)))
+    (corpus / "readings.csv").write_text("\n".join(",".join(str(rng.randint(0, 99999)) for _ in range(10))
+                                                 for _ in range(3000)))
+    (corpus / "manual.md").write_text("# Manual\n\n" + "\n\n".join(
+        f"Step {i}: check the pallet labels, scan the parcel and confirm the route on the handheld." for i in range(400)))
+    expected = {"attachment.txt": "too large", "encoded.txt": "tokens are words", "bundle.min.js": "minified code",
+                "dump.txt": "lines of 5,000+", "readings.csv": "tokens are words", "manual.md": "too many chunks"}
+    return corpus, expected
+
+
+def test_hostile_files_are_refused_by_rule_and_good_documents_kept_within_bounds(tmp_path: Path) -> None:
+    corpus, expected = hostile_corpus(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", BUILD, str(corpus), str(tmp_path / "index")], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    refused = {f["path"]: f["reason"] for f in report["failed"]}
+    assert set(refused) == set(expected), refused
+    for path, rule in expected.items():
+        assert rule in refused[path], (path, refused[path])
+    assert report["documents"] == len(GOOD), "every good document is kept"
+    print(f"hostile build: {report['seconds']:.1f} s, peak RSS {report['peak_mb']:.0f} MB (bound {BOUND_S:.0f} s, "
+          f"{BOUND_MB} MB)")
+    assert report["seconds"] < BOUND_S and report["peak_mb"] < BOUND_MB
+
+
+def test_a_refused_document_is_not_parsed_again_until_it_changes(tmp_path: Path, monkeypatch) -> None:
+    import ragindex.pipeline as pipeline
+
+    corpus = write_files(tmp_path / "c", {**GOOD, "readings.csv": "1,2,3\n" * 2000})
+    first = build(str(corpus), tmp_path / "i1", SMALL)
+    assert {f["path"] for f in first.failed} == {"readings.csv"}
+    parsed: list[str] = []
+    real = pipeline.parse_document
+    monkeypatch.setattr(pipeline, "parse_document", lambda file, rel, **kw: parsed.append(rel) or real(file, rel, **kw))
+    again = build(str(corpus), tmp_path / "i2", SMALL, previous=tmp_path / "i1")
+    assert parsed == [] and [f["path"] for f in again.failed] == ["readings.csv"]
+    (corpus / "readings.csv").write_text("Readings are taken every morning by the shift lead.\n")
+    third = build(str(corpus), tmp_path / "i3", SMALL, previous=tmp_path / "i2")
+    assert parsed == ["readings.csv"] and third.failed == [] and third.documents == len(GOOD) + 1
+
+
+def test_a_mis_pointed_source_fails_before_anything_is_embedded(tmp_path: Path, monkeypatch) -> None:
+    import ragindex.embedding as embedding
+
+    def must_not_embed(*args, **kwargs):
+        raise AssertionError("nothing may be embedded for a corpus over its limits")
+
+    monkeypatch.setattr(embedding, "encode_texts", must_not_embed)
+    drive = tmp_path / "drive"
+    for i in range(300):
+        write_files(drive / f"dir{i % 7}", {f"log-{i}.txt": f"line {i}: service started\n"})
+    too_many = replace(SMALL, corpus=CorpusLimits(max_documents=100))
+    with pytest.raises(SourceError, match=r"'.*drive': more than max_documents=100 documents"):
+        build(str(drive), tmp_path / "index", too_many, work_root=tmp_path)
+    too_much_text = replace(SMALL, corpus=CorpusLimits(max_chars=2_000))
+    with pytest.raises(SourceError, match=r"characters of text, more than max_corpus_chars=2,000"):
+        build(str(drive), tmp_path / "index", too_much_text)
+
+
+def test_the_prose_rules_pass_real_documentation(tmp_path: Path) -> None:
+    """Python's own documentation sources (reST), if installed, and the sample corpus: none is refused."""
+    from ragindex.parsing import decode_text
+
+    root = Path("/usr/share/doc/python3.11/html/_sources")
+    sources = sorted(root.rglob("*.txt"))[:400] if root.is_dir() else []
+    sample = Path(__file__).resolve().parents[2] / "include" / "sample_data" / "corpus"
+    texts = {str(p): decode_text(p.read_bytes()) for p in [*sources, *sample.rglob("*.md"), *sample.rglob("*.txt")]}
+    refused = {path: why for path, text in texts.items() if (why := prose_problem(text))}
+    assert refused == {}
+    assert len(texts) >= 8
+
+
+def test_limits_are_checked_settings() -> None:
+    with pytest.raises(Exception, match="max_document_chars"):
+        DocumentLimits(max_chars=10)
+    assert re.search(r"\d", prose_problem("0 1 2 3 4 5 6 7 8 9 " * 100) or "")
