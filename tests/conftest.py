@@ -14,6 +14,9 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 REPO = Path(__file__).resolve().parents[1]
+# Exported ONNX models are made once per checkout and shared by every test process (each test has its own
+# RAGINDEX_HOME; exporting per test would dominate the suite's time).
+os.environ.setdefault("RAGINDEX_MODELS", str(REPO / ".ragindex" / "models"))
 ARTIFACTS = REPO / "test-artifacts"  # screenshots of the UI checks (git-ignored), to look at
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling hosts this closed network refuses.

@@ -11,7 +11,9 @@ from typing import Any, Sequence
 
 from ragindex.errors import RagindexError
 from ragindex.settings import (
+    DEFAULT_EMBEDDING_BACKEND,
     DEFAULT_MODEL,
+    EMBEDDING_BACKENDS,
     BuildSettings,
     ChunkingSettings,
     CorpusLimits,
@@ -36,6 +38,8 @@ def add_build_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splitter", default=chunking.splitter,
                         help="recursive (default) or markdown (split on headers first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model: a local folder or a name (default: %(default)s)")
+    parser.add_argument("--embedding-backend", default=DEFAULT_EMBEDDING_BACKEND, choices=EMBEDDING_BACKENDS,
+                        help="how vectors are computed (default: %(default)s; a change re-embeds everything)")
     parser.add_argument("--index-kind", default=index.kind, help="flat (exact, default) or hnsw (large corpora)")
     documents, corpus = DocumentLimits(), CorpusLimits()
     parser.add_argument("--max-document-chars", type=int, default=documents.max_chars,
@@ -58,6 +62,7 @@ def settings_from_args(args: argparse.Namespace) -> BuildSettings:
         chunking=ChunkingSettings(args.chunk_size, args.chunk_overlap, args.splitter),
         index=IndexSettings(kind=args.index_kind),
         model=args.model,
+        embedding_backend=args.embedding_backend,
         documents=replace(DocumentLimits(), max_chars=args.max_document_chars, max_chunks=args.max_document_chunks),
         corpus=replace(CorpusLimits(), max_documents=args.max_documents, max_chars=args.max_corpus_chars),
     )
@@ -162,6 +167,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"{report.source} -> {report.target}: {len(report.copied)} versions copied, {len(report.present)} "
               f"already there; {report.decisions_copied} decisions and {report.moves_copied} alias moves copied "
               f"({report.decisions_present} and {report.moves_present} already there)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve /search for the version behind an alias, following it when it moves."""
+    from ragindex.serve import serve
+
+    serve(args.registry, name=args.name, alias=args.alias, host=args.host, port=args.port, poll_s=args.poll_seconds)
     return 0
 
 
@@ -345,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="target", required=True, help="the registry to write (URI or folder)")
     p.add_argument("--names", nargs="*", default=None, help="artifact names (default: every name the source has)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("serve", parents=[registry],
+                       help="HTTP /search for the version behind an alias (default production), following it")
+    p.add_argument("--name", default="vector-index")
+    p.add_argument("--alias", default="production")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (POST /refresh: now)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("init", parents=[registry], help="create a registry (a local catalogue or a W&B project)")
     p.set_defaults(func=cmd_init)

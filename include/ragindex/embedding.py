@@ -1,4 +1,8 @@
-"""Embed chunk texts with sentence-transformers, never embedding the same (model, text) twice.
+"""Embed chunk texts, never embedding the same (model, backend, text) twice.
+
+Backends: ``torch`` (sentence-transformers), ``onnx`` and ``onnx-int8`` (the same model exported to ONNX and
+run by onnxruntime; see ``ragindex.onnx_model``). The backend is part of the model identity, so vectors of
+different backends never meet in a cache or an index, and queries are encoded with the index's backend.
 
 A text's vector must not depend on which other texts share its batch: then a vector reused from the
 cache, one computed on another worker's shard and one from a fresh build are bit-identical, and an
@@ -19,13 +23,13 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ragindex.chunking import Chunk
 from ragindex.errors import SettingsError
-from ragindex.settings import DEFAULT_MODEL
+from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +61,33 @@ def _folder_fingerprint(folder: str, stamp: tuple) -> str:
     return h.hexdigest()[:16]
 
 
-def model_identity(model: str) -> str:
-    """Cache key part naming the exact weights, so changed weights under the same name never reuse vectors."""
-    location = resolve_model_location(model)
-    folder = Path(location)
-    if folder.is_dir():
-        stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
-        name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
-        return f"{name}@{_folder_fingerprint(str(folder), stamp)}/{EMBEDDING_RECIPE}"
-    return f"{model}/{EMBEDDING_RECIPE}"
+def model_fingerprint(model: str) -> tuple[Path | None, str]:
+    """The model's folder (None for a hub name) and a hash of its weight files."""
+    folder = Path(resolve_model_location(model))
+    if not folder.is_dir():
+        return None, ""
+    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    return folder, _folder_fingerprint(str(folder), stamp)
+
+
+def embedding_recipe(backend: str) -> str:
+    """How vectors are computed, for a model identity: the backend, its runtime version, the batching."""
+    if backend == "torch":
+        return EMBEDDING_RECIPE
+    from ragindex.onnx_model import ONNX_INT8, onnxruntime_version
+
+    batching = f"single-{LENGTH_BUCKET}" if backend == ONNX_INT8 else EMBEDDING_RECIPE
+    return f"{backend}-ort{onnxruntime_version()}/{batching}"
+
+
+def model_identity(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> str:
+    """Cache key part naming the exact weights and how vectors are made from them, so changed weights under the
+    same name, or another backend, never reuse vectors."""
+    if backend not in EMBEDDING_BACKENDS:
+        raise SettingsError(f"embedding backend {backend!r}: must be one of {', '.join(EMBEDDING_BACKENDS)}")
+    folder, fingerprint = model_fingerprint(model)
+    name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
+    return f"{name}@{fingerprint}/{embedding_recipe(backend)}" if folder else f"{model}/{embedding_recipe(backend)}"
 
 
 @lru_cache(maxsize=2)
@@ -103,48 +125,91 @@ def length_bucket(n_tokens: int, max_length: int) -> int:
     return min(max_length, -(-max(n_tokens, 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
 
 
-def fixed_shape_batches(lengths: Sequence[int], max_length: int) -> list[tuple[int, int, list[int]]]:
-    """(bucket length, batch size, text indices) for every forward pass; a pure function of the lengths."""
+def fixed_shape_batches(lengths: Sequence[int], max_length: int, tokens_per_batch: int | None = None
+                        ) -> list[tuple[int, int, list[int]]]:
+    """(bucket length, batch size, text indices) for every forward pass; a pure function of the lengths.
+    ``tokens_per_batch`` 0 means one text per pass."""
+    per_batch = TOKENS_PER_BATCH if tokens_per_batch is None else tokens_per_batch
     buckets: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         buckets.setdefault(length_bucket(n, max_length), []).append(i)
     out = []
     for length in sorted(buckets):
-        size = max(1, TOKENS_PER_BATCH // length)
+        size = max(1, per_batch // length)
         members = buckets[length]
         out.extend((length, size, members[lo:lo + size]) for lo in range(0, len(members), size))
     return out
 
 
-def _forward_fixed(st, texts: list[str], length: int, size: int) -> np.ndarray:
-    """One forward pass of exactly ``size`` rows × ``length`` tokens."""
-    import torch
+class TorchEncoder:
+    """sentence-transformers on torch: the reference backend (and the one models the ONNX export comes from)."""
 
-    features = st.tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
-    if len(texts) < size:
-        features = {k: torch.cat([v, v[:1].repeat(size - len(texts), 1)]) for k, v in features.items()}
-    with torch.inference_mode():
-        vectors = st.forward(dict(features))["sentence_embedding"][: len(texts)]
-        vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
-    return vectors.cpu().numpy().astype(np.float32, copy=False)
+    tokens_per_batch = None
+
+    def __init__(self, model: str) -> None:
+        self.st = load_model(model)
+        self.max_length = int(self.st.max_seq_length or 512)
+        self.dimension = embedding_dimension(self.st)
+
+    def tokenize(self, texts: Sequence[str]) -> list[Any]:
+        ids = self.st.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return [(text, len(i)) for text, i in zip(texts, ids)]
+
+    @staticmethod
+    def length(item: Any) -> int:
+        return item[1]
+
+    def forward(self, items: Sequence[Any], length: int, size: int) -> np.ndarray:
+        """One forward pass of exactly ``size`` rows × ``length`` tokens."""
+        import torch
+
+        texts = [text for text, _ in items]
+        features = self.st.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
+                                     return_tensors="pt")
+        if len(texts) < size:
+            features = {k: torch.cat([v, v[:1].repeat(size - len(texts), 1)]) for k, v in features.items()}
+        with torch.inference_mode():
+            vectors = self.st.forward(dict(features))["sentence_embedding"][: len(texts)]
+            vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+    def query(self, text: str) -> np.ndarray:
+        """A question's vector for search: latency matters here and bit-reproducibility does not."""
+        vector = self.st.encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return vector.astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=4)
+def encoder(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> Any:
+    """The process's encoder for a model and backend (loaded once; the ONNX ones import no torch)."""
+    if backend == "torch":
+        return TorchEncoder(model)
+    folder, fingerprint = model_fingerprint(model)
+    if folder is None:
+        raise SettingsError(f"model {model!r}: the onnx backends need a local model folder (a hub name cannot be "
+                            "exported offline); use embedding_backend=torch")
+    from ragindex.onnx_model import onnx_encoder
+
+    return onnx_encoder(str(folder), fingerprint, backend)
 
 
 def encode_texts(
     model: str,
     texts: Sequence[str],
     *,
+    backend: str = DEFAULT_EMBEDDING_BACKEND,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """L2-normalised float32 vectors, each independent of the other texts (see the module docstring)."""
-    st = load_model(model)
-    out = np.empty((len(texts), embedding_dimension(st)), dtype=np.float32)
+    enc = encoder(model, backend)
+    out = np.empty((len(texts), enc.dimension), dtype=np.float32)
     if not texts:
         return out
-    max_length = int(st.max_seq_length or 512)
-    lengths = [len(ids) for ids in st.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    items = enc.tokenize(texts)
     started, done, last_log = time.monotonic(), 0, time.monotonic()
-    for length, size, members in fixed_shape_batches(lengths, max_length):
-        out[members] = _forward_fixed(st, [texts[i] for i in members], length, size)
+    for length, size, members in fixed_shape_batches([enc.length(i) for i in items], enc.max_length,
+                                                     enc.tokens_per_batch):
+        out[members] = enc.forward([items[i] for i in members], length, size)
         done += len(members)
         if on_progress:
             on_progress(done, len(texts))
@@ -154,10 +219,9 @@ def encode_texts(
     return out
 
 
-def encode_query(model: str, text: str) -> np.ndarray:
-    """A question's vector for search: latency matters here and bit-reproducibility does not."""
-    vector = load_model(model).encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    return vector.astype(np.float32, copy=False)
+def encode_query(model: str, text: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> np.ndarray:
+    """A question's vector for search, with the backend the index was built with."""
+    return encoder(model, backend).query(text)
 
 
 @dataclass

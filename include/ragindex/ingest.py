@@ -89,7 +89,7 @@ def pull_documents(ctx: IngestContext) -> PullResult:
     work = ctx.work
     prune_work_dirs(work.root.parent, work.root)
     snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus)
-    fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model))
+    fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model, ctx.settings.embedding_backend))
     existing = index_for_corpus(ctx, snap.content_digest, fingerprint)
     if existing is not None and existing.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
         why = unchanged_reason(ctx, existing)
@@ -141,7 +141,7 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
     from ragindex.embedding import model_identity
 
     work = ctx.work
-    previous = previous_index_for(ctx, model_identity(ctx.settings.model))
+    previous = previous_index_for(ctx, model_identity(ctx.settings.model, ctx.settings.embedding_backend))
     previous_dir = ctx.registry.download(previous.ref) if previous else None
     result = chunk_snapshot(ctx.registry.download(raw_ref), work.chunks, ctx.settings, previous=previous_dir,
                             source=ctx.source)
@@ -157,7 +157,7 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
                               quality={"chunk_length": q["chunk_length"], "parse_failures": len(q["parse_failures"]),
                                        "duplicate_chunks": q["duplicate_chunks"], "pii_totals": q["pii_totals"],
                                        "documents_with_pii": len(q["pii"])}))
-    plan = plan_embeddings(work, previous_dir, ctx.settings.model, ctx.shards)
+    plan = plan_embeddings(work, previous_dir, ctx.settings, ctx.shards)
     log.info("%s: %d documents (%d parsed, %d unchanged, %d failed), %d chunks; to embed %d new texts in %d "
              "shard(s), %d chunks reuse vectors of %s", version.ref, result.documents, result.parsed,
              result.documents_reused, len(result.failed), result.chunks, plan.to_embed, len(plan.shards),
@@ -202,6 +202,7 @@ def build_index(ctx: IngestContext, raw_ref: str, chunks_ref: str) -> IndexResul
         metadata=ctx.metadata(raw=raw_ref, chunks_ref=chunks_ref, chunks=stats["chunks"],
                               documents=stats["documents"], embedded=stats["embedded"], reused=stats["reused"],
                               model=ctx.settings.model, model_identity=identity, dimension=index_meta["dimension"],
+                              embedding_backend=ctx.settings.embedding_backend,
                               index_kind=ctx.settings.index.kind, corpus_digest=index_meta["corpus_digest"],
                               chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
                               settings_fingerprint=ctx.settings_fingerprint(identity)))

@@ -200,14 +200,15 @@ def read_chunking(chunks_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- embed
 
-def plan_embeddings(work: WorkDir, previous_index: Path | None, model: str,
+def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildSettings,
                     shards: ShardSettings | None = None) -> EmbedPlan:
     """Decide which texts need the model and split them into shards; the vectors reused from the
     previous index are copied beside the plan, so later stages never read that index again."""
     from ragindex.embedding import model_identity, plan_embedding, save_vectors
     from ragindex.indexing import cached_vectors
 
-    identity = model_identity(model)
+    model, backend = settings.model, settings.embedding_backend
+    identity = model_identity(model, backend)
     cache = cached_vectors(previous_index, identity) if previous_index else {}
     chunks = read_chunks_file(work.chunks)
     plan = plan_embedding(chunks, cache)
@@ -216,7 +217,7 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, model: str,
     save_vectors(work.reused, reused_shas, reused)
     shard_lists = plan.shards((shards or ShardSettings()).count(len(plan.to_embed)))
     result = EmbedPlan(model=model, model_identity=identity, reused=plan.reused, total_chunks=plan.total_chunks,
-                       shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists))
+                       shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists), backend=backend)
     result.write(work.plan)
     return result
 
@@ -229,7 +230,8 @@ def embed_shard(work: WorkDir, shard: int) -> int:
     wanted = plan.shards[shard]
     wanted_set = set(wanted)
     texts_by_sha = {c.sha256: c.text for c in read_chunks_file(work.chunks) if c.sha256 in wanted_set}
-    vectors = encode_texts(plan.model, [texts_by_sha[s] for s in wanted]) if wanted else np.zeros((0, 0), np.float32)
+    vectors = (encode_texts(plan.model, [texts_by_sha[s] for s in wanted], backend=plan.backend) if wanted
+               else np.zeros((0, 0), np.float32))
     save_vectors(work.shard(shard), wanted, vectors)
     return len(wanted)
 
@@ -248,7 +250,8 @@ def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Pat
     vectors = assemble_vectors(chunks, lookup, dimension)
     chunking = read_chunking(work.chunks)
     quality = read_quality(work.chunks)
-    desc = {"model": plan.model, "model_identity": plan.model_identity, "corpus_digest": chunking["corpus_digest"],
+    desc = {"model": plan.model, "model_identity": plan.model_identity, "embedding_backend": plan.backend,
+            "corpus_digest": chunking["corpus_digest"],
             "documents": quality["documents"], **{k: chunking.get(k) for k in chunking_key(settings)}}
     # documents.jsonl travels with the index so that the next build can skip unchanged documents
     write_index_dir(out_dir or work.index, chunks, vectors, index_settings=settings.index, description=desc,
@@ -294,7 +297,7 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     try:
         snap = snapshot(source, work.raw, as_of, settings.corpus)
         chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
-        plan = plan_embeddings(work, previous, settings.model, ShardSettings(max_shards=1))
+        plan = plan_embeddings(work, previous, settings, ShardSettings(max_shards=1))
         for shard in range(len(plan.shards)):
             embed_shard(work, shard)
         stats = build_index_from_shards(work, settings, Path(out))

@@ -37,6 +37,7 @@ class Retriever:
         self.index = read_faiss(self.index_dir)
         self.docstore = DocstoreReader.open(self.index_dir)
         self.model = self.settings["model"]
+        self.backend = self.settings.get("embedding_backend", "torch")  # indexes before backends were torch
         self.ref = ref
 
     @classmethod
@@ -65,7 +66,7 @@ class Retriever:
             return []
         from ragindex.embedding import encode_query
 
-        query = encode_query(self.model, question)
+        query = encode_query(self.model, question, self.backend)
         scores, rows = self.index.search(np.ascontiguousarray(query), min(k, self.index.ntotal))
         valid = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]
         records = self.docstore.get([r for _, r in valid])

@@ -15,6 +15,9 @@ from typing import Any
 from ragindex.errors import SettingsError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# onnx: the same vectors as torch (cosine 1.0), a start without torch, faster encoding; see the README.
+EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+DEFAULT_EMBEDDING_BACKEND = "onnx"
 SPLITTERS = ("recursive", "markdown")
 INDEX_KINDS = ("flat", "hnsw")
 
@@ -104,6 +107,7 @@ class BuildSettings:
     chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     model: str = DEFAULT_MODEL
+    embedding_backend: str = DEFAULT_EMBEDDING_BACKEND
     parse_timeout_s: float = 60.0
     parse_memory_mb: int = 1536
     documents: DocumentLimits = field(default_factory=DocumentLimits)
@@ -112,6 +116,9 @@ class BuildSettings:
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
             raise SettingsError("model: must name a sentence-transformers model or a local model folder")
+        if self.embedding_backend not in EMBEDDING_BACKENDS:
+            raise SettingsError(f"embedding_backend={self.embedding_backend!r}: must be one of "
+                                f"{', '.join(EMBEDDING_BACKENDS)}")
         if self.parse_timeout_s <= 0:
             raise SettingsError(f"parse_timeout_s={self.parse_timeout_s}: must be positive")
 
@@ -198,3 +205,9 @@ class ReviewSettings:
 def ragindex_home() -> Path:
     """Where caches, work files and the default local registry live (``RAGINDEX_HOME``)."""
     return Path(os.environ.get("RAGINDEX_HOME") or Path.home() / ".ragindex").expanduser()
+
+
+def models_home() -> Path:
+    """Where exported models (ONNX) are kept: ``RAGINDEX_MODELS``, else ``$RAGINDEX_HOME/models``."""
+    configured = os.environ.get("RAGINDEX_MODELS", "").strip()
+    return Path(configured).expanduser() if configured else ragindex_home() / "models"

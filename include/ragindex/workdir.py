@@ -100,6 +100,7 @@ class EmbedPlan:
     reused: int
     total_chunks: int
     shards: tuple[tuple[str, ...], ...]
+    backend: str = "torch"
 
     @property
     def to_embed(self) -> int:
@@ -119,4 +120,4 @@ class EmbedPlan:
         """The plan a chunk step wrote."""
         body = json.loads(Path(path).read_text())
         return cls(body["model"], body["model_identity"], body["reused"], body["total_chunks"],
-                   tuple(tuple(s) for s in body["shards"]))
+                   tuple(tuple(s) for s in body["shards"]), body.get("backend", "torch"))

@@ -54,6 +54,7 @@ def build_settings(params: dict[str, Any]):
     from dataclasses import replace
 
     from ragindex.settings import (
+        DEFAULT_EMBEDDING_BACKEND,
         DEFAULT_MODEL,
         BuildSettings,
         ChunkingSettings,
@@ -67,6 +68,7 @@ def build_settings(params: dict[str, Any]):
         chunking=ChunkingSettings(int(params["chunk_size"]), int(params["chunk_overlap"])),
         index=IndexSettings(kind=param_value(params, "index_kind", IndexSettings.kind)),
         model=param_value(params, "embedding_model", DEFAULT_MODEL),
+        embedding_backend=param_value(params, "embedding_backend", DEFAULT_EMBEDDING_BACKEND),
         documents=replace(documents, max_chars=int(param_value(params, "max_document_chars", documents.max_chars)),
                           max_chunks=int(param_value(params, "max_document_chunks", documents.max_chunks))),
         corpus=replace(corpus, max_documents=int(param_value(params, "max_documents", corpus.max_documents)),

@@ -10,7 +10,9 @@ from typing import Any
 from airflow.sdk import Param
 
 from ragindex.settings import (
+    DEFAULT_EMBEDDING_BACKEND,
     DEFAULT_MODEL,
+    EMBEDDING_BACKENDS,
     INDEX_KINDS,
     ChunkingSettings,
     CorpusLimits,
@@ -61,6 +63,11 @@ def ingest_params() -> dict[str, Param]:
         "embedding_model": Param(DEFAULT_MODEL, type="string", minLength=1, title="Embedding model", section=build_s,
                                  description="sentence-transformers model name or a local model folder on the workers. "
                                              "Changing it re-embeds everything (the cache is per model)."),
+        "embedding_backend": Param(DEFAULT_EMBEDDING_BACKEND, type="string", enum=list(EMBEDDING_BACKENDS),
+                                   title="Embedding backend", section=build_s,
+                                   description="onnx: the model run by onnxruntime (same vectors as torch, no torch "
+                                               "start-up). onnx-int8: quantised, about twice as fast, slightly less "
+                                               "accurate. torch: sentence-transformers. A change re-embeds everything."),
         "index_kind": Param(index.kind, type="string", enum=list(INDEX_KINDS), title="FAISS index kind", section=build_s,
                             description="flat: exact search (default). hnsw: approximate, for large corpora."),
         "eval_questions": Param(default_eval_questions(), type="string", minLength=1, title="Eval question set",

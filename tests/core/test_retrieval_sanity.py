@@ -1,4 +1,5 @@
-"""Retrieval sanity on the shipped sample corpus: its questions find their documents (recall@5 >= 0.8)."""
+"""Retrieval sanity on the shipped sample corpus, with every embedding backend: its questions find their
+documents (recall@5 >= 0.8), and queries are encoded with the index's own backend."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from ragindex.errors import RagindexError
-from ragindex.indexing import read_chunks
+from ragindex.indexing import read_chunks, read_index_settings
 from ragindex.pipeline import build
 from ragindex.retrieval import Retriever
 from ragindex.settings import BuildSettings
@@ -24,12 +25,12 @@ def load_questions() -> list[dict]:
     return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory: pytest.TempPathFactory):
-    """The sample corpus built once for this module, with the default settings."""
+@pytest.fixture(scope="module", params=["onnx", "onnx-int8", "torch"])
+def sample_index(request, tmp_path_factory: pytest.TempPathFactory):
+    """The sample corpus built once per backend, with the default settings otherwise."""
     assert CORPUS.is_dir() and QUESTIONS.is_file(), "the shipped sample corpus and its questions are missing"
     out = tmp_path_factory.mktemp("sample") / "index"
-    result = build(str(CORPUS), out, BuildSettings())
+    result = build(str(CORPUS), out, BuildSettings(embedding_backend=request.param))
     return out, result
 
 
@@ -52,8 +53,9 @@ def test_every_expected_source_exists_in_the_corpus() -> None:
 
 @pytest.fixture(scope="module")
 def sample_hits(sample_index) -> list[tuple[dict, list]]:
-    """Each question with its top-K hits (searched once for the module)."""
+    """Each question with its top-K hits (searched once per backend)."""
     retriever = Retriever(sample_index[0])
+    assert retriever.backend == read_index_settings(sample_index[0])["embedding_backend"]
     return [(q, retriever.search(q["question"], k=K)) for q in load_questions()]
 
 
@@ -88,3 +90,15 @@ def test_retriever_rejects_empty_questions_and_bad_k(sample_index) -> None:
         retriever.search("  ")
     with pytest.raises(RagindexError, match="k=0"):
         retriever.search("forklift", k=0)
+
+
+def test_switching_backend_re_embeds_and_never_mixes_vectors(tmp_path) -> None:
+    torch_index = tmp_path / "torch"
+    first = build(str(CORPUS), torch_index, BuildSettings(embedding_backend="torch"))
+    onnx = build(str(CORPUS), tmp_path / "onnx", BuildSettings(embedding_backend="onnx"), previous=torch_index)
+    assert onnx.reused == 0 and onnx.embedded == first.embedded, "another backend's vectors are not reused"
+    meta = read_index_settings(tmp_path / "onnx")
+    assert meta["embedding_backend"] == "onnx" and "/onnx-ort" in meta["model_identity"]
+    again = build(str(CORPUS), tmp_path / "onnx-again", BuildSettings(embedding_backend="onnx"),
+                  previous=tmp_path / "onnx")
+    assert again.embedded == 0 and again.reused == onnx.chunks

@@ -1,0 +1,161 @@
+"""``ragindex serve``: the inference service in front of the version behind an alias (``production`` by
+default) of any registry. It loads that version on start-up and follows the alias: when a promotion or a
+rollback moves it (seen by polling, or at once on ``POST /refresh``, which a DAG scheduled on the
+production-index Asset can call), the new version is loaded *beside* the old one, warmed up, and only then
+swapped in. A request holds the version it started with, so none fails or mixes versions during a switch.
+
+    POST /search   {"question": "...", "k": 5}  →  {"ref", "digest", "alias", "hits": [...]}
+    GET  /healthz                              →  {"status", "ref", "digest", "alias", "registry", ...}
+    POST /refresh                              →  {"changed": bool, "ref", "digest"}
+
+``Retriever`` stays the library form of the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ragindex.errors import RagindexError
+from ragindex.names import DEFAULT_NAMES, PRODUCTION
+from ragindex.retrieval import Retriever
+
+log = logging.getLogger(__name__)
+
+
+class SearchRequest(BaseModel):
+    """The body of ``POST /search``."""
+
+    question: str = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=100)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded version."""
+
+    retriever: Retriever
+    ref: str
+    digest: str
+    loaded_at: str
+
+
+class IndexFollower:
+    """The version behind ``name:alias`` in a registry, replaced (load beside, warm up, swap) when it moves."""
+
+    def __init__(self, registry_uri: str | None = None, *, name: str = DEFAULT_NAMES.index, alias: str = PRODUCTION,
+                 poll_s: float = 10.0) -> None:
+        from ragindex.registry import open_registry
+
+        self.registry = open_registry(registry_uri, create=False)
+        self.name, self.alias, self.poll_s = name, alias, poll_s
+        self._current: Served | None = None
+        self._lock = threading.Lock()  # one refresh at a time; readers never wait
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_checked: str | None = None
+        self.last_error: str | None = None
+
+    def current(self) -> Served:
+        """The version to answer with (a request keeps it until it is done)."""
+        served = self._current
+        if served is None:
+            raise RagindexError(f"no version of {self.name}:{self.alias} is loaded yet")
+        return served
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it is not the one served; True when it switched."""
+        with self._lock:
+            version = self.registry.get(f"{self.name}:{self.alias}")
+            self.last_checked = datetime.now(timezone.utc).isoformat()
+            served = self._current
+            if served is not None and served.digest == version.digest:
+                return False
+            retriever = Retriever(self.registry.download(version.ref), ref=version.ref)
+            retriever.search("warm-up", k=1)  # encoder and index ready before the first real request
+            self._current = Served(retriever, version.ref, version.digest, datetime.now(timezone.utc).isoformat())
+            log.info("serving %s (digest %s)%s", version.ref, version.digest,
+                     f", was {served.ref}" if served else "")
+            return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep serving the loaded version; say why in /healthz
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("cannot follow %s:%s: %s", self.name, self.alias, self.last_error)
+
+    def start(self) -> None:
+        """Load the version now, then follow the alias in the background."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._follow, name="ragindex-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def create_app(follower: IndexFollower) -> Any:
+    """The FastAPI app around a follower (started and stopped with the app)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, HTTPException
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        follower.start()
+        try:
+            yield
+        finally:
+            follower.stop()
+
+    app = FastAPI(title="ragindex serve", lifespan=lifespan)
+
+    @app.post("/search")
+    def search(request: SearchRequest) -> dict[str, Any]:
+        served = follower.current()
+        try:
+            hits = served.retriever.search(request.question, k=request.k)
+        except RagindexError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return {"ref": served.ref, "digest": served.digest, "alias": follower.alias,
+                "hits": [h.to_json() for h in hits]}
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        from fastapi.responses import JSONResponse
+
+        served = follower._current
+        body = {"status": "ok" if served else "loading", "alias": f"{follower.name}:{follower.alias}",
+                "registry": follower.registry.uri, "ref": served.ref if served else None,
+                "digest": served.digest if served else None, "loaded_at": served.loaded_at if served else None,
+                "last_checked": follower.last_checked, "last_error": follower.last_error}
+        return JSONResponse(body, status_code=200 if served else 503)
+
+    @app.post("/refresh")
+    def refresh() -> dict[str, Any]:
+        changed = follower.refresh()
+        served = follower.current()
+        return {"changed": changed, "ref": served.ref, "digest": served.digest}
+
+    return app
+
+
+def serve(registry_uri: str | None, *, name: str, alias: str, host: str, port: int, poll_s: float) -> None:
+    """Run the service until interrupted (uvicorn, one process: the index is in memory once)."""
+    import uvicorn
+
+    started = time.monotonic()
+    app = create_app(IndexFollower(registry_uri, name=name, alias=alias, poll_s=poll_s))
+    log.info("ragindex serve on http://%s:%d (set up in %.1f s)", host, port, time.monotonic() - started)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

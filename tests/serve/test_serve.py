@@ -1,0 +1,134 @@
+"""``ragindex serve`` on loopback, as a deployment runs it: it answers from the production version, then
+follows a promotion and a rollback while a client keeps querying, with no failed request and every answer
+naming the version (ref and digest) it came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragindex.context import IngestContext
+from ragindex.gate import evaluate_index
+from ragindex.ingest import ingest
+from ragindex.promotion import approve
+from ragindex.registry import open_registry
+from ragindex.rollback import rollback
+from ragindex.settings import BuildSettings, ChunkingSettings
+from tests.conftest import write_files
+
+RAGINDEX = str(Path(sys.executable).with_name("ragindex"))
+QUESTION = "How long is a forklift certificate valid?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path):
+    """A registry with vector-index v0 (production) and an approved-ready v1 of a changed corpus."""
+    corpus = write_files(tmp_path / "corpus", {
+        "forklifts.md": "# Forklifts\n\nA forklift certificate is valid for three years.\n",
+        "shifts.txt": "Night shifts start at ten and end at six.\n"})
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": QUESTION, "expected_source": "forklifts.md"}) + "\n")
+    registry = open_registry(str(tmp_path / "registry"))
+
+    def version(run: str) -> str:
+        ctx = IngestContext(registry, run, BuildSettings(chunking=ChunkingSettings(200, 20)), source=str(corpus),
+                            work_root=tmp_path / "work")
+        ref = ingest(ctx)["index"]
+        evaluate_index(ctx, ref, questions)
+        return ref
+
+    first = version("run-1")
+    approve(registry, first, actor="alice")
+    (corpus / "forklifts.md").write_text("# Forklifts\n\nA forklift certificate is valid for two years now.\n")
+    second = version("run-2")
+    return registry, first, second
+
+
+def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_versions, tmp_path) -> None:
+    registry, first, second = two_versions
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(port),
+                               "--poll-seconds", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    answers: list[tuple[str, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post("/search", json={"question": QUESTION, "k": 2})
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text}")
+                        continue
+                    body = r.json()
+                    assert body["hits"][0]["source"] == "forklifts.md"
+                    answers.append((body["ref"], body["digest"]))
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    failures.append(repr(exc))
+
+    def wait_for(ref: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(a == ref for a, _ in answers[-5:]):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the server never answered from {ref}: {answers[-3:]}; failures: {failures[:3]}")
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.2)
+        health = httpx.get(f"{base}/healthz").json()
+        assert (health["ref"], health["digest"]) == (first, registry.get(first).digest)
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        wait_for(first)
+        approve(registry, second, actor="bob", reason="two years now")
+        wait_for(second)
+        rollback(registry, reason="back to the signed-off text", actor="ops")
+        wait_for(first)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(timeout=30)
+    assert failures == [], failures[:5]
+    digests = {registry.get(first).digest: first, registry.get(second).digest: second}
+    assert all(digests[digest] == ref for ref, digest in answers), "every answer names the version it came from"
+    refs = [ref for ref, _ in answers]
+    switches = [b for a, b in zip(refs, refs[1:]) if a != b]
+    assert switches == [second, first], f"one switch each way, never back and forth: {switches}"
+
+
+def test_serve_refuses_a_registry_that_does_not_exist(tmp_path) -> None:
+    proc = subprocess.run([RAGINDEX, "serve", "--registry", str(tmp_path / "nowhere"), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no registry at" in proc.stderr and "Traceback" not in proc.stderr
