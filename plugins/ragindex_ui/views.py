@@ -132,7 +132,7 @@ def decision_view(decision: Any) -> dict[str, Any]:
     return {"kind": decision.kind, "verdict": decision.verdict, "ref": decision.ref, "actor": decision.actor,
             "reason": decision.reason, "at": (decision.at or "")[:19].replace("T", " "), "run": decision.pipeline_run,
             "text": describe(decision), "key": decision.key,
-            "moves": [f"{m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in decision.moves]}
+            "moves": [f"{m.name} {m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in decision.moves]}
 
 
 def decisions_by_ref(decisions: list[Any]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 600) -> str:
 
 @pytest.fixture(scope="session")
 def filled_registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A real local registry: one ingest, its evaluation, and vector-index:v0 as production."""
+    """A real local registry: one ingest, its evaluation, and vector-index:v0 as production; then a changed
+    corpus's index vector-index:v1, evaluated and rejected (as a reviewer would with `ragindex reject`)."""
     root = tmp_path_factory.mktemp("ui-registry")
     registry, home = root / "registry", root / "home"
     env = pipeline_env(home)
@@ -55,4 +57,12 @@ def filled_registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, objec
                                  "--registry", str(registry), "--json"], env))
     _run([str(RAGINDEX_BIN), "approve", ingested["index"], "--reason", "sample corpus", "--registry", str(registry)],
          env)
-    return {"uri": str(registry), "home": home, "ingest": ingested, "eval": evaluated}
+    changed = root / "corpus-changed"
+    shutil.copytree(CORPUS, changed)
+    (changed / "returns_policy.md").write_text((CORPUS / "returns_policy.md").read_text() + "\nRefunds take 90 days.\n")
+    rejected = json.loads(_run([str(RAGINDEX_BIN), "ingest", str(changed), "--registry", str(registry), "--json"], env))
+    _run([str(RAGINDEX_BIN), "evaluate", rejected["index"], "--questions", str(QUESTIONS), "--registry", str(registry)],
+         env)
+    _run([str(RAGINDEX_BIN), "reject", rejected["index"], "--reason", "refunds take 14 days, not 90",
+          "--registry", str(registry)], env)
+    return {"uri": str(registry), "home": home, "ingest": ingested, "eval": evaluated, "rejected": rejected["index"]}

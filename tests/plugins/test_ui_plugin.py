@@ -94,6 +94,19 @@ def test_production_is_highlighted(client, filled_registry, registry):
     assert len(holders) == 4 and page.count('class="version is-production"') == len(holders)
 
 
+def test_a_rejected_version_is_marked_and_the_decisions_are_listed(client, filled_registry):
+    page = get_page(client, "/", filled_registry["uri"])
+    rejected = row_of(page, filled_registry["rejected"])
+    assert "is-rejected" in rejected and "badge review review-rejected" in rejected
+    assert "refunds take 14 days, not 90" in rejected
+    assert "is-rejected" not in row_of(page, "vector-index:v0")
+    table = re.search(r'<table class="decisions" id="decisions">.*?</table>', page, re.S).group(0)
+    rows = re.findall(r'<tr class="decision kind-(\w+) verdict-(\w+)"', table)
+    assert rows == [("review", "rejected"), ("promote", "promoted"), ("review", "approved")], "newest first"
+    detail = get_page(client, f"/lineage/{quote(filled_registry['rejected'], safe='')}", filled_registry["uri"])
+    assert 'badge review-rejected">rejected</span></h1>' in detail and 'id="version-decisions"' in detail
+
+
 def test_listing_shows_key_metadata_and_eval_figures(client, filled_registry, registry):
     page = get_page(client, "/", filled_registry["uri"])
     index = registry.get("vector-index:v0")
@@ -492,7 +505,11 @@ def test_trigger_form_shows_every_param_title(browser, airflow_ui):
         page.goto(f"{airflow_ui}/dags/rag_ingest", wait_until="domcontentloaded")
         page.get_by_role("button", name="Trigger Dag").first.click(timeout=60_000)
         dialog = page.get_by_role("dialog")
-        dialog.get_by_text("Run Parameters").wait_for(timeout=30_000)
+        # the Params form is in sections (one per concern), each a collapsed accordion: open every one
+        sections = list(dict.fromkeys(p.schema["section"] for p in ingest_params().values()))
+        assert len(sections) > 1
+        for section in sections:
+            dialog.get_by_role("button", name=section).click(timeout=30_000)
         dialog.locator("label", has_text=titles[-1]).first.wait_for(state="attached", timeout=30_000)
         # each Param is a field whose label is its title (a required field's label ends with "*")
         labels = {re.sub(r"\s*\*\s*$", "", t).strip() for t in dialog.locator("label").all_inner_texts()}
