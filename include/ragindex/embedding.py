@@ -76,7 +76,7 @@ def embedding_recipe(backend: str) -> str:
         return EMBEDDING_RECIPE
     from ragindex.onnx_model import ONNX_INT8, onnxruntime_version
 
-    batching = f"single-{LENGTH_BUCKET}" if backend == ONNX_INT8 else EMBEDDING_RECIPE
+    batching = f"single-{LENGTH_BUCKET}" if backend == ONNX_INT8 else f"bucket-{LENGTH_BUCKET}x{TOKENS_PER_BATCH}"
     return f"{backend}-ort{onnxruntime_version()}/{batching}"
 
 
@@ -145,6 +145,7 @@ class TorchEncoder:
     """sentence-transformers on torch: the reference backend (and the one models the ONNX export comes from)."""
 
     tokens_per_batch = None
+    pads_rows = True
 
     def __init__(self, model: str) -> None:
         self.st = load_model(model)

@@ -9,9 +9,9 @@ no optimum (whose pins conflict with sentence-transformers 6). Only the export n
 Each file is written beside its final name and renamed into place, so a crash or a concurrent exporter on
 another worker never leaves half a model (two exports of one model give the same bytes).
 
-Determinism, measured (see benchmarks/README.md): fp32 gives bit-identical vectors under the fixed-shape
-batching, whatever the batch-mates and thread count; int8 quantises activations per batch, so it runs one
-text per pass (still about twice as fast as torch).
+Determinism, measured (see benchmarks/README.md): fp32 gives bit-identical vectors for texts padded to their
+length bucket, whatever the batch-mates, the batch's size and the thread count; int8 quantises activations
+per batch, so it runs one text per pass (still about twice as fast as torch).
 """
 
 from __future__ import annotations
@@ -146,8 +146,12 @@ class OnnxEncoder:
         settings = model_settings(location)
         folder = ensure_onnx(location, fingerprint, backend)
         self.max_length, self.dimension = settings["max_length"], settings["dimension"]
-        # int8 quantises activations per tensor, so batch-mates would change a row: one text per pass.
+        # int8 quantises activations per tensor, so batch-mates would change a row: one text per pass. fp32
+        # rows are independent of the batch's size in onnxruntime's CPU kernels (measured, and checked by
+        # tests/core/test_embedding.py), so a batch is not topped up to its fixed size: a small update does
+        # not pay for a full batch.
         self.tokens_per_batch = 0 if backend == ONNX_INT8 else None
+        self.pads_rows = False
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()  # tokenizer.json ships fixed padding and truncation at 128
         self.tokenizer.enable_truncation(self.max_length)
@@ -167,7 +171,8 @@ class OnnxEncoder:
         return len(item.ids)
 
     def forward(self, items: Sequence[Any], length: int, size: int) -> np.ndarray:
-        """One pass of exactly ``size`` rows × ``length`` tokens (short batches topped up with row 0)."""
+        """One pass of the texts padded to ``length`` tokens (topped up to ``size`` rows only if ``pads_rows``)."""
+        size = size if self.pads_rows else len(items)
         ids = np.zeros((size, length), np.int64)
         mask = np.zeros((size, length), np.int64)
         for row, item in enumerate(items):

@@ -63,6 +63,22 @@ def test_vectors_do_not_depend_on_batch_neighbours_in_a_full_bucket(backend) -> 
         assert encode_texts(DEFAULT_MODEL, [many[i]], backend=backend)[0].tobytes() == together[i].tobytes()
 
 
+def test_onnx_rows_do_not_depend_on_the_batch_size() -> None:
+    """What lets the onnx backend skip topping batches up: a row's bits whatever the number of rows."""
+    from ragindex.embedding import encoder
+
+    enc = encoder(DEFAULT_MODEL, "onnx")
+    items = enc.tokenize([f"Dock {n} opens at {n % 12 + 1} o'clock for inbound pallets." for n in range(40)])
+    enc.pads_rows = True
+    try:
+        padded = enc.forward(items[:3], 32, 64)
+    finally:
+        enc.pads_rows = False
+    for rows in (1, 2, 3):
+        assert enc.forward(items[:rows], 32, 64)[0].tobytes() == padded[0].tobytes()
+    assert enc.forward([items[0], *items[20:40]], 32, 64)[0].tobytes() == padded[0].tobytes()
+
+
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
 def test_the_onnx_backends_agree_with_torch(backend) -> None:
     """fp32 gives torch's vectors (to rounding); int8 stays close (measured minimum cosine 0.987 on 503 texts)."""
@@ -144,6 +160,7 @@ def test_model_identity_names_the_weights_and_how_vectors_are_made() -> None:
     assert all(i.startswith(DEFAULT_MODEL + "@") for i in identities.values())
     assert identities["torch"].endswith("/" + EMBEDDING_RECIPE), "a change of batching recipe must not reuse vectors"
     assert "/onnx-ort" in identities["onnx"] and "/onnx-int8-ort" in identities["onnx-int8"]
+    assert identities["onnx"].endswith("/bucket-32x2048") and identities["onnx-int8"].endswith("/single-32")
     assert len(set(identities.values())) == 3, "vectors of different backends never meet in a cache"
     assert model_identity("all-MiniLM-L6-v2", "onnx") == identities["onnx"]  # an alias of the same weights
     with pytest.raises(SettingsError, match="backend"):
