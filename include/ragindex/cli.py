@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -317,11 +318,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """All subcommands; each maps to one function."""
-    parser = argparse.ArgumentParser(prog="ragindex", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+@dataclass(frozen=True)
+class _Shared:
+    """Option groups several subcommands take (argparse ``parents``), written once."""
+
+    registry: argparse.ArgumentParser
+    as_json: argparse.ArgumentParser
+    actor: argparse.ArgumentParser
+
+
+def _shared_options() -> _Shared:
+    """--registry, --json, and --actor/--reason for the audit trail."""
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument("--registry", default=None, help=REGISTRY_HELP)
     as_json = argparse.ArgumentParser(add_help=False)
@@ -329,8 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
     actor = argparse.ArgumentParser(add_help=False)
     actor.add_argument("--actor", default=None, help="who acts, for the audit trail (default: user@host)")
     actor.add_argument("--reason", default="", help="why, for the audit trail")
-    gate = GateSettings()
+    return _Shared(registry, as_json, actor)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands; each maps to one function."""
+    parser = argparse.ArgumentParser(prog="ragindex", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    shared = _shared_options()
+    _add_data_commands(sub, shared)
+    _add_registry_commands(sub, shared)
+    _add_governance_commands(sub, shared)
+    return parser
+
+
+def _add_data_commands(sub: Any, shared: _Shared) -> None:
+    """Commands that build, ingest, query and serve indexes."""
+    registry, as_json = shared.registry, shared.as_json
+    gate = GateSettings()
     p = sub.add_parser("build", help="build an index folder from a corpus")
     p.add_argument("source", help="corpus folder or fsspec URL (file://, s3://, gs://, ...)")
     p.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
@@ -352,13 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_settings(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("sync", parents=[as_json],
-                       help="copy every version, alias and decision of one registry into another (e.g. local -> W&B)")
-    p.add_argument("--from", dest="source", required=True, help="the registry to read (URI or folder)")
-    p.add_argument("--to", dest="target", required=True, help="the registry to write (URI or folder)")
-    p.add_argument("--names", nargs="*", default=None, help="artifact names (default: every name the source has)")
-    p.set_defaults(func=cmd_sync)
-
     p = sub.add_parser("serve", parents=[registry],
                        help="HTTP /search for the version behind an alias (default production), following it")
     p.add_argument("--name", default="vector-index")
@@ -367,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (POST /refresh: now)")
     p.set_defaults(func=cmd_serve)
+
+
+def _add_registry_commands(sub: Any, shared: _Shared) -> None:
+    """Commands that create, copy and read a registry."""
+    registry, as_json = shared.registry, shared.as_json
+    p = sub.add_parser("sync", parents=[as_json],
+                       help="copy every version, alias and decision of one registry into another (e.g. local -> W&B)")
+    p.add_argument("--from", dest="source", required=True, help="the registry to read (URI or folder)")
+    p.add_argument("--to", dest="target", required=True, help="the registry to write (URI or folder)")
+    p.add_argument("--names", nargs="*", default=None, help="artifact names (default: every name the source has)")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("init", parents=[registry], help="create a registry (a local catalogue or a W&B project)")
     p.set_defaults(func=cmd_init)
@@ -379,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.set_defaults(func=cmd_lineage)
 
+    p = sub.add_parser("decisions", parents=[registry, as_json],
+                       help="every decision on record for an artifact (reviews, staging, promotions, rollbacks)")
+    p.add_argument("name", nargs="?", default="vector-index")
+    p.set_defaults(func=cmd_decisions)
+
+
+def _add_governance_commands(sub: Any, shared: _Shared) -> None:
+    """Commands that evaluate, decide on and move versions (each on record)."""
+    registry, as_json, actor = shared.registry, shared.as_json, shared.actor
+    gate = GateSettings()
     p = sub.add_parser("alias", parents=[registry, actor], help="move an alias onto a version")
     p.add_argument("ref")
     p.add_argument("alias")
@@ -404,18 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.set_defaults(func=cmd_reject)
 
-    p = sub.add_parser("decisions", parents=[registry, as_json],
-                       help="every decision on record for an artifact (reviews, staging, promotions, rollbacks)")
-    p.add_argument("name", nargs="?", default="vector-index")
-    p.set_defaults(func=cmd_decisions)
-
     p = sub.add_parser("rollback", parents=[registry, actor, as_json],
                        help="move production back (default: to the previous holder)")
     p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (a version that held production)")
     p.add_argument("--force", action="store_true",
                    help="allow a version that never held production (needs --reason; recorded as forced)")
     p.set_defaults(func=cmd_rollback)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
