@@ -57,6 +57,18 @@ BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 3
 _BLOCK = 1 << 20
 
+# The one definition of alias_moves: the schema creates it, and the 1 -> 2 migration re-creates it.
+_ALIAS_MOVES = """alias_moves (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT NOT NULL,
+    alias        TEXT NOT NULL,
+    from_version TEXT,
+    to_version   TEXT,
+    at           TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    reason       TEXT NOT NULL
+)"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id     TEXT PRIMARY KEY,
@@ -85,16 +97,7 @@ CREATE TABLE IF NOT EXISTS aliases (
     idx   INTEGER NOT NULL,
     PRIMARY KEY (name, alias)
 );
-CREATE TABLE IF NOT EXISTS alias_moves (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    name         TEXT NOT NULL,
-    alias        TEXT NOT NULL,
-    from_version TEXT,
-    to_version   TEXT,
-    at           TEXT NOT NULL,
-    actor        TEXT NOT NULL,
-    reason       TEXT NOT NULL
-);
+CREATE TABLE IF NOT EXISTS {alias_moves};
 CREATE INDEX IF NOT EXISTS alias_moves_by_alias ON alias_moves (name, alias, seq);
 CREATE TABLE IF NOT EXISTS decisions (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,24 +107,15 @@ CREATE TABLE IF NOT EXISTS decisions (
     at           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_by_name ON decisions (name, seq);
-"""
+""".format(alias_moves=_ALIAS_MOVES)
 
 # Schema 1 -> 2: alias_moves.to_version may be NULL (an alias taken off); the decisions table is new.
 _MIGRATE_1_TO_2 = """
 ALTER TABLE alias_moves RENAME TO alias_moves_v1;
-CREATE TABLE alias_moves (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    name         TEXT NOT NULL,
-    alias        TEXT NOT NULL,
-    from_version TEXT,
-    to_version   TEXT,
-    at           TEXT NOT NULL,
-    actor        TEXT NOT NULL,
-    reason       TEXT NOT NULL
-);
+CREATE TABLE {alias_moves};
 INSERT INTO alias_moves SELECT * FROM alias_moves_v1;
 DROP TABLE alias_moves_v1;
-"""
+""".format(alias_moves=_ALIAS_MOVES)
 # Schema 2 -> 3: a version names its files' blobs (NULL: still in objects/<digest>, until migrated).
 _MIGRATE_2_TO_3 = "ALTER TABLE versions ADD COLUMN blobs TEXT"
 
