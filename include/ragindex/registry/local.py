@@ -211,18 +211,25 @@ class LocalRegistry(RegistryBase):
         finally:
             conn.close()
 
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: writers queue here, all-or-nothing commit."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: writers queue here, all-or-nothing commit."""
+        """A connection of its own, in one write transaction."""
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction(conn):
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.close()
 
@@ -235,8 +242,7 @@ class LocalRegistry(RegistryBase):
         try:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction(conn):
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
                 if found > SCHEMA_VERSION:
                     raise RegistryError(f"catalogue of {self.uri} has schema {found}, newer than this ragindex "
@@ -249,10 +255,6 @@ class LocalRegistry(RegistryBase):
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.close()
 
