@@ -121,9 +121,15 @@ def create_app(follower: IndexFollower) -> Any:
 
     app = FastAPI(title="ragindex serve", lifespan=lifespan)
 
+    def serving() -> Served:
+        try:
+            return follower.current()
+        except RagindexError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
+
     @app.post("/search")
     def search(request: SearchRequest) -> dict[str, Any]:
-        served = follower.current()
+        served = serving()
         try:
             hits = served.retriever.search(request.question, k=request.k)
         except RagindexError as exc:
@@ -144,8 +150,11 @@ def create_app(follower: IndexFollower) -> Any:
 
     @app.post("/refresh")
     def refresh() -> dict[str, Any]:
-        changed = follower.refresh()
-        served = follower.current()
+        try:
+            changed = follower.refresh()
+        except RagindexError as exc:  # the registry cannot be read: the loaded version keeps answering
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
+        served = serving()
         return {"changed": changed, "ref": served.ref, "digest": served.digest}
 
     return app

@@ -111,6 +111,21 @@ def test_metadata_must_be_json(tmp_path: Path) -> None:
     assert registry.versions("docs") == []
 
 
+def test_a_corrupt_catalogue_is_a_registry_error_naming_it(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "reg")
+    registry.log_artifact("docs", "t", write_files(tmp_path / "in", {"f": "1"}), run=RunInfo("t"))
+    catalogue = registry.root / "catalog.sqlite"
+    for side in catalogue.parent.glob("catalog.sqlite-*"):  # WAL and shared memory: the catalogue is the file
+        side.unlink()
+    catalogue.write_bytes(b"not a database " * 512)
+    for read in (lambda: registry.get("docs:latest"), lambda: registry.versions("docs")):
+        with pytest.raises(RegistryError, match=r"catalog\.sqlite .*not a database") as caught:
+            read()
+        assert str(registry.root) in str(caught.value) and not isinstance(caught.value, sqlite3.Error)
+    with pytest.raises(RegistryError, match="cannot open catalogue"):
+        LocalRegistry(registry.root)
+
+
 # -- open_registry -------------------------------------------------------------------------------
 
 

@@ -132,3 +132,27 @@ def test_serve_refuses_a_registry_that_does_not_exist(tmp_path) -> None:
     proc = subprocess.run([RAGINDEX, "serve", "--registry", str(tmp_path / "nowhere"), "--port", str(free_port())],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no registry at" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_registry_that_stops_answering_leaves_the_loaded_version_serving(two_versions) -> None:
+    from fastapi.testclient import TestClient
+
+    from ragindex.serve import IndexFollower, create_app
+
+    registry, first, _ = two_versions
+    follower = IndexFollower(registry.uri, poll_s=3600)
+    app = create_app(follower)
+    bare = TestClient(app)  # no lifespan: nothing loaded yet
+    assert bare.get("/healthz").status_code == 503
+    loading = bare.post("/search", json={"question": QUESTION})
+    assert loading.status_code == 503 and "no version of vector-index:production" in loading.json()["detail"]
+    with TestClient(app) as client:  # the lifespan loads production
+        assert client.post("/search", json={"question": QUESTION}).json()["ref"] == first
+        catalogue = Path(registry.root) / "catalog.sqlite"
+        for side in catalogue.parent.glob("catalog.sqlite-*"):
+            side.unlink()
+        catalogue.write_bytes(b"not a database " * 512)
+        refresh = client.post("/refresh")
+        assert refresh.status_code == 503 and "not a database" in refresh.json()["detail"]
+        answer = client.post("/search", json={"question": QUESTION})
+        assert answer.status_code == 200 and answer.json()["ref"] == first, "the loaded version keeps answering"

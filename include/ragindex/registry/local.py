@@ -43,6 +43,7 @@ from .protocol import (
     Decision,
     LogRequest,
     RegistryError,
+    RegistryUnavailable,
     RunInfo,
     split_ref,
 )
@@ -201,15 +202,26 @@ class LocalRegistry(RegistryBase):
         return conn
 
     @contextmanager
+    def _catalogue_errors(self) -> Iterator[None]:
+        """A catalogue that cannot be read or written (corrupt, locked for too long) is a registry error
+        naming the registry, never a bare sqlite3 exception."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            kind = RegistryUnavailable if _locked(exc) else RegistryError
+            raise kind(f"catalogue {self.root / CATALOG} of {self.uri}: {exc}") from exc
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A connection whose reads see one consistent snapshot."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            yield conn
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        with self._catalogue_errors():
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
 
     @staticmethod
     @contextmanager
@@ -226,12 +238,13 @@ class LocalRegistry(RegistryBase):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A connection of its own, in one write transaction."""
-        conn = self._connect()
-        try:
-            with self._transaction(conn):
-                yield conn
-        finally:
-            conn.close()
+        with self._catalogue_errors():
+            conn = self._connect()
+            try:
+                with self._transaction(conn):
+                    yield conn
+            finally:
+                conn.close()
 
     @retry(retry=retry_if_exception(_locked), wait=wait_fixed(0.05), stop=stop_after_delay(BUSY_TIMEOUT_S),
            reraise=True)
