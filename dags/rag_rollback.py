@@ -1,7 +1,7 @@
 """rag_rollback: move the `production` alias of vector-index back — to a named version or to the one
 that held it before the current one — and record who did it and why. Only versions that held production
-before (so were approved) are allowed, unless `force` is set with a reason. Triggered by hand only; the move
-is announced as an event of the production-index Asset."""
+before (so were approved) and were not rejected since are allowed, unless `force` is set with a reason.
+Triggered by hand only; the move is announced as an event of the production-index Asset."""
 
 from __future__ import annotations
 

@@ -446,7 +446,7 @@ def _add_governance_commands(sub: Any, shared: _Shared) -> None:
                        help="move production back (default: to the previous holder)")
     p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (a version that held production)")
     p.add_argument("--force", action="store_true",
-                   help="allow a version that never held production (needs --reason; recorded as forced)")
+                   help="allow a version that never held production or was rejected since (needs --reason; recorded as forced)")
     p.set_defaults(func=cmd_rollback)
 
 

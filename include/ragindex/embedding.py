@@ -9,9 +9,11 @@ cache, one computed on another worker's shard and one from a fresh build are bit
 index's digest is a pure function of corpus, settings and model. Ordinary batching breaks that (padding
 to the longest text of the batch changes the matrix shapes, and with them the float rounding), so every
 forward pass here has a FIXED shape: a text is padded to its length bucket (a multiple of 32 tokens)
-and batched only with texts of the same bucket, in batches of a size fixed per bucket (short batches are
-topped up with copies). Same shape, same kernels, same bits, wherever the text lands; the padding costs
-about what the length-sorted batching of ``SentenceTransformer.encode`` costs (see benchmarks/).
+and batched only with texts of the same bucket, in batches of a size fixed per bucket (with torch, short
+batches are topped up with copies; onnxruntime's fp32 rows were measured independent of the batch's size, so
+the onnx backend is not topped up, and onnx-int8 runs one text per pass). Same shape, same kernels, same
+bits, wherever the text lands; the padding costs about what the length-sorted batching of
+``SentenceTransformer.encode`` costs (see benchmarks/).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Rollback: ``production`` goes back, in one step, to a version that held it before (so was approved).
+"""Rollback: ``production`` goes back, in one step, to a version that held it before (so was approved) and has
+not been rejected since.
 
 Anything else is refused with the version's decision; ``force`` (with a reason) overrides, and the record
 says it was forced. The history rollback reads (who held production, and before whom) is the registry's
@@ -13,7 +14,7 @@ from ragindex.errors import GovernanceError, RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
 from ragindex.promotion import related_versions
 from ragindex.registry import AliasChange, AliasMove, Decision, Registry
-from ragindex.review import describe, latest_review
+from ragindex.review import REJECTED, describe, latest_review
 
 ROLLBACK = "rollback"
 
@@ -59,13 +60,16 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
     if current is not None and current.ref == target.ref:
         return {**outcome, "changed": False}
-    approved_before = held_production(registry, names.index, target.version)
+    review = latest_review(registry, target.ref)
+    rejected_since = review is not None and review.verdict == REJECTED  # held production, then was rejected
+    approved_before = held_production(registry, names.index, target.version) and not rejected_since
     if not approved_before:
-        decided = describe(latest_review(registry, target.ref))
+        decided = describe(review)
         if not force:
-            raise GovernanceError(f"rollback to {target.ref} refused: it never held '{PRODUCTION}' (its review: "
-                                  f"{decided}); roll back only to a version that was approved, or force it "
-                                  "with a reason")
+            why = (f"it was {decided}, after it held '{PRODUCTION}'" if rejected_since
+                   else f"it never held '{PRODUCTION}' (its review: {decided})")
+            raise GovernanceError(f"rollback to {target.ref} refused: {why}; roll back only to a version that was "
+                                  "approved, or force it with a reason")
         if not reason.strip():
             raise GovernanceError(f"a forced rollback to {target.ref} needs a reason (its review: {decided})")
     changes = (AliasChange(target.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related_versions(target)))

@@ -188,7 +188,7 @@ def rollback_params() -> dict[str, Param]:
                         description="Why production is moved back; recorded with the rollback decision. "
                                     "Required when forcing."),
         "force": Param(False, type="boolean", title="Force",
-                       description="Allow a version that never held production (never approved, or rejected). "
+                       description="Allow a version that never held production (never approved), or was rejected since. "
                                    "The rollback is recorded as forced, with the reason."),
         "registry": Param("", type=["null", "string"], title="Artifact registry",
                           description="wandb://ENTITY/PROJECT or a folder. Blank: RAGINDEX_REGISTRY, else the "

@@ -54,3 +54,17 @@ def test_nothing_to_roll_back_to_is_a_clear_error(versions) -> None:
         rollback(versions.registry)
     with pytest.raises(RagindexError, match="vector-index:v7.*no such version"):
         rollback(versions.registry, to_version="v7")
+
+
+def test_a_former_production_version_rejected_since_is_refused_unless_forced(versions) -> None:
+    old, new = versions.index(), versions.index()
+    approve(versions.registry, old, actor="alice")
+    approve(versions.registry, new, actor="alice")
+    record_review(versions.registry, old, REJECTED, actor="carol", reason="its policy text was withdrawn")
+    with pytest.raises(GovernanceError, match=f"rollback to {old} refused: it was rejected on .* by carol: "
+                                              "“its policy text was withdrawn”, after it held 'production'"):
+        rollback(versions.registry, reason="bad answers")
+    assert versions.registry.get("vector-index:production").ref == new
+    forced = rollback(versions.registry, force=True, reason="incident 9: new index broken", actor="ops")
+    assert (forced["to"], forced["forced"]) == (old, True)
+    assert versions.registry.decisions("vector-index")[-1].verdict == "forced_rollback"
