@@ -218,7 +218,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     if not decisions:
         print(f"no decisions on record for {args.name}")
     for d in decisions:
-        moves = ", ".join(f"{m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in d.moves)
+        moves = ", ".join(f"{m.name}:{m.alias} {m.from_version or '—'} → {m.to_version or '—'}" for m in d.moves)
         run = f" [run {d.pipeline_run}]" if d.pipeline_run else ""
         print(f"{d.at[:19]}  {d.kind:8} {d.ref:22} {describe(d)}{run}" + (f"  ({moves})" if moves else ""))
     return 0

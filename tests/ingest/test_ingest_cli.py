@@ -101,3 +101,32 @@ def test_rollback_to_missing_version_is_refused_without_losing_production(scenar
     assert proc.returncode == 2 and "v99" in proc.stderr and "Traceback" not in proc.stderr
     held = [v["ref"] for v in cli_json("versions", "vector-index", home=home) if "production" in v["aliases"]]
     assert held == ["vector-index:v1"]
+
+
+def test_reject_a_former_production_version_then_rollback_refused_then_forced(tmp_path):
+    """The governance commands in sequence, as an operator types them; each state built here."""
+    home, corpus = tmp_path / "home", tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "forklifts.md").write_text("# Forklifts\n\nA forklift certificate is valid for three years.\n")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": "How long is a forklift certificate valid?",
+                                     "expected_source": "forklifts.md"}) + "\n")
+    refs = []
+    for run, reason in (("r1", "first"), ("r2", "second")):
+        refs.append(cli_json("ingest", str(corpus), "--run-id", run, home=home)["index"])
+        assert run_cli("evaluate", refs[-1], "--questions", str(questions), home=home).returncode == 0
+        assert run_cli("approve", refs[-1], "--actor", "alice", "--reason", reason, home=home).returncode == 0
+        (corpus / "forklifts.md").write_text("# Forklifts\n\nA forklift certificate is valid for two years.\n")
+    old, new = refs
+    assert run_cli("reject", old, "--actor", "carol", "--reason", "policy withdrawn", home=home).returncode == 0
+    refused = run_cli("rollback", "--reason", "bad answers", home=home)
+    assert refused.returncode == 2 and f"rollback to {old} refused: it was rejected" in refused.stderr
+    assert "“policy withdrawn”, after it held 'production'" in refused.stderr
+    held = [v["ref"] for v in cli_json("versions", "vector-index", home=home) if "production" in v["aliases"]]
+    assert held == [new], "a refused rollback moves nothing"
+    forced = run_cli("rollback", "--force", "--reason", "incident 9", "--actor", "ops", home=home)
+    assert forced.returncode == 0 and f"{new} -> {old}" in forced.stdout and "forced" in forced.stdout
+    listed = run_cli("decisions", home=home).stdout.splitlines()
+    assert "forced rollback" in listed[-1] and "by ops: “incident 9”" in listed[-1]
+    assert f"vector-index:production {new.split(':')[1]} → {old.split(':')[1]}" in listed[-1]
+    assert "raw-documents:production" in listed[-1], "each moved alias names its artifact"
