@@ -11,8 +11,6 @@ this measures the stages before the model. Figures go to stdout, progress to std
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import re
 import shutil
@@ -23,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
+
+from benchreport import emit, machine  # noqa: E402 - beside this script
 
 
 def sentences() -> list[str]:
@@ -100,21 +100,18 @@ def main() -> None:
             "end_to_end_files_per_s": round(total / (t2 - t0)),
             "pdfs": len(pdf_files), "pdf_one_process_each_s": round(t4 - t3, 2), "pdf_pool_of_2_s": round(t5 - t4, 2),
             "pdf_pool_speedup": round((t4 - t3) / max(1e-9, t5 - t4), 1),
-            "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            **machine(),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(figures, indent=1))
-        return
-    print(f"{figures['files']} files ({figures['documents']} parsed, {figures['failed']} refused, "
-          f"{figures['chunks']} chunks) on {figures['cores']} cores, load {figures['load_average']}")
-    print(f"  snapshot       {figures['snapshot_s']:7.1f} s  {figures['snapshot_files_per_s']:6d} files/s")
-    print(f"  parse + chunk  {figures['parse_chunk_s']:7.1f} s  {figures['parse_chunk_files_per_s']:6d} files/s")
-    print(f"  together                  {figures['end_to_end_files_per_s']:6d} files/s")
-    print(f"  {figures['pdfs']} PDFs: one process each {figures['pdf_one_process_each_s']:.1f} s, pool of 2 workers "
-          f"{figures['pdf_pool_of_2_s']:.1f} s ({figures['pdf_pool_speedup']}x)")
-
+    emit(figures, args.json, lambda f: [
+        f"{f['files']} files ({f['documents']} parsed, {f['failed']} refused, {f['chunks']} chunks) on "
+        f"{f['cores']} cores, load {f['load_average']}",
+        f"  snapshot       {f['snapshot_s']:7.1f} s  {f['snapshot_files_per_s']:6d} files/s",
+        f"  parse + chunk  {f['parse_chunk_s']:7.1f} s  {f['parse_chunk_files_per_s']:6d} files/s",
+        f"  together                  {f['end_to_end_files_per_s']:6d} files/s",
+        f"  {f['pdfs']} PDFs: one process each {f['pdf_one_process_each_s']:.1f} s, pool of 2 workers "
+        f"{f['pdf_pool_of_2_s']:.1f} s ({f['pdf_pool_speedup']}x)"])
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ real: encoded with the onnx backend, searched in the flat FAISS index, the hits 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -26,6 +25,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
+
+from benchreport import emit, machine  # noqa: E402 - beside this script
 
 QUESTIONS = ["How long is a forklift certificate valid?", "Who approves a vendor's bank details?",
              "When are inventory counts done?", "What must drivers check before leaving the yard?"]
@@ -148,21 +149,19 @@ def main() -> None:
                "two_clients": {"p50_ms": round(pct(two, 50), 1), "p99_ms": round(pct(two, 99), 1)},
                "alias_move_to_first_answer_s": {"polling": round(polled, 2), "poll_seconds": args.poll_seconds,
                                                 "with_refresh": round(refreshed, 2)},
-               "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+               **machine(),
                "mean_one_client_ms": round(statistics.mean(one) * 1000, 1)}
-    if args.json:
-        print(json.dumps(figures, indent=1))
-        return
-    print(f"ragindex serve, flat index of {args.chunks} chunks (onnx queries), {figures['cores']} cores, "
-          f"load {figures['load_average']}")
-    print(f"  start-up to first healthy answer   {figures['startup_s']:.2f} s")
-    print(f"  /search k=5, 1 client              p50 {figures['one_client']['p50_ms']:.1f} ms, "
-          f"p99 {figures['one_client']['p99_ms']:.1f} ms ({figures['one_client']['requests_per_s']} req/s)")
-    print(f"  /search k=5, 2 clients             p50 {figures['two_clients']['p50_ms']:.1f} ms, "
-          f"p99 {figures['two_clients']['p99_ms']:.1f} ms")
-    print(f"  alias move -> first answer         {polled:.2f} s polling every {args.poll_seconds:g} s; "
-          f"{refreshed:.2f} s with POST /refresh")
-
+    alias_move = figures["alias_move_to_first_answer_s"]
+    emit(figures, args.json, lambda f: [
+        f"ragindex serve, flat index of {f['chunks']} chunks (onnx queries), {f['cores']} cores, "
+        f"load {f['load_average']}",
+        f"  start-up to first healthy answer   {f['startup_s']:.2f} s",
+        f"  /search k=5, 1 client              p50 {f['one_client']['p50_ms']:.1f} ms, "
+        f"p99 {f['one_client']['p99_ms']:.1f} ms ({f['one_client']['requests_per_s']} req/s)",
+        f"  /search k=5, 2 clients             p50 {f['two_clients']['p50_ms']:.1f} ms, "
+        f"p99 {f['two_clients']['p99_ms']:.1f} ms",
+        f"  alias move -> first answer         {alias_move['polling']:.2f} s polling every {alias_move['poll_seconds']:g} s; "
+        f"{alias_move['with_refresh']:.2f} s with POST /refresh"])
 
 if __name__ == "__main__":
     main()

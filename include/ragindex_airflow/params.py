@@ -37,6 +37,11 @@ def default_eval_questions() -> str:
     return os.environ.get("RAGINDEX_EVAL_QUESTIONS") or str(SAMPLE_DATA / "eval_questions.jsonl")
 
 
+def _share(default: float, title: str, **schema: Any) -> Param:
+    """A fraction between 0 and 1 (recall, a tolerance, a share of production's documents or chunks)."""
+    return Param(default, type="number", minimum=0, maximum=1, title=title, **schema)
+
+
 def ingest_params() -> dict[str, Param]:
     """The trigger form of ``rag_ingest``, in sections (the UI groups fields by ``section``)."""
     return {**_corpus_params(), **_build_params(), **_gate_params(), **_data_gate_params(), **_review_params(),
@@ -94,12 +99,11 @@ def _gate_params() -> dict[str, Param]:
                                             "eval-questions artifact and used as an input of the eval report."),
         "eval_k": Param(gate.k, type="integer", minimum=1, maximum=100, title="Eval k", section=section,
                         description="Hits per question for recall@k and MRR."),
-        "min_recall": Param(gate.min_recall, type="number", minimum=0, maximum=1, title="Minimum recall@k",
-                            section=section, description="Gate: the candidate must reach at least this recall@k."),
-        "max_regression": Param(gate.max_regression, type="number", minimum=0, maximum=1, title="Tolerated regression",
-                                section=section,
-                                description="Gate: the candidate may be worse than production by at most this "
-                                            "much (recall@k and MRR)."),
+        "min_recall": _share(gate.min_recall, "Minimum recall@k", section=section,
+                             description="Gate: the candidate must reach at least this recall@k."),
+        "max_regression": _share(gate.max_regression, "Tolerated regression", section=section,
+                                 description="Gate: the candidate may be worse than production by at most this much "
+                                             "(recall@k and MRR)."),
     }
 
 
@@ -108,25 +112,23 @@ def _data_gate_params() -> dict[str, Param]:
     drift = DriftSettings()
     section = "Data gate (drift and PII)"
     return {
-        "max_documents_removed": Param(drift.max_documents_removed, type="number", minimum=0, maximum=1,
-                                       title="Documents removed (share)", section=section,
-                                       description="Warn when more than this share of production's documents is gone."),
-        "max_chunks_changed": Param(drift.max_chunks_changed, type="number", minimum=0, maximum=1,
-                                    title="Chunks changed (share)", section=section,
-                                    description="Warn when chunk texts added plus removed exceed this share of "
-                                                "production's."),
+        "max_documents_removed": _share(drift.max_documents_removed, "Documents removed (share)", section=section,
+                                        description="Warn when more than this share of production's documents is "
+                                                    "gone."),
+        "max_chunks_changed": _share(drift.max_chunks_changed, "Chunks changed (share)", section=section,
+                                     description="Warn when chunk texts added plus removed exceed this share of "
+                                                 "production's."),
         "max_new_pii_documents": Param(drift.max_new_pii_documents, type="integer", minimum=0,
                                        title="Documents newly with PII", section=section,
                                        description="Warn when more documents than this newly contain e-mail "
                                                    "addresses, phone or card numbers."),
-        "max_chunk_length_drop": Param(drift.max_chunk_length_drop, type="number", minimum=0, maximum=1,
-                                       title="Drop in mean chunk length", section=section,
-                                       description="Warn when chunks are shorter on average by more than this share."),
-        "max_duplicate_increase": Param(drift.max_duplicate_increase, type="number", minimum=0, maximum=1,
-                                        title="Rise in duplicate chunks", section=section,
-                                        description="Warn when duplicate chunks rise by more than this share of all "
-                                                    "chunks. A warning needs a reviewer's explicit approval; "
-                                                    "without a reviewer it fails the run."),
+        "max_chunk_length_drop": _share(drift.max_chunk_length_drop, "Drop in mean chunk length", section=section,
+                                        description="Warn when chunks are shorter on average by more than this "
+                                                    "share."),
+        "max_duplicate_increase": _share(drift.max_duplicate_increase, "Rise in duplicate chunks", section=section,
+                                         description="Warn when duplicate chunks rise by more than this share of all "
+                                                     "chunks. A warning needs a reviewer's explicit approval; "
+                                                     "without a reviewer it fails the run."),
     }
 
 

@@ -35,18 +35,10 @@ from typing import Any, Iterator
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
+from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
+
 from .base import RegistryBase, refuse_type_change
-from .protocol import (
-    AliasMove,
-    ArtifactNotFound,
-    ArtifactVersion,
-    Decision,
-    LogRequest,
-    RegistryError,
-    RegistryUnavailable,
-    RunInfo,
-    split_ref,
-)
+from .protocol import AliasMove, ArtifactVersion, Decision, LogRequest, RunInfo, split_ref
 from .rules import LATEST, VERSION_TAG, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
