@@ -54,14 +54,10 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, *, min_re
 
 
 def _documents(index_dir: Path) -> dict[str, dict[str, Any]]:
-    """The parsed documents of an index folder (its ``documents.jsonl``), by path."""
-    from ragindex.pipeline import DOCUMENTS_FILE
+    """The parsed documents of an index folder, by path."""
+    from ragindex.pipeline import read_documents
 
-    path = Path(index_dir) / DOCUMENTS_FILE
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        return {d["path"]: d for d in map(json.loads, fh) if not d.get("failed")}
+    return {d["path"]: d for d in read_documents(index_dir) if not d.get("failed")}
 
 
 def _chunk_figures(index_dir: Path) -> tuple[set[str], float, float]:

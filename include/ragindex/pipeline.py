@@ -18,14 +18,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk, chunk_document
 from ragindex.errors import SourceError
-from ragindex.indexing import DOCSTORE_FILE, SETTINGS_FILE
+from ragindex.indexing import SETTINGS_FILE, read_chunks
 from ragindex.parsing import PARSER_VERSION, ParseError, ParsedDocument, parse_document
 from ragindex.quality import document_summary, quality_report
 from ragindex.settings import BuildSettings, ShardSettings
@@ -104,15 +104,9 @@ def load_parse_cache(previous: Path | None, settings: BuildSettings) -> dict[tup
     wanted = chunking_key(settings)
     if {k: made_with.get(k) for k in wanted} != wanted:
         return {}
-    chunks_file = previous / CHUNKS_FILE if (previous / CHUNKS_FILE).is_file() else previous / DOCSTORE_FILE
-    by_path: dict[str, list[Chunk]] = {}
-    with open(chunks_file, encoding="utf-8") as fh:
-        for line in fh:
-            chunk = Chunk.from_json(json.loads(line))
-            by_path.setdefault(chunk.source, []).append(chunk)
-    with open(previous / DOCUMENTS_FILE, encoding="utf-8") as fh:
-        summaries = [json.loads(line) for line in fh]
-    return {(d["path"], d["sha256"]): (d, by_path.get(d["path"], [])) for d in summaries}
+    by_path = chunks_by_source(read_chunks_file(previous) if (previous / CHUNKS_FILE).is_file()
+                               else read_chunks(previous))
+    return {(d["path"], d["sha256"]): (d, by_path.get(d["path"], [])) for d in read_documents(previous)}
 
 
 def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, previous: Path | None = None,
@@ -186,6 +180,24 @@ def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
     """The chunks a chunk step wrote, in order."""
     with open(chunks_dir / CHUNKS_FILE, encoding="utf-8") as fh:
         return [Chunk.from_json(json.loads(line)) for line in fh]
+
+
+def read_documents(folder: Path) -> list[dict[str, Any]]:
+    """The per-document summaries (``documents.jsonl``) of a chunks or index folder, failed ones included;
+    none for a folder without that file."""
+    path = Path(folder) / DOCUMENTS_FILE
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def chunks_by_source(chunks: Iterable[Chunk]) -> dict[str, list[Chunk]]:
+    """Chunks grouped by their document, each group in its original order."""
+    grouped: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        grouped.setdefault(chunk.source, []).append(chunk)
+    return grouped
 
 
 def read_quality(chunks_dir: Path) -> dict[str, Any]:

@@ -129,16 +129,17 @@ class _Summary:
 
     def __init__(self, registry: Registry, given: ReviewInput, names: ArtifactNames) -> None:
         from ragindex.indexing import read_chunks
-        from ragindex.pipeline import read_chunks_file, read_quality
-        from ragindex.sources import load_manifest
+        from ragindex.pipeline import chunks_by_source, read_chunks_file, read_documents, read_quality
 
         self.registry, self.given, self.names = registry, given, names
         self.index = registry.get(given.index_ref)
         self.production = registry.find(f"{names.index}:{PRODUCTION}")
         chunks_dir = registry.download(given.chunks_ref)
         self.quality = read_quality(chunks_dir)
-        self.chunks = read_chunks_file(chunks_dir)
-        self.new_docs = {d["path"]: d["sha256"] for d in load_manifest(registry.download(given.raw_ref))["documents"]}
+        self.chunks = chunks_by_source(read_chunks_file(chunks_dir))
+        # documents.jsonl has every document of the snapshot (failed ones too) with its sha256, so the corpora
+        # are compared without downloading either raw version.
+        self.new_docs = {d["path"]: d["sha256"] for d in read_documents(chunks_dir)}
         self.old_docs: dict[str, str] = {}
         self.old_shas: set[str] = set()
         self.old_texts: dict[str, list[str]] = {}
@@ -148,10 +149,9 @@ class _Summary:
             for chunk in read_chunks(prod_dir):
                 self.old_shas.add(chunk.sha256)
                 self.old_texts.setdefault(chunk.source, []).append(chunk.text)
-            if self.production.metadata.get("raw"):
-                manifest = load_manifest(registry.download(self.production.metadata["raw"]))
-                self.old_docs = {d["path"]: d["sha256"] for d in manifest["documents"]}
-            self.old_pii = {path for path, found in _pii_by_document(prod_dir).items() if found}
+            old_documents = read_documents(prod_dir)
+            self.old_docs = {d["path"]: d["sha256"] for d in old_documents}
+            self.old_pii = {d["path"] for d in old_documents if d.get("pii")}
         self.added = sorted(set(self.new_docs) - set(self.old_docs))
         self.removed = sorted(set(self.old_docs) - set(self.new_docs))
         self.changed = sorted(p for p in set(self.new_docs) & set(self.old_docs) if self.new_docs[p] != self.old_docs[p])
@@ -212,7 +212,7 @@ class _Summary:
         wanted = [(p, "added") for p in self.added] + [(p, "changed") for p in self.changed]
         lines = []
         for path, how in wanted[:SAMPLE_DOCUMENTS]:
-            fresh = [c for c in self.chunks if c.source == path and c.sha256 not in self.old_shas]
+            fresh = [c for c in self.chunks.get(path, ()) if c.sha256 not in self.old_shas]
             if fresh:
                 page = f", page {fresh[0].page}" if fresh[0].page else ""
                 text = _new_part(fresh[0].text, self.old_texts.get(path, ())) if how == "changed" else fresh[0].text
@@ -227,7 +227,7 @@ class _Summary:
 
         findings = []
         for path in sorted(self.quality["pii"]):
-            for chunk in (c for c in self.chunks if c.source == path):
+            for chunk in self.chunks.get(path, ()):
                 for kind, start, end in pii_matches(chunk.text):
                     where = f"page {chunk.page}" if chunk.page else f"at character {chunk.start + start}"
                     new = " — **new since production**" if self.production and path not in self.old_pii else ""
@@ -254,26 +254,9 @@ class _Summary:
                 f"report {self.link(o['report'])} (questions {self.link(o['questions'])})"]
 
 
-def _pii_by_document(index_dir: Any) -> dict[str, dict[str, int]]:
-    """PII counts per document of an index folder (its ``documents.jsonl``)."""
-    import json
-
-    from ragindex.pipeline import DOCUMENTS_FILE
-
-    path = index_dir / DOCUMENTS_FILE
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        return {d["path"]: d.get("pii") or {} for d in map(json.loads, fh)}
-
-
-def review_summary(registry: Registry, given: ReviewInput | None = None, *, names: ArtifactNames = DEFAULT_NAMES,
-                   **fields: Any) -> str:
+def review_summary(registry: Registry, given: ReviewInput, *, names: ArtifactNames = DEFAULT_NAMES) -> str:
     """Markdown for the reviewer (Airflow's Required Actions form): the warnings first, then the gate, what
     changed, samples of the new text, where PII was found (masked), quality and the versions."""
-    if given is None:
-        outcome = fields.pop("outcome")
-        given = ReviewInput(outcome=outcome if isinstance(outcome, dict) else outcome.to_json(), **fields)
     summary = _Summary(registry, given, names)
     sections: Iterable[list[str]] = (summary.header(), summary.warnings(), summary.gate(), summary.corpus(),
                                      summary.samples(), summary.pii(), summary.checks(), summary.versions())
