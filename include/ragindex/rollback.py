@@ -8,36 +8,30 @@ alias history, which on W&B is made of the promote and rollback runs themselves.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from ragindex.errors import GovernanceError, RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
 from ragindex.promotion import related_versions
-from ragindex.registry import AliasChange, AliasMove, Decision, Registry
+from ragindex.registry import AliasChange, AliasMove, ArtifactVersion, Decision, Registry
 from ragindex.review import REJECTED, describe, latest_review
 
 ROLLBACK = "rollback"
 
 
-def production_moves(registry: Registry, name: str) -> list[AliasMove]:
-    """Every move of ``production`` within ``name``, oldest first."""
-    return registry.alias_history(name, PRODUCTION)
-
-
-def previous_production(registry: Registry, name: str) -> str:
-    """The version that held ``production`` before the current holder took it."""
-    current = registry.find(f"{name}:{PRODUCTION}")
+def _previous_holder(name: str, current: ArtifactVersion | None, moves: Sequence[AliasMove]) -> str:
+    """The version that held ``production`` before ``current`` took it, from the alias history ``moves``."""
     if current is None:
         raise RagindexError(f"{name}: no version holds '{PRODUCTION}', nothing to roll back")
-    for move in reversed(production_moves(registry, name)):
+    for move in reversed(moves):
         if move.to_version == current.version and move.from_version:
             return move.from_version
     raise RagindexError(f"{name}:{current.version} is the first '{PRODUCTION}' version; nothing earlier to roll back to")
 
 
-def held_production(registry: Registry, name: str, version: str) -> bool:
-    """Whether ``name:version`` ever held ``production`` (only approved versions can have)."""
-    return any(move.to_version == version for move in production_moves(registry, name))
+def previous_production(registry: Registry, name: str) -> str:
+    """The version that held ``production`` before the current holder took it."""
+    return _previous_holder(name, registry.find(f"{name}:{PRODUCTION}"), registry.alias_history(name, PRODUCTION))
 
 
 def rollback(registry: Registry, *, to_version: str | None = None, reason: str = "", actor: str = "",
@@ -51,18 +45,20 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
         return {"from": done.details.get("from"), "to": done.ref, "digest": registry.get(done.ref).digest,
                 "forced": done.verdict == "forced_rollback", "changed": True, "recorded_before": True,
                 "decision": done.record_id}
-    target_version = (to_version or "").strip() or previous_production(registry, names.index)
+    current = registry.find(f"{names.index}:{PRODUCTION}")
+    moves = registry.alias_history(names.index, PRODUCTION)  # read once: on W&B it is a query over runs
+    target_version = (to_version or "").strip() or _previous_holder(names.index, current, moves)
     target_ref = target_version if ":" in target_version else f"{names.index}:{target_version}"
     target = registry.find(target_ref)
     if target is None:
         raise RagindexError(f"rollback target {target_ref!r}: no such version of {names.index}")
-    current = registry.find(f"{names.index}:{PRODUCTION}")
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
     if current is not None and current.ref == target.ref:
         return {**outcome, "changed": False}
     review = latest_review(registry, target.ref)
     rejected_since = review is not None and review.verdict == REJECTED  # held production, then was rejected
-    approved_before = held_production(registry, names.index, target.version) and not rejected_since
+    held = any(move.to_version == target.version for move in moves)  # only approved versions can have
+    approved_before = held and not rejected_since
     if not approved_before:
         decided = describe(review)
         if not force:
