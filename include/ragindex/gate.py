@@ -17,6 +17,7 @@ from typing import Any
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 from ragindex.context import IngestContext
+from ragindex.evaluation import EvalQuestion
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.registry import ArtifactVersion
 from ragindex.settings import DriftSettings, GateSettings
@@ -130,8 +131,9 @@ def headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in metrics.items() if k != "results"} if metrics else None
 
 
-def log_eval_questions(ctx: IngestContext, questions_file: Path) -> ArtifactVersion:
-    """Version the question set (identical content resolves to the existing version)."""
+def log_eval_questions(ctx: IngestContext, questions_file: Path) -> tuple[ArtifactVersion, list[EvalQuestion]]:
+    """Version the question set (identical content resolves to the existing version); the questions come back
+    parsed, as the version holds exactly that file."""
     from ragindex.evaluation import QUESTIONS_FILE, load_questions
 
     questions = load_questions(questions_file)  # refuse a malformed set before it becomes a version
@@ -139,9 +141,10 @@ def log_eval_questions(ctx: IngestContext, questions_file: Path) -> ArtifactVers
     tmp = fresh_temp_dir(target)
     shutil.copyfile(questions_file, tmp / QUESTIONS_FILE)
     replace_dir_atomically(tmp, target)
-    return ctx.registry.log_artifact(ctx.names.questions, ARTIFACT_TYPES["questions"], target,
-                                     run=ctx.run("register_eval_questions"), aliases=ctx.aliases,
-                                     metadata={"questions": len(questions), "origin": str(questions_file)})
+    version = ctx.registry.log_artifact(ctx.names.questions, ARTIFACT_TYPES["questions"], target,
+                                        run=ctx.run("register_eval_questions"), aliases=ctx.aliases,
+                                        metadata={"questions": len(questions), "origin": str(questions_file)})
+    return version, questions
 
 
 def write_report(ctx: IngestContext, report: dict[str, Any]) -> Path:
@@ -156,21 +159,22 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
                    settings: GateSettings | None = None) -> EvalOutcome:
     """Score candidate and production on the versioned question set, apply the gate, compare their content
     (the data gate), log ``eval-report``."""
-    from ragindex.evaluation import evaluate, load_questions
+    from ragindex.evaluation import evaluate
     from ragindex.retrieval import Retriever
 
     gs = settings or ctx.gate
-    questions_version = log_eval_questions(ctx, Path(questions_file))
-    questions = load_questions(ctx.registry.download(questions_version.ref))
+    questions_version, questions = log_eval_questions(ctx, Path(questions_file))
+    index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
     candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
     production, data_gate = None, None
-    if production_version is not None:
+    if production_version is not None and production_version.ref == index_ref:
+        production = candidate  # the candidate is production: scored once
+    elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
         production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
-        if production_version.ref != index_ref:
-            data_gate = drift(candidate_dir, production_dir, ctx.drift)
+        data_gate = drift(candidate_dir, production_dir, ctx.drift)
     decision = gate(candidate, production, min_recall=gs.min_recall, max_regression=gs.max_regression)
     warnings = data_gate["warnings"] if data_gate else []
     report = {"candidate": index_ref, "production": production_version.ref if production_version else None,
