@@ -62,12 +62,12 @@ class IndexReviewOperator(ApprovalOperator):
             raise AirflowSkipException(f"{kind} runs never move production: review and promotion skipped")
         if not params.get("promote", True):
             raise AirflowSkipException("promote=false: review and promotion skipped")
-        ctx, candidate = ingest_context(context), self.candidate(context)
+        ctx, candidate = ingest_context(context), self.evaluated(context)["index"]
         recorded = ctx.registry.decision(review_key(ctx.pipeline_run_id, candidate))
         if recorded is not None:  # a retry of this task: the reviewer answered already
             self.log.info("the review of %s is on record already (%s): not asking again", candidate,
                           describe(recorded))
-            return self.conclude(context, recorded.verdict, recorded.to_json())
+            return self.conclude(context, recorded.to_json())
         why_not = review_needed(ctx.registry, candidate, ctx.names)
         if why_not:
             raise AirflowSkipException(why_not)
@@ -78,7 +78,7 @@ class IndexReviewOperator(ApprovalOperator):
                                      pipeline_run=ctx.pipeline_run_id)
             self.log.info("require_approval=false: %s approved automatically, on record as %s", candidate,
                           decision.record_id)
-            return self.conclude(context, decision.verdict, decision.to_json())
+            return self.conclude(context, decision.to_json())
         self.stage(ctx, candidate)
         self.response_timeout = timedelta(hours=settings.timeout_hours)
         link = self.approve_link(context)
@@ -99,9 +99,9 @@ class IndexReviewOperator(ApprovalOperator):
         return f"{page}&_options={quote(json.dumps([self.APPROVE]))}"
 
     @staticmethod
-    def candidate(context: Any) -> str:
-        """The index the evaluate task scored (its XCom)."""
-        return context["ti"].xcom_pull(task_ids="evaluate_index")["index"]
+    def evaluated(context: Any) -> dict[str, Any]:
+        """What the evaluate task handed on (its XCom): the candidate index, the gate's outcome, its warnings."""
+        return context["ti"].xcom_pull(task_ids="evaluate_index")
 
     def stage(self, ctx: Any, candidate: str) -> None:
         """``staging`` marks the candidate while it awaits review (not a version that was rejected)."""
@@ -129,26 +129,26 @@ class IndexReviewOperator(ApprovalOperator):
         reason = ((event.get("params_input") or {}).get(REASON_PARAM) or "").strip()
         if timed_out and not reason:
             reason = f"no answer within {review_settings(context['params']).timeout_hours:g} h"
-        ctx = ingest_context(context)
+        ctx, evaluated = ingest_context(context), self.evaluated(context)
         responded = event.get("responded_at")
         decision = record_review(
-            ctx.registry, self.candidate(context), verdict,
+            ctx.registry, evaluated["index"], verdict,
             actor=who.get("name") or who.get("id") or ("timeout" if timed_out else "unknown"), reason=reason,
             pipeline_run=ctx.pipeline_run_id,
             details={"airflow_user": who, "responded_at": responded.isoformat() if responded else None,
                      "task": f"{context['ti'].dag_id}.{context['ti'].task_id}", "try": context["ti"].try_number,
-                     "warnings_shown": context["ti"].xcom_pull(task_ids="evaluate_index").get("warnings") or []})
+                     "warnings_shown": evaluated.get("warnings") or []})
         self.log.info("review of %s: %s (record %s)", decision.ref, describe(decision), decision.record_id)
         return super().execute_complete(context, event) | {"decision": decision.to_json()}
 
-    def conclude(self, context: Any, verdict: str, decision: dict[str, Any]) -> dict[str, Any]:
+    def conclude(self, context: Any, decision: dict[str, Any]) -> dict[str, Any]:
         """Go on as if the reviewer had just answered: approval continues, anything else skips promotion."""
-        from ragindex.review import APPROVING
+        from ragindex.review import APPROVING, AUTO_APPROVED
 
-        approved = verdict in APPROVING
+        approved = decision["verdict"] in APPROVING
         if not approved:
             self.skip(ti=context["ti"], tasks=[t for t in context["task"].get_direct_relatives(upstream=False)
                                                if not t.is_teardown])
         return {"chosen_options": [self.APPROVE if approved else self.REJECT], "params_input": {},
-                "responded_by_user": AUTO_APPROVER if decision["verdict"] == "auto_approved" else
+                "responded_by_user": AUTO_APPROVER if decision["verdict"] == AUTO_APPROVED else
                 {"name": decision["actor"]}, "decision": decision}
