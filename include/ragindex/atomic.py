@@ -1,5 +1,5 @@
-"""How ragindex writes: folders by write-then-rename (a reader never sees half a folder), records as
-sorted JSON lines (equal content gives equal bytes, so equal digests)."""
+"""How ragindex writes: files and folders by write-then-rename (a reader never sees half of either), records
+as sorted JSON lines (equal content gives equal bytes, so equal digests)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 def fresh_temp_dir(target: Path) -> Path:
@@ -28,6 +29,19 @@ def replace_dir_atomically(tmp: Path, target: Path) -> Path:
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
+    return target
+
+
+def replace_file_atomically(target: Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``target`` through ``write(tmp)`` under a temp name of its own beside it, then rename it into place,
+    so a reader never sees half a file and two writers never share a temp file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 

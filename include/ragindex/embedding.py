@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ragindex.atomic import replace_file_atomically
 from ragindex.chunking import Chunk
 from ragindex.errors import SettingsError
 from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS
@@ -262,10 +263,11 @@ def plan_embedding(chunks: Iterable[Chunk], cached: set[str] | dict) -> Embeddin
 
 def save_vectors(path: Path, shas: Sequence[str], vectors: np.ndarray) -> None:
     """Persist a shard's result as one .npz (written to a temp name, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, shas=np.array(list(shas), dtype="U64"), vectors=vectors.astype(np.float32, copy=False))
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a bare temp name
+            np.savez(fh, shas=np.array(list(shas), dtype="U64"), vectors=vectors.astype(np.float32, copy=False))
+
+    replace_file_atomically(path, write)
 
 
 def load_vectors(path: Path) -> dict[str, np.ndarray]:

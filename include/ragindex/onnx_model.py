@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ragindex.atomic import replace_file_atomically
 from ragindex.errors import SettingsError
 from ragindex.settings import models_home
 
@@ -56,16 +56,6 @@ def model_settings(location: Path) -> dict[str, Any]:
     sbert = location / "sentence_bert_config.json"
     max_length = int(json.loads(sbert.read_text()).get("max_seq_length", 256)) if sbert.is_file() else 256
     return {"max_length": max_length, "dimension": int(pooling["word_embedding_dimension"])}
-
-
-def _replace_into(target: Path, write: Any) -> None:
-    """Write a file beside ``target`` with ``write(tmp)``, then rename it into place."""
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _export_fp32(location: Path, target: Path) -> None:
@@ -103,7 +93,7 @@ def _export_fp32(location: Path, target: Path) -> None:
                               dynamic_axes={n: axes for n in [*names, "last_hidden_state"]}, opset_version=OPSET,
                               do_constant_folding=True, dynamo=False)
 
-    _replace_into(target, export)
+    replace_file_atomically(target, export)
 
 
 def _quantize(source: Path, target: Path) -> None:
@@ -112,7 +102,7 @@ def _quantize(source: Path, target: Path) -> None:
 
     logging.disable(logging.WARNING)  # quantize_dynamic advises a pre-processing that changes nothing here
     try:
-        _replace_into(target, lambda tmp: quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8,
+        replace_file_atomically(target, lambda tmp: quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8,
                                                            per_channel=True))
     finally:
         logging.disable(logging.NOTSET)
@@ -131,7 +121,7 @@ def ensure_onnx(location: Path, fingerprint: str, backend: str) -> Path:
     if backend == ONNX_INT8 and not target.is_file():
         _quantize(fp32, target)
     if not (folder / "tokenizer.json").is_file():
-        _replace_into(folder / "tokenizer.json", lambda tmp: tmp.write_bytes((location / "tokenizer.json").read_bytes()))
+        replace_file_atomically(folder / "tokenizer.json", lambda tmp: tmp.write_bytes((location / "tokenizer.json").read_bytes()))
     return folder
 
 

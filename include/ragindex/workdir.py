@@ -15,11 +15,12 @@ Steps of one pipeline run may execute on different workers; they meet in a folde
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ragindex.atomic import replace_file_atomically
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,8 @@ class EmbedPlan:
 
     def write(self, path: Path) -> None:
         """Write-then-rename, so a mapped task on another worker never reads half a plan."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         body = asdict(self) | {"shards": [list(s) for s in self.shards]}
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, path)
+        replace_file_atomically(path, lambda tmp: tmp.write_text(json.dumps(body)))
 
     @classmethod
     def read(cls, path: Path) -> "EmbedPlan":
