@@ -148,7 +148,6 @@ class TorchEncoder:
     """sentence-transformers on torch: the reference backend (and the one models the ONNX export comes from)."""
 
     tokens_per_batch = None
-    pads_rows = True
 
     def __init__(self, model: str) -> None:
         self.st = load_model(model)
@@ -192,9 +191,9 @@ def encoder(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> Any:
     if folder is None:
         raise SettingsError(f"model {model!r}: the onnx backends need a local model folder (a hub name cannot be "
                             "exported offline); use embedding_backend=torch")
-    from ragindex.onnx_model import onnx_encoder
+    from ragindex.onnx_model import OnnxEncoder
 
-    return onnx_encoder(str(folder), fingerprint, backend)
+    return OnnxEncoder(folder, fingerprint, backend)
 
 
 def encode_texts(

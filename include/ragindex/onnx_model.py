@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -141,7 +140,6 @@ class OnnxEncoder:
         # tests/core/test_embedding.py), so a batch is not topped up to its fixed size: a small update does
         # not pay for a full batch.
         self.tokens_per_batch = 0 if backend == ONNX_INT8 else None
-        self.pads_rows = False
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()  # tokenizer.json ships fixed padding and truncation at 128
         self.tokenizer.enable_truncation(self.max_length)
@@ -161,18 +159,17 @@ class OnnxEncoder:
         return len(item.ids)
 
     def forward(self, items: Sequence[Any], length: int, size: int) -> np.ndarray:
-        """One pass of the texts padded to ``length`` tokens (topped up to ``size`` rows only if ``pads_rows``)."""
-        size = size if self.pads_rows else len(items)
-        ids = np.zeros((size, length), np.int64)
-        mask = np.zeros((size, length), np.int64)
+        """One pass of the texts padded to ``length`` tokens, one row each: ``size`` (the fixed batch size) is not
+        topped up to, as rows do not depend on the batch's size here (see ``__init__``)."""
+        ids = np.zeros((len(items), length), np.int64)
+        mask = np.zeros((len(items), length), np.int64)
         for row, item in enumerate(items):
             n = min(len(item.ids), length)
             ids[row, :n] = item.ids[:n]
             mask[row, :n] = 1
-        ids[len(items):], mask[len(items):] = ids[0], mask[0]
         hidden = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
-                                                          "token_type_ids": np.zeros_like(ids)})[0][: len(items)]
-        weights = mask[: len(items), :, None].astype(np.float32)
+                                                          "token_type_ids": np.zeros_like(ids)})[0]
+        weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
@@ -181,8 +178,3 @@ class OnnxEncoder:
         item = self.tokenizer.encode(text)
         return self.forward([item], len(item.ids), 1)
 
-
-@lru_cache(maxsize=4)
-def onnx_encoder(location: str, fingerprint: str, backend: str) -> OnnxEncoder:
-    """One session per model and backend per process."""
-    return OnnxEncoder(Path(location), fingerprint, backend)
