@@ -254,11 +254,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_alias(args: argparse.Namespace) -> int:
     """Move an alias onto a version (exclusive within the artifact name); not a governance alias."""
-    from ragindex.names import GOVERNANCE_ALIASES
-
-    if args.alias in GOVERNANCE_ALIASES:
-        raise RagindexError(f"alias {args.alias!r} is moved by decisions only: use `ragindex approve` (after "
-                            "`ragindex evaluate`) or `ragindex rollback`")
     version = _registry(args).set_alias(args.ref, args.alias, actor=_actor(args), reason=args.reason)
     print(f"{args.alias} -> {version.ref}")
     return 0

@@ -188,7 +188,7 @@ def test_unknown_ref_and_missing_registry(client, filled_registry, tmp_path):
 
 
 def test_metadata_is_escaped(client, tmp_path):
-    from ragindex.registry import RunInfo, open_registry
+    from ragindex.registry import AliasChange, Decision, RunInfo, open_registry
 
     files = tmp_path / "files"
     files.mkdir()
@@ -196,7 +196,8 @@ def test_metadata_is_escaped(client, tmp_path):
     reg = open_registry(str(tmp_path / "reg"))
     evil = '<script>alert("x")</script>'
     reg.log_artifact("vector-index", "index", files, run=RunInfo("test"), metadata={"model": evil, "chunks": 1})
-    reg.set_alias("vector-index:v0", "production")
+    reg.record_decision(Decision(kind="promote", verdict="promoted", ref="vector-index:v0", actor="test",
+                                 changes=(AliasChange("vector-index:v0", "production"),)))
     for path in ("/", "/lineage/vector-index:v0"):
         page = get_page(client, path, str(tmp_path / "reg"))
         assert evil not in page and str(markupsafe.escape(evil)) in page

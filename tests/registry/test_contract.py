@@ -24,6 +24,7 @@ from ragindex.registry import (
     RunInfo,
     open_registry,
 )
+from ragindex.errors import GovernanceError
 from ragindex.registry.digest import dir_digest
 from tests.conftest import write_files
 
@@ -205,6 +206,14 @@ def test_set_alias_by_alias_ref_and_invalid_aliases(registry: Registry, name: st
     with pytest.raises(ArtifactNotFound, match=f"{name}:v9"):
         registry.set_alias(f"{name}:v9", "prod")
     assert registry.get(f"{name}:prod").ref == f"{name}:v0"
+
+
+@pytest.mark.parametrize("alias", ["production", "staging"])
+def test_a_governance_alias_is_not_moved_by_set_alias(registry: Registry, name: str, make_dir, alias: str) -> None:
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
+    with pytest.raises(GovernanceError, match=f"'{alias}' is moved by decisions only"):
+        registry.set_alias(f"{name}:v0", alias)
+    assert alias not in registry.get(f"{name}:v0").aliases and registry.alias_history(name, alias) == []
 
 
 # -- metadata ------------------------------------------------------------------------------------

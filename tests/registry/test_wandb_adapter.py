@@ -21,6 +21,7 @@ import pytest
 import wandb  # pinned in requirements.txt: the adapter is tested against the real SDK classes
 from wandb.errors import AuthenticationError, CommError
 
+from ragindex.errors import GovernanceError
 from ragindex.registry import AliasChange, ArtifactNotFound, Decision, RegistryError, RegistryUnavailable, RunInfo
 from ragindex.registry.digest import dir_digest
 from ragindex.registry.wandb import LINEAGE_KEY, WandbRegistry
@@ -482,6 +483,10 @@ def test_alias_moves_are_runs_and_history_is_read_from_them_with_recording_fake_
     assert [m.at for m in history] == [r.created_at for r in fake_api.runs_store[-2:]], "server time, not a worker's"
     with pytest.raises(RegistryError, match="latest"):
         registry.set_alias("idx:v0", "latest")
+    runs = len(fake_wandb.runs)
+    with pytest.raises(GovernanceError, match="'production' is moved by decisions only"):
+        registry.set_alias("idx:v0", "production")
+    assert len(fake_wandb.runs) == runs and "production" not in registry.get("idx:v0").aliases, "no run, no move"
 
 
 def test_a_decision_is_one_run_and_a_retry_finds_it_with_recording_fake_wandb(

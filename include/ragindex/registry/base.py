@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from ragindex.errors import ArtifactNotFound, RegistryError
+from ragindex.errors import ArtifactNotFound, GovernanceError, RegistryError
+from ragindex.names import GOVERNANCE_ALIASES
 
 from .digest import dir_digest, manifest_digest, manifest_of
 from .graph import build_lineage
@@ -131,9 +132,13 @@ class RegistryBase:
         return self._versions(name)
 
     def set_alias(self, ref: str, alias: str, *, actor: str = "", reason: str = "") -> ArtifactVersion:
-        """Point ``alias`` at ``ref`` (taking it off any other version) and record the move."""
+        """Point ``alias`` at ``ref`` (taking it off any other version) and record the move. Governance aliases
+        are refused here, whoever calls: they move only with a decision (``record_decision``)."""
         name, _tag = split_ref(ref)
         validate_alias(name, alias)
+        if alias in GOVERNANCE_ALIASES:
+            raise GovernanceError(f"alias {alias!r} is moved by decisions only: use `ragindex approve` (after "
+                                  "`ragindex evaluate`) or `ragindex rollback`")
         return self._set_alias(self.get(ref), alias, actor or default_actor(), reason)
 
     def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
