@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragindex.errors import RagindexError
+from ragindex.names import DEFAULT_NAMES, PRODUCTION
 from ragindex.settings import (
     DEFAULT_EMBEDDING_BACKEND,
     DEFAULT_MODEL,
@@ -148,11 +149,11 @@ def _version_json(v, review=None) -> dict[str, Any]:
 
 def _review_mark(review) -> str:
     """The latest review of a version, as a listing shows it."""
-    from ragindex.review import describe
+    from ragindex.review import REJECTED, describe
 
     if review is None:
         return ""
-    return ("REJECTED " if review.verdict == "rejected" else "") + describe(review)
+    return ("REJECTED " if review.verdict == REJECTED else "") + describe(review)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -373,8 +374,8 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
 
     p = sub.add_parser("serve", parents=[registry],
                        help="HTTP /search for the version behind an alias (default production), following it")
-    p.add_argument("--name", default="vector-index")
-    p.add_argument("--alias", default="production")
+    p.add_argument("--name", default=DEFAULT_NAMES.index)
+    p.add_argument("--alias", default=PRODUCTION)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (POST /refresh: now)")
@@ -404,7 +405,7 @@ def _add_registry_commands(sub: Any, shared: _Shared) -> None:
 
     p = sub.add_parser("decisions", parents=[registry, as_json],
                        help="every decision on record for an artifact (reviews, staging, promotions, rollbacks)")
-    p.add_argument("name", nargs="?", default="vector-index")
+    p.add_argument("name", nargs="?", default=DEFAULT_NAMES.index)
     p.set_defaults(func=cmd_decisions)
 
 

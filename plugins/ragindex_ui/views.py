@@ -137,16 +137,22 @@ def decision_view(decision: Any) -> dict[str, Any]:
 
 def decisions_by_ref(decisions: list[Any]) -> dict[str, dict[str, Any]]:
     """For each version decided on: its latest review and its latest promotion or rollback."""
-    out: dict[str, dict[str, Any]] = {}
-    for d in decisions:
-        slot = "review" if d.kind == "review" else "promotion" if d.kind in ("promote", "rollback") else None
+    from ragindex.promotion import PROMOTE
+    from ragindex.review import REVIEW
+    from ragindex.rollback import ROLLBACK
+
+    latest: dict[str, dict[str, Any]] = {}
+    for d in decisions:  # oldest first: a later decision replaces an earlier one in its slot
+        slot = "review" if d.kind == REVIEW else "promotion" if d.kind in (PROMOTE, ROLLBACK) else None
         if slot:
-            out.setdefault(d.ref, {})[slot] = decision_view(d)
-    return out
+            latest.setdefault(d.ref, {})[slot] = d
+    return {ref: {slot: decision_view(d) for slot, d in slots.items()} for ref, slots in latest.items()}
 
 
 def version_row(version: Any, decided: dict[str, Any] | None = None) -> dict[str, Any]:
     """One version for a table row or a graph node, with the decisions on it."""
+    from ragindex.review import REJECTED
+
     meta = dict(version.metadata or {})
     aliases = list(version.aliases)
     decided = decided or {}
@@ -164,7 +170,7 @@ def version_row(version: Any, decided: dict[str, Any] | None = None) -> dict[str
         "details": key_metadata(meta),
         "eval": eval_figures(version.type, meta),
         "review": review,
-        "rejected": bool(review and review["verdict"] == "rejected"),
+        "rejected": bool(review and review["verdict"] == REJECTED),
         "promotion": decided.get("promotion"),
         "consumed": list(version.consumed),
         "url": version.url,
@@ -311,11 +317,11 @@ def lineage_view(registry: Any, ref: str) -> dict[str, Any]:
     """The detail page of a version: its row, its upstream tree and the graph up- and downstream of it."""
     root_version = registry.get(ref)
     root_decisions = registry.decisions(root_version.name)
-    root = version_row(root_version, decisions_by_ref(root_decisions).get(root_version.ref))
+    decided: dict[str, dict[str, Any]] = {root_version.name: decisions_by_ref(root_decisions)}
+    root = version_row(root_version, decided[root_version.name].get(root_version.ref))
     root["url"] = web_url(registry, root_version)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[list[str]] = []
-    decided: dict[str, dict[str, Any]] = {root_version.name: decisions_by_ref(root_decisions)}
 
     def merge(graph: dict[str, Any]) -> None:
         for node_ref in graph["nodes"]:
