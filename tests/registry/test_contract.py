@@ -406,6 +406,26 @@ def test_failed_local_copy_is_not_visible(local_uri: str, name: str, make_dir, m
     assert registry.log_artifact(name, "dataset", make_dir({"a": "1"}), run=run_info()).ref == f"{name}:v0"
 
 
+def test_only_contents_not_yet_stored_are_copied(local_uri: str, name: str, make_dir, monkeypatch) -> None:
+    import ragindex.registry.local as local
+
+    registry = open_registry(local_uri)
+    registry.log_artifact(name, "dataset", make_dir({"a": "1", "b": "2", "c": "3"}), run=run_info())
+    copied = []
+    real_copy = local.copy_hashing
+
+    def counting_copy(src, dst):
+        copied.append(Path(src).name)
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(local, "copy_hashing", counting_copy)
+    second = registry.log_artifact(name, "dataset", make_dir({"a": "1", "b": "changed", "c": "3", "d": "1"}),
+                                   run=run_info())
+    assert copied == ["b"], "a, c and d (a's content) are in blobs/ already: hashed, not copied"
+    folder = registry.download(second.ref)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == {"a": "1", "b": "changed", "c": "3", "d": "1"}
+
+
 # -- misc ----------------------------------------------------------------------------------------
 
 

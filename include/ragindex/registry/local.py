@@ -31,7 +31,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
@@ -127,19 +127,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def copy_hashing(src: Path, dst: Path) -> tuple[str, str]:
-    """Copy one file, fsync it, and return (sha256 hex, W&B's base64 MD5) of the bytes copied."""
+def _hash_file(src: Path, out: BinaryIO | None = None) -> tuple[str, str]:
+    """(sha256 hex, W&B's base64 MD5) of a file's bytes, read once; written on to ``out`` when given."""
     import base64
 
     sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - md5 is W&B's content digest, not security
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open(src, "rb") as fin:
         for block in iter(lambda: fin.read(_BLOCK), b""):
             sha.update(block)
             md5.update(block)
-            fout.write(block)
+            if out is not None:
+                out.write(block)
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
+
+
+def file_hashes(src: Path) -> tuple[str, str]:
+    """(sha256 hex, W&B's base64 MD5) of a file, nothing written: enough to find a content already stored."""
+    return _hash_file(src)
+
+
+def copy_hashing(src: Path, dst: Path) -> tuple[str, str]:
+    """Copy one file, fsync it, and return (sha256 hex, W&B's base64 MD5) of the bytes copied."""
+    with open(dst, "wb") as fout:
+        hashes = _hash_file(src, fout)
         fout.flush()
         os.fsync(fout.fileno())
-    return sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
+    return hashes
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -347,20 +360,30 @@ class LocalRegistry(RegistryBase):
         return self.blobs / sha[:2] / sha
 
     def _store_content(self, files: Path, manifest: dict[str, str]) -> dict[str, str]:
-        """Copy every file into staging (hashing it), check it is what the manifest says, then rename each new
-        content into ``blobs/`` (a content already there is dropped). Returns path -> blob."""
+        """Hash every file; copy into staging only the contents ``blobs/`` lacks (so a corpus with 2 % changed
+        writes and fsyncs 2 % of it), check each is what the manifest says, then rename them into ``blobs/``.
+        Returns path -> blob."""
         tmp = self.staging / uuid.uuid4().hex
         tmp.mkdir(parents=True)
+
+        def check(rel: str, md5: str) -> None:
+            if md5 != manifest[rel]:
+                raise RegistryError(f"files under {str(files)!r} changed while being logged ({rel})")
+
         try:
-            staged: dict[str, tuple[Path, str]] = {}
+            blobs: dict[str, str] = {}
+            staged: list[tuple[Path, str]] = []
             for i, rel in enumerate(sorted(manifest)):
-                sha, md5 = copy_hashing(files / rel, tmp / str(i))
-                if md5 != manifest[rel]:
-                    raise RegistryError(f"files under {str(files)!r} changed while being logged ({rel})")
-                staged[rel] = (tmp / str(i), sha)
-            for path, sha in staged.values():
+                sha, md5 = file_hashes(files / rel)
+                check(rel, md5)
+                if not self._blob(sha).is_file():  # blobs are never removed: one already there is this content
+                    sha, md5 = copy_hashing(files / rel, tmp / str(i))
+                    check(rel, md5)
+                    staged.append((tmp / str(i), sha))
+                blobs[rel] = sha
+            for path, sha in staged:
                 final = self._blob(sha)
-                if final.is_file():
+                if final.is_file():  # the same content twice in this version, or stored meanwhile by another writer
                     continue
                 final.parent.mkdir(exist_ok=True)
                 os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -368,7 +391,7 @@ class LocalRegistry(RegistryBase):
                 fsync_dir(final.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return {rel: sha for rel, (_, sha) in staged.items()}
+        return blobs
 
     def _log(self, request: LogRequest) -> ArtifactVersion:
         run = request.run
