@@ -412,8 +412,6 @@ class LocalRegistry(RegistryBase):
                 conn.execute(
                     "INSERT OR IGNORE INTO runs (run_id, job_type, run_group, config, created_at) "
                     "VALUES (?, ?, ?, ?, ?)", (run_id, run.job_type, run.group, config_json, utc_now()))
-                if blobs is None:  # the version appeared between our read and this transaction: store now
-                    blobs = self._store_content(request.files, request.manifest)
                 conn.execute(
                     "INSERT INTO versions (name, idx, type, digest, manifest, metadata, created_at, "
                     "producer_run, consumed, blobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
