@@ -183,3 +183,19 @@ def test_wandb_uri_builds_wandb_backend_without_importing_wandb() -> None:
     assert (kind, entity, project, by_ref) == ("WandbRegistry", "my-team", "rag", True)
     assert uri == "wandb://my-team/rag?reference=1"
     assert imported is False, "wandb must be imported lazily"
+
+
+def test_a_cache_folder_another_writer_put_first_is_kept_and_a_callers_folder_is_replaced(tmp_path: Path) -> None:
+    """Two processes filling one digest-named cache folder: the second keeps the first's (a reader may hold it)."""
+    from ragindex.registry.rules import fill_atomically
+
+    def writes(text: str):
+        return lambda tmp: (tmp / "f").write_text(text)
+
+    cache = fill_atomically(tmp_path / "cache" / "digest", writes("first"), "docs:v0", keep_existing=True)
+    held = (cache / "f").stat().st_ino
+    assert fill_atomically(cache, writes("second"), "docs:v0", keep_existing=True) == cache
+    assert (cache / "f").read_text() == "first" and (cache / "f").stat().st_ino == held, "the held folder never moved"
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["digest"], "the losing copy is gone"
+    mine = fill_atomically(tmp_path / "mine", writes("old"), "docs:v0")
+    assert (fill_atomically(mine, writes("new"), "docs:v0") / "f").read_text() == "new", "a caller's root is replaced"

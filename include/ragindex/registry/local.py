@@ -39,7 +39,7 @@ from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
 
 from .base import RegistryBase, refuse_type_change
 from .protocol import AliasMove, ArtifactVersion, Decision, LogRequest, RunInfo, split_ref
-from .rules import LATEST, VERSION_TAG, to_json, utc_now
+from .rules import LATEST, VERSION_TAG, fill_atomically, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
 OBJECTS = "objects"  # the layout before content addressing, migrated on open
@@ -465,22 +465,12 @@ class LocalRegistry(RegistryBase):
         if view.is_dir():
             return view
         blobs = self._blob_map(version)
-        self.views.mkdir(exist_ok=True)
-        tmp = self.views / f".{version.digest}.tmp-{uuid.uuid4().hex}"
-        try:
+
+        def link(tmp: Path) -> None:
             for rel, sha in blobs.items():
                 link_or_copy(self._blob(sha), tmp / rel)
-            tmp.mkdir(exist_ok=True)  # a version without files is an empty folder
-            try:
-                os.rename(tmp, view)
-            except OSError:
-                if not view.is_dir():  # not "another reader made the same view first"
-                    raise
-        except OSError as exc:
-            raise RegistryError(f"cannot materialise {version.ref} in {self.views}: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return view
+
+        return fill_atomically(view, link, version.ref, keep_existing=True)  # no files: an empty folder
 
     def _fill(self, version: ArtifactVersion, into: Path) -> None:
         """A caller's own copy of the files (copies, not links: the caller may change them)."""

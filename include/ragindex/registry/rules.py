@@ -100,8 +100,12 @@ def check_files(files: Path, name: str) -> Path:
     return files
 
 
-def fill_atomically(target: Path, fill: Callable[[Path], None], what: str) -> Path:
-    """Fill a temp sibling of ``target`` with ``fill(tmp)``, then swap it in: a reader never sees half."""
+def fill_atomically(target: Path, fill: Callable[[Path], None], what: str, *, keep_existing: bool = False) -> Path:
+    """Fill a temp sibling of ``target`` with ``fill(tmp)``, then swap it in: a reader never sees half.
+
+    With ``keep_existing`` (a cache folder named by the version's digest) a folder that another process put
+    there meanwhile is kept and this copy dropped: a cached folder a reader holds never moves.
+    """
     target = Path(target).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
@@ -109,9 +113,16 @@ def fill_atomically(target: Path, fill: Callable[[Path], None], what: str) -> Pa
     tmp.mkdir()
     try:
         fill(tmp)
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
+        if keep_existing:
+            try:
+                os.rename(tmp, target)  # refused when another writer's folder (not empty) is there
+            except OSError:
+                if not target.is_dir():
+                    raise
+        else:
+            if target.exists():
+                os.rename(target, old)
+            os.rename(tmp, target)
     except RegistryError:
         raise
     except OSError as exc:

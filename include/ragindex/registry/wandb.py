@@ -524,7 +524,7 @@ class WandbRegistry(RegistryBase):
         target = (self.cache_dir / version.name / version.digest).expanduser().resolve()
         if target.is_dir():
             return target
-        return fill_atomically(target, lambda tmp: self._fill(version, tmp), version.ref)
+        return fill_atomically(target, lambda tmp: self._fill(version, tmp), version.ref, keep_existing=True)
 
     def producer(self, version: ArtifactVersion) -> RunInfo | None:
         """The W&B run that logged the version (one query), without the registry's bookkeeping config."""
