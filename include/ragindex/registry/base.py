@@ -170,7 +170,7 @@ class RegistryBase:
         if decision.kind not in RECORD_KINDS:
             raise RegistryError(f"unknown decision kind {decision.kind!r} (one of {', '.join(RECORD_KINDS)})")
         key = decision.key or f"{decision.kind}/{uuid.uuid4().hex}"
-        existing = self._find_record(key)
+        existing = self._find_record(key) if decision.key else None  # a key made just now is on no record
         if existing is not None:
             return existing
         subject = self.get(decision.ref)

@@ -30,10 +30,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from ragindex.settings import ragindex_home
 
@@ -361,14 +360,19 @@ class WandbRegistry(RegistryBase):
         return self._get(name, version)
 
     def _reuse(self, artifact: Any, aliases: list[str], *, actor: str) -> ArtifactVersion:
-        """An existing identical version, with the requested aliases moved onto it (one alias record)."""
-        version = self._to_version(artifact)
-        changes = tuple(AliasChange(version.ref, a) for a in aliases if self._holder(version.name, a) != version.version)
-        if changes:
-            self.record_decision(Decision(kind="alias", verdict="moved", ref=version.ref, actor=actor,
-                                          reason="logged", changes=changes))
-            return self._get(version.name, version.version)
-        return version
+        """An existing identical version, with the requested aliases moved onto it."""
+        return self._move_aliases(self._to_version(artifact), aliases, actor=actor, reason="logged")
+
+    def _move_aliases(self, version: ArtifactVersion, aliases: Sequence[str], *, actor: str,
+                      reason: str) -> ArtifactVersion:
+        """Aliases moved onto an existing version as one alias record run (none when all are on it already:
+        W&B aliases are exclusive within a name, so the version's own aliases say who holds them)."""
+        changes = tuple(AliasChange(version.ref, a) for a in aliases if a not in version.aliases)
+        if not changes:
+            return version
+        self.record_decision(Decision(kind="alias", verdict="moved", ref=version.ref, actor=actor, reason=reason,
+                                      changes=changes))
+        return self._get(version.name, version.version)
 
     def _holder(self, name: str, alias: str) -> str | None:
         """The version currently holding ``alias`` (``vN``), or None."""
@@ -491,10 +495,7 @@ class WandbRegistry(RegistryBase):
 
     def _set_alias(self, version: ArtifactVersion, alias: str, actor: str, reason: str) -> ArtifactVersion:
         """A plain alias move is a record run too, so the alias history lives in W&B."""
-        if self._holder(version.name, alias) != version.version:
-            self.record_decision(Decision(kind="alias", verdict="moved", ref=version.ref, actor=actor, reason=reason,
-                                          key=f"alias/{uuid.uuid4().hex}", changes=(AliasChange(version.ref, alias),)))
-        return self._get(version.name, version.version)
+        return self._move_aliases(version, [alias], actor=actor, reason=reason)
 
     def _update_metadata(self, version: ArtifactVersion, patch: dict[str, Any]) -> ArtifactVersion:
         target = self._fetch(version.name, version.version)
