@@ -53,9 +53,10 @@ def dependency_order(versions: Sequence[ArtifactVersion]) -> list[ArtifactVersio
     """Versions so that each comes after the versions it used, and in version order within a name."""
     by_ref = {v.ref: v for v in versions}
     graph: dict[str, set[str]] = {}
-    for v in versions:
-        earlier = {f"{v.name}:v{i}" for i in range(v.index)} & by_ref.keys()  # keep vN after vN-1
-        graph[v.ref] = {c for c in v.consumed if c in by_ref} | earlier
+    previous: dict[str, str] = {}  # name -> its latest version so far: vN after vN-1 (the sorter chains the rest)
+    for v in sorted(versions, key=lambda v: (v.name, v.index)):
+        graph[v.ref] = {c for c in v.consumed if c in by_ref} | ({previous[v.name]} if v.name in previous else set())
+        previous[v.name] = v.ref
     return [by_ref[ref] for ref in TopologicalSorter(graph).static_order()]
 
 
@@ -128,14 +129,15 @@ class _Sync:
         else:
             self.report.decisions_copied += 1
 
-    def history(self) -> list[Decision]:
+    def history(self, versions: Sequence[ArtifactVersion]) -> list[Decision]:
         """The source's decisions and its other alias moves (as records), over every name, in the order they
-        happened; a move a decision made is replayed by that decision, not twice."""
+        happened; a move a decision made is replayed by that decision, not twice. ``versions``: the source's
+        versions of those names, as already listed."""
         decisions = [d for name in self.names for d in self.source.decisions(name)]
         decided = {(m.name, m.alias, m.from_version, m.to_version, m.at) for d in decisions for m in d.moves}
         plain = []
         for name in self.names:
-            aliases = {a for v in self.source.versions(name) for a in v.aliases if a != LATEST}
+            aliases = {a for v in versions if v.name == name for a in v.aliases if a != LATEST}
             aliases |= {c.alias for d in decisions for c in d.changes if c.ref.startswith(f"{name}:")}
             plain += [m for alias in sorted(aliases) for m in self.source.alias_history(name, alias)
                       if (m.name, m.alias, m.from_version, m.to_version, m.at) not in decided]
@@ -160,6 +162,6 @@ def sync(source: Registry, target: Registry, names: Sequence[str] | None = None)
     versions = [v for name in chosen for v in source.versions(name)]
     for version in dependency_order(versions):
         state.copy_version(version)
-    for record in state.history():
+    for record in state.history(versions):
         state.replay(record)
     return state.report
