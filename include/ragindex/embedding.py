@@ -93,13 +93,18 @@ def model_identity(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> str:
     return f"{name}@{fingerprint}/{embedding_recipe(backend)}" if folder else f"{model}/{embedding_recipe(backend)}"
 
 
-@lru_cache(maxsize=2)
-def load_model(model: str):
-    """Load once per process; offline, because models cannot be downloaded at run time."""
+def hugging_face_offline() -> None:
+    """Before transformers loads a model: offline (models cannot be downloaded at run time), and no progress
+    bars (they go to stderr, which Airflow logs as ERROR lines)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # The "Loading weights" progress bar goes to stderr, which Airflow logs as ERROR lines: off.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@lru_cache(maxsize=2)
+def load_model(model: str):
+    """Load once per process, offline."""
+    hugging_face_offline()
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 

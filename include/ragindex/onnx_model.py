@@ -59,8 +59,9 @@ def model_settings(location: Path) -> dict[str, Any]:
 
 def _export_fp32(location: Path, target: Path) -> None:
     """The Hugging Face model of a sentence-transformers folder as ONNX (last_hidden_state), once."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from ragindex.embedding import hugging_face_offline
+
+    hugging_face_offline()  # before transformers is imported: huggingface_hub reads these at import
     import warnings
 
     import torch

@@ -116,11 +116,6 @@ class Decision:
             return self.reason
         return f"{self.kind} ({self.verdict})" + (f": {self.reason}" if self.reason else "")
 
-    @property
-    def version(self) -> str:
-        """The ``vN`` of the version decided on."""
-        return split_ref(self.ref)[1]
-
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, as stored and as the CLI prints it."""
         return asdict(self)
