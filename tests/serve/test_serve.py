@@ -4,6 +4,8 @@ naming the version (ref and digest) it came from."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import socket
@@ -66,7 +68,8 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
     server = subprocess.Popen([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(port),
                                "--poll-seconds", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    answers: list[tuple[str, str]] = []
+    answers: list[tuple[str, str]] = []  # (ref, digest) in the order the answers came back
+    timed: list[tuple[float, float, str]] = []  # (sent, answered, ref): the happens-before order
     failures: list[str] = []
     stop = threading.Event()
 
@@ -74,12 +77,15 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
         with httpx.Client(base_url=base, timeout=30) as http:
             while not stop.is_set():
                 try:
+                    sent = time.monotonic()
                     r = http.post("/search", json={"question": QUESTION, "k": 2})
+                    answered = time.monotonic()
                     if r.status_code != 200:
                         failures.append(f"{r.status_code} {r.text}")
                         continue
                     body = r.json()
                     assert body["hits"][0]["source"] == "forklifts.md"
+                    timed.append((sent, answered, body["ref"]))
                     answers.append((body["ref"], body["digest"]))
                 except Exception as exc:  # noqa: BLE001 - every failure counts
                     failures.append(repr(exc))
@@ -123,9 +129,26 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
     assert failures == [], failures[:5]
     digests = {registry.get(first).digest: first, registry.get(second).digest: second}
     assert all(digests[digest] == ref for ref, digest in answers), "every answer names the version it came from"
-    refs = [ref for ref, _ in answers]
-    switches = [b for a, b in zip(refs, refs[1:]) if a != b]
-    assert switches == [second, first], f"one switch each way, never back and forth: {switches}"
+    assert_one_switch_each_way(timed, first, second)
+
+
+def assert_one_switch_each_way(timed: list[tuple[float, float, str]], first: str, second: str) -> None:
+    """No request sees an older state than one answered before it was sent (two clients' answers
+    interleave: one sent just before the switch may come back after the other's first new answer)."""
+    promoted_seen = min(answered for _, answered, ref in timed if ref == second)
+
+    def phase(sent: float, ref: str) -> int:  # 0: first, 1: second (promoted), 2: first again (rolled back)
+        return 1 if ref == second else (2 if sent >= promoted_seen else 0)
+
+    phases = [(sent, answered, phase(sent, ref)) for sent, answered, ref in timed]
+    assert {p for _, _, p in phases} == {0, 1, 2}, "answers from before, between and after"
+    by_answer = sorted((answered, p) for _, answered, p in phases)
+    done = [answered for answered, _ in by_answer]
+    latest = list(itertools.accumulate((p for _, p in by_answer), max))  # latest phase answered by then
+    for sent, _, p in phases:
+        before = bisect.bisect_right(done, sent)
+        assert before == 0 or latest[before - 1] <= p, (
+            f"a request sent at {sent:.3f} got phase {p} after phase {latest[before - 1]} was answered: back and forth")
 
 
 def test_serve_refuses_a_registry_that_does_not_exist(tmp_path) -> None:
@@ -156,3 +179,13 @@ def test_a_registry_that_stops_answering_leaves_the_loaded_version_serving(two_v
         assert refresh.status_code == 503 and "not a database" in refresh.json()["detail"]
         answer = client.post("/search", json={"question": QUESTION})
         assert answer.status_code == 200 and answer.json()["ref"] == first, "the loaded version keeps answering"
+
+
+def test_the_switch_check_tells_two_clients_interleaving_from_a_server_going_back_and_forth() -> None:
+    first, second = "vector-index:v0", "vector-index:v1"
+    # (sent, answered, ref): the second client's request went out before the promotion and came back
+    # after the first client's first new answer; then the same around the rollback
+    assert_one_switch_each_way([(0, 1, first), (2, 3, second), (1.5, 3.2, first), (3.3, 4, second),
+                                (5, 6, first), (5.1, 6.5, second), (6.6, 7, first)], first, second)
+    with pytest.raises(AssertionError, match="back and forth"):
+        assert_one_switch_each_way([(0, 1, first), (2, 3, second), (3, 4, first), (4, 5, second)], first, second)
