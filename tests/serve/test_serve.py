@@ -91,9 +91,11 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
                     failures.append(repr(exc))
 
     def wait_for(ref: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
+        """Until a request sent from now on is answered from ``ref`` (not one sent before the alias moved)."""
+        since = time.monotonic()
+        deadline = since + timeout
         while time.monotonic() < deadline:
-            if any(a == ref for a, _ in answers[-5:]):
+            if any(r == ref and sent >= since for sent, _, r in timed[-10:]):
                 return
             time.sleep(0.1)
         pytest.fail(f"the server never answered from {ref}: {answers[-3:]}; failures: {failures[:3]}")
