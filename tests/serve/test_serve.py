@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -29,6 +30,15 @@ from tests.conftest import write_files
 
 RAGINDEX = str(Path(sys.executable).with_name("ragindex"))
 QUESTION = "How long is a forklift certificate valid?"
+
+
+class Answer(NamedTuple):
+    """One answer of the service, with when its request went out and came back (the happens-before order)."""
+
+    sent: float
+    answered: float
+    ref: str
+    digest: str
 
 
 def free_port() -> int:
@@ -68,8 +78,7 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
     server = subprocess.Popen([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(port),
                                "--poll-seconds", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    answers: list[tuple[str, str]] = []  # (ref, digest) in the order the answers came back
-    timed: list[tuple[float, float, str]] = []  # (sent, answered, ref): the happens-before order
+    answers: list[Answer] = []
     failures: list[str] = []
     stop = threading.Event()
 
@@ -85,8 +94,7 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
                         continue
                     body = r.json()
                     assert body["hits"][0]["source"] == "forklifts.md"
-                    timed.append((sent, answered, body["ref"]))
-                    answers.append((body["ref"], body["digest"]))
+                    answers.append(Answer(sent, answered, body["ref"], body["digest"]))
                 except Exception as exc:  # noqa: BLE001 - every failure counts
                     failures.append(repr(exc))
 
@@ -95,10 +103,11 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
         since = time.monotonic()
         deadline = since + timeout
         while time.monotonic() < deadline:
-            if any(r == ref and sent >= since for sent, _, r in timed[-10:]):
+            if any(a.ref == ref and a.sent >= since for a in answers[-10:]):
                 return
             time.sleep(0.1)
-        pytest.fail(f"the server never answered from {ref}: {answers[-3:]}; failures: {failures[:3]}")
+        pytest.fail(f"the server never answered from {ref}: {[a.ref for a in answers[-3:]]}; "
+                    f"failures: {failures[:3]}")
 
     try:
         deadline = time.monotonic() + 120
@@ -130,19 +139,19 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
         server.wait(timeout=30)
     assert failures == [], failures[:5]
     digests = {registry.get(first).digest: first, registry.get(second).digest: second}
-    assert all(digests[digest] == ref for ref, digest in answers), "every answer names the version it came from"
-    assert_one_switch_each_way(timed, first, second)
+    assert all(digests[a.digest] == a.ref for a in answers), "every answer names the version it came from"
+    assert_one_switch_each_way(answers, first, second)
 
 
-def assert_one_switch_each_way(timed: list[tuple[float, float, str]], first: str, second: str) -> None:
+def assert_one_switch_each_way(answers: list[Answer], first: str, second: str) -> None:
     """No request sees an older state than one answered before it was sent (two clients' answers
     interleave: one sent just before the switch may come back after the other's first new answer)."""
-    promoted_seen = min(answered for _, answered, ref in timed if ref == second)
+    promoted_seen = min(a.answered for a in answers if a.ref == second)
 
     def phase(sent: float, ref: str) -> int:  # 0: first, 1: second (promoted), 2: first again (rolled back)
         return 1 if ref == second else (2 if sent >= promoted_seen else 0)
 
-    phases = [(sent, answered, phase(sent, ref)) for sent, answered, ref in timed]
+    phases = [(a.sent, a.answered, phase(a.sent, a.ref)) for a in answers]
     assert {p for _, _, p in phases} == {0, 1, 2}, "answers from before, between and after"
     by_answer = sorted((answered, p) for _, answered, p in phases)
     done = [answered for answered, _ in by_answer]
@@ -185,9 +194,14 @@ def test_a_registry_that_stops_answering_leaves_the_loaded_version_serving(two_v
 
 def test_the_switch_check_tells_two_clients_interleaving_from_a_server_going_back_and_forth() -> None:
     first, second = "vector-index:v0", "vector-index:v1"
+
+    def answers(*timed: tuple[float, float, str]) -> list[Answer]:
+        return [Answer(sent, answered, ref, digest="") for sent, answered, ref in timed]
+
     # (sent, answered, ref): the second client's request went out before the promotion and came back
     # after the first client's first new answer; then the same around the rollback
-    assert_one_switch_each_way([(0, 1, first), (2, 3, second), (1.5, 3.2, first), (3.3, 4, second),
-                                (5, 6, first), (5.1, 6.5, second), (6.6, 7, first)], first, second)
+    assert_one_switch_each_way(answers((0, 1, first), (2, 3, second), (1.5, 3.2, first), (3.3, 4, second),
+                                       (5, 6, first), (5.1, 6.5, second), (6.6, 7, first)), first, second)
     with pytest.raises(AssertionError, match="back and forth"):
-        assert_one_switch_each_way([(0, 1, first), (2, 3, second), (3, 4, first), (4, 5, second)], first, second)
+        assert_one_switch_each_way(answers((0, 1, first), (2, 3, second), (3, 4, first), (4, 5, second)),
+                                   first, second)
