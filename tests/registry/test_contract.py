@@ -419,11 +419,11 @@ def test_only_contents_not_yet_stored_are_copied(local_uri: str, name: str, make
         return real_copy(src, dst)
 
     monkeypatch.setattr(local, "copy_hashing", counting_copy)
-    second = registry.log_artifact(name, "dataset", make_dir({"a": "1", "b": "changed", "c": "3", "d": "1"}),
-                                   run=run_info())
-    assert copied == ["b"], "a, c and d (a's content) are in blobs/ already: hashed, not copied"
+    files = {"a": "1", "b": "changed", "c": "3", "d": "1", "e": "changed"}
+    second = registry.log_artifact(name, "dataset", make_dir(files), run=run_info())
+    assert copied == ["b"], "a, c and d (a's content) are in blobs/ already: hashed, not copied; e is b's content"
     folder = registry.download(second.ref)
-    assert {p.name: p.read_text() for p in folder.iterdir()} == {"a": "1", "b": "changed", "c": "3", "d": "1"}
+    assert {p.name: p.read_text() for p in folder.iterdir()} == files
 
 
 # -- misc ----------------------------------------------------------------------------------------

@@ -127,8 +127,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _hash_file(src: Path, out: BinaryIO | None = None) -> tuple[str, str]:
-    """(sha256 hex, W&B's base64 MD5) of a file's bytes, read once; written on to ``out`` when given."""
+def file_hashes(src: Path, out: BinaryIO | None = None) -> tuple[str, str]:
+    """(sha256 hex, W&B's base64 MD5) of a file's bytes, read once (enough to find a content already stored);
+    written on to ``out`` when given."""
     import base64
 
     sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - md5 is W&B's content digest, not security
@@ -141,15 +142,10 @@ def _hash_file(src: Path, out: BinaryIO | None = None) -> tuple[str, str]:
     return sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
 
 
-def file_hashes(src: Path) -> tuple[str, str]:
-    """(sha256 hex, W&B's base64 MD5) of a file, nothing written: enough to find a content already stored."""
-    return _hash_file(src)
-
-
 def copy_hashing(src: Path, dst: Path) -> tuple[str, str]:
     """Copy one file, fsync it, and return (sha256 hex, W&B's base64 MD5) of the bytes copied."""
     with open(dst, "wb") as fout:
-        hashes = _hash_file(src, fout)
+        hashes = file_hashes(src, fout)
         fout.flush()
         os.fsync(fout.fileno())
     return hashes
@@ -335,7 +331,7 @@ class LocalRegistry(RegistryBase):
             "SELECT idx FROM aliases WHERE name = ? AND alias = ?", (name, alias)
         ).fetchone()
         held = None if current is None else current["idx"]
-        if held == idx or (idx is None and (held is None or held != only_from)):
+        if held == idx or (idx is None and held != only_from):
             return None
         if idx is None:
             conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
@@ -372,18 +368,19 @@ class LocalRegistry(RegistryBase):
 
         try:
             blobs: dict[str, str] = {}
-            staged: list[tuple[Path, str]] = []
+            staged: dict[str, Path] = {}  # sha -> staged copy: content twice in this version is copied once
             for i, rel in enumerate(sorted(manifest)):
                 sha, md5 = file_hashes(files / rel)
                 check(rel, md5)
-                if not self._blob(sha).is_file():  # blobs are never removed: one already there is this content
+                # blobs are never removed: one already there is this content
+                if sha not in staged and not self._blob(sha).is_file():
                     sha, md5 = copy_hashing(files / rel, tmp / str(i))
                     check(rel, md5)
-                    staged.append((tmp / str(i), sha))
+                    staged[sha] = tmp / str(i)
                 blobs[rel] = sha
-            for path, sha in staged:
+            for sha, path in staged.items():
                 final = self._blob(sha)
-                if final.is_file():  # the same content twice in this version, or stored meanwhile by another writer
+                if final.is_file():  # stored meanwhile by another writer
                     continue
                 final.parent.mkdir(exist_ok=True)
                 os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
