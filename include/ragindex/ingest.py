@@ -44,13 +44,16 @@ class PullResult:
         return asdict(self)
 
 
-def index_for_corpus(ctx: IngestContext, corpus_digest: str, fingerprint: str) -> ArtifactVersion | None:
-    """The newest index built from this corpus with these settings, if any."""
-    for version in reversed(ctx.registry.versions(ctx.names.index)):
-        meta = version.metadata
-        if meta.get("corpus_digest") == corpus_digest and meta.get("settings_fingerprint") == fingerprint:
-            return version
-    return None
+def index_for_corpus(ctx: IngestContext, corpus_digest: str) -> ArtifactVersion | None:
+    """The newest index built from this corpus with these settings, if any; the model's weights are hashed
+    for the settings only when some index was built from this corpus (a new corpus needs no hash)."""
+    from ragindex.embedding import model_identity
+
+    built = [v for v in ctx.registry.versions(ctx.names.index) if v.metadata.get("corpus_digest") == corpus_digest]
+    if not built:
+        return None
+    fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model, ctx.settings.embedding_backend))
+    return next((v for v in reversed(built) if v.metadata.get("settings_fingerprint") == fingerprint), None)
 
 
 def logs_by_reference(registry: Registry, source: str) -> bool:
@@ -84,13 +87,10 @@ def unchanged_reason(ctx: IngestContext, existing: ArtifactVersion) -> str | Non
 def pull_documents(ctx: IngestContext) -> PullResult:
     """Snapshot the source and log ``raw-documents``; report 'unchanged' (and log nothing) when this corpus,
     with these settings, already has an index version and the run's kind does not want it again."""
-    from ragindex.embedding import model_identity
-
     work = ctx.work
     prune_work_dirs(work.root.parent, work.root)
     snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus)
-    fingerprint = ctx.settings_fingerprint(model_identity(ctx.settings.model, ctx.settings.embedding_backend))
-    existing = index_for_corpus(ctx, snap.content_digest, fingerprint)
+    existing = index_for_corpus(ctx, snap.content_digest)
     if existing is not None and existing.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
         why = unchanged_reason(ctx, existing)
         if why:
