@@ -118,8 +118,7 @@ class EvalOutcome:
     candidate: dict[str, Any]
     production: dict[str, Any] | None
     production_ref: str | None
-    warnings: list[str] = field(default_factory=list)
-    drift: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # the data gate's; its figures are in the report
 
     def to_json(self) -> dict[str, Any]:
         """Small enough for XCom."""
@@ -193,4 +192,4 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
     return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
-                       headline(production), report["production"], warnings, data_gate)
+                       headline(production), report["production"], warnings)
