@@ -94,13 +94,14 @@ def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory
     pages = tuple(p for p in pages if p.text.strip())
     if not pages:
         raise ParseError("no text could be extracted (empty or image-only document)")
-    total = sum(len(p.text) for p in pages)
-    if total > limits.max_chars:
-        raise ParseError(f"too large: {total:,} characters of text, more than max_document_chars={limits.max_chars:,}")
+    document = ParsedDocument(rel_path, kind, pages)
+    if document.text_length > limits.max_chars:
+        raise ParseError(f"too large: {document.text_length:,} characters of text, more than "
+                         f"max_document_chars={limits.max_chars:,}")
     problem = prose_problem("\n".join(p.text for p in pages), limits)
     if problem:
         raise ParseError(problem)
-    return ParsedDocument(rel_path, kind, pages)
+    return document
 
 
 _WORD = re.compile(r"""^["'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*["')\].,;:!?]*$""")
@@ -109,10 +110,11 @@ _WORD = re.compile(r"""^["'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*["')\].,;:!?]*$"""
 def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | None:
     """Why a text is not prose to index (encoded data, minified code, a dump, numbers), or None; the rules
     and their calibration are in ``DocumentLimits``."""
-    non_space = len(text) - len(re.findall(r"\s", text))
+    tokens = text.split()  # one pass: the non-space characters, the long runs and the words all come from it
+    non_space = sum(map(len, tokens))
     if non_space == 0:
         return None
-    runs = sum(len(r) for r in re.findall(r"\S{%d,}" % limits.long_run, text) if len(set(r)) >= 10)
+    runs = sum(len(t) for t in tokens if len(t) >= limits.long_run and len(set(t)) >= 10)
     if runs / non_space > limits.max_long_run_share:
         return (f"not prose: {runs / non_space:.0%} of its characters are in runs of {limits.long_run}+ characters "
                 f"without a space (limit {limits.max_long_run_share:.0%}): encoded data, minified code or a dump?")
@@ -120,7 +122,6 @@ def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | N
     if in_long_lines / len(text) > limits.max_long_line_share:
         return (f"not prose: {in_long_lines / len(text):.0%} of it is in lines of {limits.long_line:,}+ characters "
                 f"(limit {limits.max_long_line_share:.0%}): minified code or a dump?")
-    tokens = text.split()
     words = sum(1 for token in tokens if _WORD.match(token)) / len(tokens)
     if words < limits.min_word_share:
         return (f"not prose: only {words:.0%} of its tokens are words (limit {limits.min_word_share:.0%}): encoded "
