@@ -24,7 +24,7 @@ def gate_passed(version: ArtifactVersion) -> bool | None:
 
 def refuse_rejected(version: ArtifactVersion, registry: Registry, alias: str) -> None:
     """A rejected version never takes a governance alias."""
-    review = latest_review(registry, version.ref)
+    review = latest_review(registry, version)
     if review is not None and review.verdict == REJECTED:
         raise GovernanceError(f"{version.ref} cannot take '{alias}': it was {describe(review)}")
 
@@ -64,7 +64,7 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
         raise GovernanceError(f"{index.ref} cannot be promoted: it "
                               + ("was never evaluated (run `ragindex evaluate`)" if gate_passed(index) is None
                                  else "failed its gate"))
-    review = latest_review(registry, index.ref)
+    review = latest_review(registry, index)
     if review is None or review.verdict not in APPROVING:
         raise GovernanceError(f"{index.ref} cannot be promoted: its review was {describe(review)}")
     current = registry.find(f"{names.index}:{PRODUCTION}")

@@ -46,9 +46,8 @@ def latest_reviews(registry: Registry, name: str) -> dict[str, Decision]:
     return {d.ref: d for d in registry.decisions(name) if d.kind == REVIEW}
 
 
-def latest_review(registry: Registry, ref: str) -> Decision | None:
+def latest_review(registry: Registry, version: ArtifactVersion) -> Decision | None:
     """The most recent review verdict on one version, or None if it was never reviewed."""
-    version = registry.get(ref)
     return latest_reviews(registry, version.name).get(version.ref)
 
 

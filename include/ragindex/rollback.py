@@ -55,7 +55,7 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
     if current is not None and current.ref == target.ref:
         return {**outcome, "changed": False}
-    review = latest_review(registry, target.ref)
+    review = latest_review(registry, target)
     rejected_since = review is not None and review.verdict == REJECTED  # held production, then was rejected
     held = any(move.to_version == target.version for move in moves)  # only approved versions can have
     approved_before = held and not rejected_since

@@ -121,7 +121,7 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     if not may_promote(run_type(context)):
         raise AirflowSkipException(f"{run_type(context)} runs never move production")
     ctx = ingest_context(context)
-    review = latest_review(ctx.registry, evaluated["index"])
+    review = latest_review(ctx.registry, ctx.registry.get(evaluated["index"]))
     outcome = move(ctx.registry, evaluated["index"], actor=review.actor if review else "unknown",
                    reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",
                    pipeline_run=ctx.pipeline_run_id, names=ctx.names, report_ref=evaluated["report"])
