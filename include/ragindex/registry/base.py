@@ -174,9 +174,12 @@ class RegistryBase:
         if existing is not None:
             return existing
         subject = self.get(decision.ref)
+        found = {decision.ref: subject}  # a promotion names its index three times; on W&B each lookup is a query
         changes = []
         for change in decision.changes:
-            target = self.get(change.ref)
+            if change.ref not in found:
+                found[change.ref] = self.get(change.ref)
+            target = found[change.ref]
             changes.append(AliasChange(target.ref, validate_alias(target.name, change.alias), change.remove))
         to_json(decision.details, f"details of the {decision.kind} decision on {subject.ref}")
         return self._record(replace(decision, ref=subject.ref, key=key, changes=tuple(changes),
