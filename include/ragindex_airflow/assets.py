@@ -14,12 +14,12 @@ PRODUCTION_INDEX = Asset(name=f"ragindex.{DEFAULT_NAMES.index}.{PRODUCTION}",
                          uri=f"ragindex://{DEFAULT_NAMES.index}/{PRODUCTION}", group="ragindex")
 
 
-def announce_production_move(context: dict[str, Any], registry: Any, *, kind: str, to_ref: str,
+def announce_production_move(context: dict[str, Any], registry: Any, *, kind: str, to_ref: str, digest: str,
                              from_ref: str | None, decision: str | None) -> dict[str, Any]:
-    """Put the move on the task's Asset event (the event is emitted when the task succeeds)."""
-    new = registry.get(to_ref)
+    """Put the move (``to_ref`` and ``digest`` as the move resolved them) on the task's Asset event (the event
+    is emitted when the task succeeds)."""
     old = registry.find(from_ref) if from_ref else None
-    extra = {"registry": registry.uri, "alias": PRODUCTION, "kind": kind, "ref": new.ref, "digest": new.digest,
+    extra = {"registry": registry.uri, "alias": PRODUCTION, "kind": kind, "ref": to_ref, "digest": digest,
              "previous": old.ref if old else None, "previous_digest": old.digest if old else None,
              "decision": decision, "pipeline_run": context["dag_run"].run_id}
     context["outlet_events"][PRODUCTION_INDEX].extra = extra

@@ -128,7 +128,7 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     if not outcome["changed"]:
         raise AirflowSkipException(f"{outcome['promoted']} already holds production: nothing moved")
     announce_production_move(context, ctx.registry, kind="promote", to_ref=outcome["promoted"],
-                             from_ref=outcome["previous"], decision=outcome.get("decision"))
+                             digest=outcome["digest"], from_ref=outcome["previous"], decision=outcome.get("decision"))
     log.info("production: %s -> %s (approved by %s)", outcome["previous"] or "none", outcome["promoted"],
              review.actor if review else "?")
     return outcome
@@ -150,7 +150,8 @@ def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
     if not outcome["changed"]:
         raise AirflowSkipException(f"{outcome['to']} already holds production: nothing moved")
     announce_production_move(context, registry, kind="forced_rollback" if outcome["forced"] else "rollback",
-                             to_ref=outcome["to"], from_ref=outcome["from"], decision=outcome.get("decision"))
+                             to_ref=outcome["to"], digest=outcome["digest"], from_ref=outcome["from"],
+                             decision=outcome.get("decision"))
     log.info("production moved %s -> %s (digest %s)%s", outcome["from"], outcome["to"], outcome["digest"],
              " — FORCED" if outcome["forced"] else "")
     return outcome
