@@ -22,6 +22,9 @@ from ragindex_airflow.review import IndexReviewOperator
 # A data-interval timetable (not a bare cron string, which means CronTriggerTimetable in Airflow 3 and gives
 # empty intervals): each scheduled or backfill run snapshots the corpus as of its interval's end.
 SCHEDULE = os.environ.get("RAGINDEX_SCHEDULE", "0 3 * * 1").strip()
+# A run waiting for its review (up to review_timeout_hours) must not hold back the next ingestion: several runs
+# may be active; a newer candidate's review supersedes an older one still waiting (on record as `superseded`).
+MAX_ACTIVE_RUNS = int(os.environ.get("RAGINDEX_MAX_ACTIVE_RUNS", "4"))
 
 
 @dag(
@@ -29,7 +32,7 @@ SCHEDULE = os.environ.get("RAGINDEX_SCHEDULE", "0 3 * * 1").strip()
     schedule=None if SCHEDULE.lower() in ("", "none", "@none") else CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_ACTIVE_RUNS,
     params=ingest_params(),
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["ragindex", "rag"],
@@ -64,7 +67,7 @@ def rag_ingest():
     review = IndexReviewOperator(
         task_id="review",
         subject="Promote {{ ti.xcom_pull(task_ids='evaluate_index')['index'] }} to production?",
-        body="{{ ti.xcom_pull(task_ids='evaluate_index')['review_markdown'] }}",
+        body="The summary is written when the review starts.",  # against the production serving then
     )
 
     @task(outlets=[PRODUCTION_INDEX])

@@ -141,19 +141,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version_json(v, review=None) -> dict[str, Any]:
+def _version_json(v, standing=None) -> dict[str, Any]:
+    review = standing.review if standing else None
     return {"ref": v.ref, "version": v.version, "digest": v.digest, "aliases": list(v.aliases),
             "created_at": v.created_at, "metadata": v.metadata, "consumed": list(v.consumed), "url": v.url,
-            "review": review.to_json() if review else None}
+            "review": review.to_json() if review else None,
+            "standing": {"label": standing.label, "eligible": standing.eligible, "text": standing.words()}
+            if standing else None}
 
 
-def _review_mark(review) -> str:
-    """The latest review of a version, as a listing shows it."""
-    from ragindex.review import REJECTED, describe
-
-    if review is None:
+def _standing_mark(standing) -> str:
+    """Where a version stands (its latest review, a forced move, an override), as a listing shows it."""
+    if standing is None or (standing.review is None and standing.forced_in is None):
         return ""
-    return ("REJECTED " if review.verdict == REJECTED else "") + describe(review)
+    flag = "FORCED IN " if standing.label == "forced in" else "REJECTED " if standing.rejected else ""
+    return flag + standing.words()
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -192,18 +194,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     """List an artifact's versions, newest last, with the latest review decision of each."""
-    from ragindex.review import latest_reviews
+    from ragindex.standing import standings_from
 
     registry = _registry(args)
     versions = registry.versions(args.name)
     if not versions:
         raise RagindexError(f"artifact {args.name!r}: no versions in this registry")
-    reviews = latest_reviews(registry, args.name)
+    known = standings_from(versions, registry.decisions(args.name))
     if args.json:
-        _print_json([_version_json(v, reviews.get(v.ref)) for v in versions])
+        _print_json([_version_json(v, known.get(v.ref)) for v in versions])
         return 0
     for v in versions:
-        mark = _review_mark(reviews.get(v.ref))
+        mark = _standing_mark(known.get(v.ref))
         print(f"{v.ref:28} {v.digest[:12]}  {v.created_at[:19]}  {','.join(v.aliases):34}  {mark}".rstrip())
     return 0
 
@@ -236,14 +238,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     for src, dst in graph["edges"]:
         parents.setdefault(dst, []).append(src)
 
-    from ragindex.review import latest_reviews
+    from ragindex.standing import standings
 
-    reviews = {ref: d for name in {n.get("name") for n in graph["nodes"].values()}
-               for ref, d in latest_reviews(registry, name).items()}
+    known = {ref: st for name in {n.get("name") for n in graph["nodes"].values()} if name
+             for ref, st in standings(registry, name).items()}
 
     def show(ref: str, depth: int) -> None:
         node = graph["nodes"].get(ref, {})
-        mark = _review_mark(reviews.get(ref))
+        mark = _standing_mark(known.get(ref))
         print("  " * depth + f"{ref}  [{node.get('type', '?')}] {','.join(node.get('aliases', []))}"
               + (f"  {mark}" if mark else ""))
         for parent in sorted(parents.get(ref, [])):

@@ -1,7 +1,7 @@
 """Promotion: the governance aliases. ``staging`` marks the candidate that passed its gate and awaits review;
-``production`` moves only onto a version that passed its gate and whose latest review approved it. Each
-move is a decision record of its own (kind ``stage`` or ``promote``), made once per pipeline run however
-often the task is retried.
+``production`` moves only onto an eligible version (``ragindex.standing``: gate passed, latest review approving)
+and only while production is still the one its review was made against. Each move is a decision record of its
+own (kind ``stage`` or ``promote``), made once per pipeline run however often the task is retried.
 """
 
 from __future__ import annotations
@@ -11,26 +11,36 @@ from typing import Any
 from ragindex.errors import GovernanceError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
 from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
-from ragindex.review import APPROVED, APPROVING, REJECTED, describe, latest_review, record_review
+from ragindex.review import APPROVED, REVIEW, STALE, SUPERSEDED, describe, record_review, review_key
+from ragindex.standing import Standing, gate_passed, standing
 
 STAGE, PROMOTE = "stage", "promote"
+AGAINST = "against"  # a review's details: the production ref (or None) the reviewer compared the candidate with
+
+__all__ = ["AGAINST", "PROMOTE", "STAGE", "approve", "gate_passed", "moved_since", "promote", "refuse_rejected",
+           "related_versions", "stage", "supersede_pending"]
 
 
-def gate_passed(version: ArtifactVersion) -> bool | None:
-    """The gate's verdict on an index version (None: it was never evaluated)."""
-    evaluated = version.metadata.get("eval")
-    return None if not isinstance(evaluated, dict) else bool(evaluated.get("passed"))
+def refuse_rejected(version: ArtifactVersion, registry: Registry, alias: str,
+                    known: Standing | None = None) -> Standing:
+    """A rejected version never takes a governance alias (until an approval overrides the rejection)."""
+    known = known or standing(registry, version)
+    if known.rejected:
+        raise GovernanceError(f"{version.ref} cannot take '{alias}': it was {describe(known.review)}")
+    return known
 
 
-def refuse_rejected(version: ArtifactVersion, registry: Registry, alias: str) -> None:
-    """A rejected version never takes a governance alias."""
-    review = latest_review(registry, version)
-    if review is not None and review.verdict == REJECTED:
-        raise GovernanceError(f"{version.ref} cannot take '{alias}': it was {describe(review)}")
+def refuse_ungated(version: ArtifactVersion, what: str) -> None:
+    """Only a version that passed its gate may be approved or promoted (nothing is recorded otherwise)."""
+    passed = gate_passed(version)
+    if passed is not True:
+        raise GovernanceError(f"{version.ref} cannot be {what}: it "
+                              + ("was never evaluated (run `ragindex evaluate` first)" if passed is None
+                                 else "failed its gate"))
 
 
 def stage(registry: Registry, index_ref: str, *, actor: str, pipeline_run: str | None = None,
-          reason: str = "passed its gate; awaiting review") -> Decision:
+          reason: str = "passed its gate; awaiting review", details: dict[str, Any] | None = None) -> Decision:
     """Give ``staging`` to a candidate that passed its gate, so a staging service can query exactly it."""
     version = registry.get(index_ref)
     if gate_passed(version) is not True:
@@ -39,7 +49,29 @@ def stage(registry: Registry, index_ref: str, *, actor: str, pipeline_run: str |
     return registry.record_decision(Decision(
         kind=STAGE, verdict="staged", ref=version.ref, actor=actor, reason=reason, pipeline_run=pipeline_run,
         key=f"{STAGE}/{pipeline_run}/{version.ref}" if pipeline_run else "",
-        changes=(AliasChange(version.ref, STAGING),)))
+        changes=(AliasChange(version.ref, STAGING),), details=dict(details or {})))
+
+
+def supersede_pending(registry: Registry, candidate_ref: str, *, pipeline_run: str,
+                      names: ArtifactNames = DEFAULT_NAMES) -> list[Decision]:
+    """A newer candidate in review voids every older review still waiting (staged by another run, no verdict on
+    record): each is recorded as ``superseded`` under that run's review key, so a late answer to it finds that
+    record and is never applied."""
+    decisions = registry.decisions(names.index)
+    answered = {d.key for d in decisions if d.kind == REVIEW}
+    voided = []
+    for d in decisions:
+        if d.kind != STAGE or not d.pipeline_run or d.pipeline_run == pipeline_run:
+            continue
+        key = review_key(d.pipeline_run, d.ref)
+        if key in answered:
+            continue
+        answered.add(key)
+        voided.append(record_review(registry, d.ref, SUPERSEDED, actor=f"rag_ingest {pipeline_run}",
+                                    reason=f"superseded by {candidate_ref} (run {pipeline_run}) while it waited for "
+                                           "its review", pipeline_run=d.pipeline_run,
+                                    details={"superseded_by": candidate_ref, "by_run": pipeline_run}))
+    return voided
 
 
 def related_versions(version: ArtifactVersion, report_ref: str | None = None) -> list[str]:
@@ -47,6 +79,31 @@ def related_versions(version: ArtifactVersion, report_ref: str | None = None) ->
     meta = version.metadata
     return [r for r in (meta.get("raw"), meta.get("chunks_ref"), report_ref or (meta.get("eval") or {}).get("report"))
             if r]
+
+
+def moved_since(registry: Registry, against: str | None, current: ArtifactVersion | None,
+                names: ArtifactNames = DEFAULT_NAMES) -> str | None:
+    """Why a review made against production ``against`` is stale (production, now ``current``, moved since),
+    or None."""
+    now = current.ref if current else None
+    if now == against:
+        return None
+    history = registry.alias_history(names.index, PRODUCTION)
+    last = history[-1] if history else None
+    how = (f" ({last.reason or 'moved'}, by {last.actor} on {last.at[:16].replace('T', ' ')} UTC)" if last else "")
+    return (f"production moved from {against or 'none'} to {now or 'none'}{how} while the review waited; "
+            f"it was made against {against or 'no production'}")
+
+
+def _stale(registry: Registry, index: ArtifactVersion, review: Decision, why: str,
+           pipeline_run: str | None) -> GovernanceError:
+    """Void an approval made against a production that has moved: on record as ``stale``, then refused."""
+    record_review(registry, index.ref, STALE, actor=review.actor,
+                  reason=f"approval not applied: {why}", pipeline_run=pipeline_run,
+                  key=f"{review.key or review.record_id}/stale", details={"voids": review.record_id, AGAINST:
+                                                                          review.details.get(AGAINST)})
+    return GovernanceError(f"{index.ref} not promoted: {why}. Review it again against the current production "
+                           "(trigger rag_ingest again: it reuses every version), or `ragindex approve` it")
 
 
 def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "", pipeline_run: str | None = None,
@@ -60,17 +117,20 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
         return {"promoted": index.ref, "previous": done.details.get("previous"), "changed": True,
                 "recorded_before": True, "related": related_versions(index, report_ref), "digest": index.digest,
                 "decision": done.record_id}
-    if gate_passed(index) is not True:
-        raise GovernanceError(f"{index.ref} cannot be promoted: it "
-                              + ("was never evaluated (run `ragindex evaluate`)" if gate_passed(index) is None
-                                 else "failed its gate"))
-    review = latest_review(registry, index)
-    if review is None or review.verdict not in APPROVING:
-        raise GovernanceError(f"{index.ref} cannot be promoted: its review was {describe(review)}")
+    refuse_ungated(index, "promoted")
+    known = standing(registry, index)
+    if not known.eligible:
+        raise GovernanceError(f"{index.ref} cannot be promoted: its review was {known.words()}")
+    review = known.review
+    assert review is not None  # eligible
     current = registry.find(f"{names.index}:{PRODUCTION}")
     related = related_versions(index, report_ref)
     if current is not None and current.ref == index.ref:
         return {"promoted": index.ref, "previous": None, "changed": False, "related": related, "digest": index.digest}
+    if AGAINST in (review.details or {}):
+        why = moved_since(registry, review.details[AGAINST], current, names)
+        if why:
+            raise _stale(registry, index, review, why, pipeline_run)
     changes = (AliasChange(index.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related),
                AliasChange(index.ref, STAGING, remove=True))
     decision = registry.record_decision(Decision(
@@ -84,6 +144,18 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
 
 def approve(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
             names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
-    """``ragindex approve``: the reviewer's approval on record, then the promotion it allows."""
-    record_review(registry, index_ref, APPROVED, actor=actor, reason=reason)
-    return promote(registry, index_ref, actor=actor, reason=reason, names=names)
+    """``ragindex approve``: check that the approval can promote, put it on record, then promote. A version that
+    cannot be promoted (never evaluated, failed its gate) is refused before anything is recorded."""
+    index = registry.get(index_ref)
+    refuse_ungated(index, "approved")
+    current = registry.find(f"{names.index}:{PRODUCTION}")
+    if current is not None and current.ref == index.ref:
+        return {"promoted": index.ref, "previous": None, "changed": False, "related": related_versions(index),
+                "digest": index.digest}
+    known = standing(registry, index)
+    if known.rejected and not reason.strip():
+        raise GovernanceError(f"approving {index.ref} overrides its rejection ({describe(known.review)}): "
+                              "give the reason with --reason; the record names the rejection it overrides")
+    record_review(registry, index.ref, APPROVED, actor=actor, reason=reason,
+                  details={AGAINST: current.ref if current else None})
+    return promote(registry, index.ref, actor=actor, reason=reason, names=names)

@@ -3,6 +3,10 @@
 Every verdict (approved, rejected, timed out, auto-approved) is a registry decision record with actor, time,
 reason and pipeline run, made by ``record_review`` whether it comes from the DAG's review task or from
 ``ragindex approve`` / ``ragindex reject``. A rejection or timeout also takes ``staging`` off the candidate.
+Two more outcomes void a review without judging the content: ``stale`` (production moved while the review
+waited, so the approval was made against a production that no longer serves) and ``superseded`` (a newer
+candidate reached review first). An approval of a version whose latest review rejected it is its own
+decision: its record names the rejection it overrides, and every view says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
 
 REVIEW = "review"
 APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED = "approved", "rejected", "timed_out", "auto_approved"
-VERDICTS = (APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED)
+STALE, SUPERSEDED = "stale", "superseded"
+VERDICTS = (APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED, STALE, SUPERSEDED)
 APPROVING = frozenset({APPROVED, AUTO_APPROVED})
 SAMPLE_DOCUMENTS, SAMPLE_CHARS, PII_SHOWN = 3, 320, 8
 
@@ -29,16 +34,34 @@ def review_key(pipeline_run: str, index_ref: str) -> str:
     return f"{REVIEW}/{pipeline_run}/{index_ref}"
 
 
+def _overridden(registry: Registry, ref: str, verdict: str) -> dict[str, Any] | None:
+    """The rejection an approval of ``ref`` overrides (its latest review), as the approval's record names it."""
+    if verdict not in APPROVING:
+        return None
+    previous = latest_reviews(registry, ref.partition(":")[0]).get(ref)
+    if previous is None or previous.verdict != REJECTED:
+        return None
+    return {"record_id": previous.record_id, "actor": previous.actor, "at": previous.at, "reason": previous.reason}
+
+
 def record_review(registry: Registry, index_ref: str, verdict: str, *, actor: str, reason: str = "",
-                  pipeline_run: str | None = None, details: dict[str, Any] | None = None) -> Decision:
-    """Put a reviewer's verdict on record; anything but approval also takes ``staging`` off the candidate."""
+                  pipeline_run: str | None = None, details: dict[str, Any] | None = None,
+                  key: str | None = None) -> Decision:
+    """Put a reviewer's verdict on record; anything but approval also takes ``staging`` off the candidate. An
+    approval of a rejected version records the rejection it overrides."""
     if verdict not in VERDICTS:
         raise ValueError(f"review verdict {verdict!r}: one of {', '.join(VERDICTS)}")
     ref = registry.get(index_ref).ref
     changes = () if verdict in APPROVING else (AliasChange(ref, STAGING, remove=True),)
+    details = dict(details or {})
+    overrides = _overridden(registry, ref, verdict)
+    if overrides:
+        details["overrides"] = overrides
+    if key is None:
+        key = review_key(pipeline_run, ref) if pipeline_run else ""
     return registry.record_decision(Decision(
         kind=REVIEW, verdict=verdict, ref=ref, actor=actor, reason=reason, pipeline_run=pipeline_run,
-        key=review_key(pipeline_run, ref) if pipeline_run else "", changes=changes, details=dict(details or {})))
+        key=key, changes=changes, details=details))
 
 
 def latest_reviews(registry: Registry, name: str) -> dict[str, Decision]:
@@ -51,13 +74,23 @@ def latest_review(registry: Registry, version: ArtifactVersion) -> Decision | No
     return latest_reviews(registry, version.name).get(version.ref)
 
 
+def _when(at: str) -> str:
+    """A record's time as messages show it."""
+    return at[:16].replace("T", " ") + " UTC" if at else "at an unknown time"
+
+
 def describe(decision: Decision | None) -> str:
-    """A decision in words, as messages and the reviewer's summary quote it."""
+    """A decision in words, as messages and the reviewer's summary quote it (an override names what it
+    overrode)."""
     if decision is None:
         return "never reviewed"
-    when = decision.at[:16].replace("T", " ") + " UTC" if decision.at else "at an unknown time"
     why = f": “{decision.reason}”" if decision.reason else ""
-    return f"{decision.verdict.replace('_', ' ')} on {when} by {decision.actor}{why}"
+    text = f"{decision.verdict.replace('_', ' ')} on {_when(decision.at)} by {decision.actor}{why}"
+    overrides = decision.details.get("overrides") if isinstance(decision.details, dict) else None
+    if overrides:
+        said = f": “{overrides['reason']}”" if overrides.get("reason") else ""
+        text += f", overriding the rejection on {_when(overrides.get('at') or '')} by {overrides.get('actor')}{said}"
+    return text
 
 
 def prior_review_of_corpus(registry: Registry, candidate: ArtifactVersion,

@@ -1,9 +1,10 @@
-"""Rollback: ``production`` goes back, in one step, to a version that held it before (so was approved) and has
-not been rejected since.
+"""Rollback: ``production`` goes back, in one step, to an eligible version (``ragindex.standing``: it passed
+its gate and its latest review approved it; no rejection, timeout or stale approval since).
 
-Anything else is refused with the version's decision; ``force`` (with a reason) overrides, and the record
-says it was forced. The history rollback reads (who held production, and before whom) is the registry's
-alias history, which on W&B is made of the promote and rollback runs themselves.
+Anything else is refused with the version's standing; ``force`` (with a reason) overrides, and the record says
+it was forced. A forced move never makes a version eligible: it is "forced in" until a person approves it, so
+an unforced rollback never returns to it. With no target ("undo"), rollback goes to the most recent earlier
+holder of production that is eligible, read from the alias history (on W&B, the promote and rollback runs).
 """
 
 from __future__ import annotations
@@ -14,40 +15,66 @@ from ragindex.errors import GovernanceError, RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
 from ragindex.promotion import related_versions
 from ragindex.registry import AliasChange, AliasMove, ArtifactVersion, Decision, Registry
-from ragindex.review import REJECTED, describe, latest_review
+from ragindex.standing import FORCED_ROLLBACK, Standing, standings
 
 ROLLBACK = "rollback"
+ROLLED_BACK = "rolled_back"
 
 
-def _previous_holder(name: str, current: ArtifactVersion | None, moves: Sequence[AliasMove]) -> str:
-    """The version that held ``production`` before ``current`` took it, from the alias history ``moves``."""
+def _holders(moves: Sequence[AliasMove]) -> list[str]:
+    """The versions that took production, most recent first, each once."""
+    return list(dict.fromkeys(m.to_version for m in reversed(moves) if m.to_version))
+
+
+def _undo_target(name: str, current: ArtifactVersion | None, moves: Sequence[AliasMove],
+                 known: dict[str, Standing], force: bool = False) -> str:
+    """The most recent earlier holder of production that is eligible (never a forced-in one); forced, the most
+    recent earlier holder whatever its standing."""
     if current is None:
         raise RagindexError(f"{name}: no version holds '{PRODUCTION}', nothing to roll back")
-    for move in reversed(moves):
-        if move.to_version == current.version and move.from_version:
-            return move.from_version
-    raise RagindexError(f"{name}:{current.version} is the first '{PRODUCTION}' version; nothing earlier to roll back to")
+    earlier = [v for v in _holders(moves) if v != current.version]
+    if not earlier:
+        raise RagindexError(f"{name}:{current.version} is the first '{PRODUCTION}' version; nothing earlier to roll "
+                            "back to")
+    for version in earlier:
+        found = known.get(f"{name}:{version}")
+        if found is not None and found.eligible:
+            return version
+    if force:
+        return earlier[0]
+    others = [f"{name}:{v}" for v in earlier[1:]]
+    raise GovernanceError(_refusal(f"{name}:{earlier[0]}", known[f"{name}:{earlier[0]}"], held=True)
+                          + (f" (nor is any earlier holder: {', '.join(others)})" if others else ""))
 
 
 def previous_production(registry: Registry, name: str) -> str:
-    """The version that held ``production`` before the current holder took it."""
-    return _previous_holder(name, registry.find(f"{name}:{PRODUCTION}"), registry.alias_history(name, PRODUCTION))
+    """The version an unforced "undo" rollback would go to now."""
+    return _undo_target(name, registry.find(f"{name}:{PRODUCTION}"), registry.alias_history(name, PRODUCTION),
+                        standings(registry, name))
+
+
+def _refusal(target_ref: str, known: Standing, held: bool) -> str:
+    """Why an unforced rollback to ``target_ref`` is refused, in words true of its history."""
+    history = f", after it held '{PRODUCTION}'" if held and known.rejected else ""
+    return (f"rollback to {target_ref} refused: it was {known.words()}{history}; roll back only to a version "
+            "that was approved, or force it with a reason")
 
 
 def rollback(registry: Registry, *, to_version: str | None = None, reason: str = "", actor: str = "",
              force: bool = False, pipeline_run: str | None = None, names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
-    """Move ``production`` back (to ``to_version`` or the previous holder) and record who did it and why.
-    Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
+    """Move ``production`` back (to ``to_version`` or the last eligible earlier holder) and record who did it and
+    why. Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
     never steps back a second time."""
     key = f"{ROLLBACK}/{pipeline_run}" if pipeline_run else ""
     done = registry.decision(key) if key else None
     if done is not None:
         return {"from": done.details.get("from"), "to": done.ref, "digest": registry.get(done.ref).digest,
-                "forced": done.verdict == "forced_rollback", "changed": True, "recorded_before": True,
+                "forced": done.verdict == FORCED_ROLLBACK, "changed": True, "recorded_before": True,
                 "decision": done.record_id}
     current = registry.find(f"{names.index}:{PRODUCTION}")
     moves = registry.alias_history(names.index, PRODUCTION)  # read once: on W&B it is a query over runs
-    target_version = (to_version or "").strip() or _previous_holder(names.index, current, moves)
+    known = standings(registry, names.index)
+    target_version = (to_version or "").strip() or _undo_target(names.index, current, moves, known, force)
     target_ref = target_version if ":" in target_version else f"{names.index}:{target_version}"
     target = registry.find(target_ref)
     if target is None:
@@ -55,24 +82,19 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
     if current is not None and current.ref == target.ref:
         return {**outcome, "changed": False}
-    review = latest_review(registry, target)
-    rejected_since = review is not None and review.verdict == REJECTED  # held production, then was rejected
-    held = any(move.to_version == target.version for move in moves)  # only approved versions can have
-    approved_before = held and not rejected_since
-    if not approved_before:
-        decided = describe(review)
+    eligible = known[target.ref].eligible
+    if not eligible:
         if not force:
-            why = (f"it was {decided}, after it held '{PRODUCTION}'" if rejected_since
-                   else f"it never held '{PRODUCTION}' (its review: {decided})")
-            raise GovernanceError(f"rollback to {target.ref} refused: {why}; roll back only to a version that was "
-                                  "approved, or force it with a reason")
+            held = any(m.to_version == target.version for m in moves)
+            raise GovernanceError(_refusal(target.ref, known[target.ref], held))
         if not reason.strip():
-            raise GovernanceError(f"a forced rollback to {target.ref} needs a reason (its review: {decided})")
+            raise GovernanceError(f"a forced rollback to {target.ref} needs a reason (it was "
+                                  f"{known[target.ref].words()})")
     changes = (AliasChange(target.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related_versions(target)))
     decision = registry.record_decision(Decision(
-        kind=ROLLBACK, verdict="rolled_back" if approved_before else "forced_rollback", ref=target.ref,
+        kind=ROLLBACK, verdict=ROLLED_BACK if eligible else FORCED_ROLLBACK, ref=target.ref,
         actor=actor or "rollback", reason=reason, pipeline_run=pipeline_run,
         key=key, changes=changes,
         details={"from": outcome["from"]}))
-    return {**outcome, "from": decision.details.get("from"), "changed": True, "forced": not approved_before,
+    return {**outcome, "from": decision.details.get("from"), "changed": True, "forced": not eligible,
             "recorded_before": False, "decision": decision.record_id}

@@ -26,6 +26,7 @@ from ragindex_airflow.context import ingest_context, review_settings, run_type
 
 AUTO_APPROVER = {"id": "ragindex", "name": "auto-approved (require_approval=false)"}
 REASON_PARAM = "reason"
+AGAINST_XCOM = "review_against"  # the production ref the reviewer is shown, pushed when the review is asked
 
 
 class IndexReviewOperator(ApprovalOperator):
@@ -54,6 +55,8 @@ class IndexReviewOperator(ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         from ragindex.context import may_promote
+        from ragindex.names import PRODUCTION
+        from ragindex.promotion import supersede_pending
         from ragindex.review import AUTO_APPROVED, describe, record_review, review_key, review_needed
 
         params = context["params"]
@@ -62,7 +65,8 @@ class IndexReviewOperator(ApprovalOperator):
             raise AirflowSkipException(f"{kind} runs never move production: review and promotion skipped")
         if not params.get("promote", True):
             raise AirflowSkipException("promote=false: review and promotion skipped")
-        ctx, candidate = ingest_context(context), self.evaluated(context)["index"]
+        ctx, evaluated = ingest_context(context), self.evaluated(context)
+        candidate = evaluated["index"]
         recorded = ctx.registry.decision(review_key(ctx.pipeline_run_id, candidate))
         if recorded is not None:  # a retry of this task: the reviewer answered already
             self.log.info("the review of %s is on record already (%s): not asking again", candidate,
@@ -79,23 +83,47 @@ class IndexReviewOperator(ApprovalOperator):
             self.log.info("require_approval=false: %s approved automatically, on record as %s", candidate,
                           decision.record_id)
             return self.conclude(context, decision.to_json())
-        self.stage(ctx, candidate)
+        production = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
+        against = production.ref if production else None
+        context["ti"].xcom_push(key=AGAINST_XCOM, value=against)
+        for voided in supersede_pending(ctx.registry, candidate, pipeline_run=ctx.pipeline_run_id, names=ctx.names):
+            self.log.info("the pending review of %s (run %s) is superseded by %s: a late answer to it will not be "
+                          "applied", voided.ref, voided.pipeline_run, candidate)
+        self.stage(ctx, candidate, against)
+        self.body = self.summary(context, ctx, evaluated)
         self.response_timeout = timedelta(hours=settings.timeout_hours)
         link = self.approve_link(context)
-        self.log.info("asking for a review of %s (timeout %g h, then Reject): %s", candidate, settings.timeout_hours,
-                      link)
+        self.log.info("asking for a review of %s against production %s (timeout %g h, then Reject): %s", candidate,
+                      against or "none", settings.timeout_hours, link)
         return super().execute(context)
+
+    def summary(self, context: Any, ctx: Any, evaluated: dict[str, Any]) -> str:
+        """What the reviewer reads, written now (against the production that serves now), not carried in XCom."""
+        from ragindex.review import ReviewInput, review_summary
+
+        given = ReviewInput(raw_ref=evaluated["raw"], chunks_ref=evaluated["chunks"], index_ref=evaluated["index"],
+                            outcome=evaluated, embedded=evaluated.get("embedded"), reused=evaluated.get("reused"),
+                            source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
+        return review_summary(ctx.registry, given, names=ctx.names)
 
     def approve_link(self, context: Any) -> str:
         """The Required Actions page of this review with Approve preselected (drawn as the solid button).
 
         The UI reads ``_options`` as JSON (``JSON.parse``); ``generate_link_to_ui(options=...)`` writes the
         Python repr of the list (``['Approve']``), which the UI drops, so the option is added here as JSON.
+        Without ``[api] base_url`` (as in ``airflow standalone``) the link is built from ``[api] host`` and
+        ``port``, and the log says how to set the address users open.
         """
-        try:
-            page = self.generate_link_to_ui_from_context(context=context)
-        except ValueError:  # no [api] base_url configured
-            return "the Required Actions page of this task"
+        base = None
+        from airflow.sdk.configuration import conf
+
+        if not conf.get("api", "base_url", fallback=None):
+            host = conf.get("api", "host", fallback="localhost") or "localhost"
+            host = "localhost" if host in ("0.0.0.0", "::", "") else host
+            base = f"http://{host}:{conf.get('api', 'port', fallback='8080')}"
+            self.log.info("[api] base_url is not set: the link below assumes %s (set AIRFLOW__API__BASE_URL to the "
+                          "address your users open)", base)
+        page = self.generate_link_to_ui_from_context(context=context, base_url=base)
         return f"{page}&_options={quote(json.dumps([self.APPROVE]))}"
 
     @staticmethod
@@ -103,14 +131,14 @@ class IndexReviewOperator(ApprovalOperator):
         """What the evaluate task handed on (its XCom): the candidate index, the gate's outcome, its warnings."""
         return context["ti"].xcom_pull(task_ids="evaluate_index")
 
-    def stage(self, ctx: Any, candidate: str) -> None:
+    def stage(self, ctx: Any, candidate: str, against: str | None) -> None:
         """``staging`` marks the candidate while it awaits review (not a version that was rejected)."""
         from ragindex.errors import GovernanceError
-        from ragindex.promotion import stage
+        from ragindex.promotion import AGAINST, stage
 
         try:
             decision = stage(ctx.registry, candidate, actor=f"rag_ingest {ctx.pipeline_run_id}",
-                             pipeline_run=ctx.pipeline_run_id)
+                             pipeline_run=ctx.pipeline_run_id, details={AGAINST: against})
             self.log.info("%s takes 'staging' while it awaits review (record %s)", candidate, decision.record_id)
         except GovernanceError as exc:
             self.log.warning("not staged: %s", exc)
@@ -118,7 +146,9 @@ class IndexReviewOperator(ApprovalOperator):
     # -- the answer ---------------------------------------------------------------------------------
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        from ragindex.review import APPROVED, REJECTED, TIMED_OUT, describe, record_review
+        from ragindex.names import PRODUCTION
+        from ragindex.promotion import AGAINST, moved_since
+        from ragindex.review import APPROVED, APPROVING, REJECTED, STALE, TIMED_OUT, describe, record_review
 
         if "error" in event:
             return super().execute_complete(context, event)
@@ -126,29 +156,49 @@ class IndexReviewOperator(ApprovalOperator):
         timed_out = bool(event.get("timedout"))
         verdict = TIMED_OUT if timed_out else APPROVED if event["chosen_options"] == [self.APPROVE] else REJECTED
         who = event.get("responded_by_user") or {}
+        actor = who.get("name") or who.get("id") or ("timeout" if timed_out else "unknown")
         reason = ((event.get("params_input") or {}).get(REASON_PARAM) or "").strip()
         if timed_out and not reason:
             reason = f"no answer within {review_settings(context['params']).timeout_hours:g} h"
         ctx, evaluated = ingest_context(context), self.evaluated(context)
+        against = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=AGAINST_XCOM)
+        if verdict == APPROVED:
+            current = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
+            stale = moved_since(ctx.registry, against, current, ctx.names)
+            if stale:  # the reviewer compared the candidate with a production that no longer serves
+                verdict, reason = STALE, (f"approval by {actor} not applied: {stale}. Trigger rag_ingest again to "
+                                          f"review {evaluated['index']} against {current.ref if current else 'none'}"
+                                          + (f" (the reviewer said: “{reason}”)" if reason else ""))
         responded = event.get("responded_at")
         decision = record_review(
-            ctx.registry, evaluated["index"], verdict,
-            actor=who.get("name") or who.get("id") or ("timeout" if timed_out else "unknown"), reason=reason,
-            pipeline_run=ctx.pipeline_run_id,
+            ctx.registry, evaluated["index"], verdict, actor=actor, reason=reason, pipeline_run=ctx.pipeline_run_id,
             details={"airflow_user": who, "responded_at": responded.isoformat() if responded else None,
                      "task": f"{context['ti'].dag_id}.{context['ti'].task_id}", "try": context["ti"].try_number,
-                     "warnings_shown": evaluated.get("warnings") or []})
-        self.log.info("review of %s: %s (record %s)", decision.ref, describe(decision), decision.record_id)
-        return super().execute_complete(context, event) | {"decision": decision.to_json()}
+                     "warnings_shown": evaluated.get("warnings") or [], AGAINST: against,
+                     "answer": event["chosen_options"]})
+        if decision.verdict != verdict:  # recorded before under this run's key: superseded while it waited
+            self.log.warning("review of %s: the answer (%s by %s) was not applied: the review was %s", decision.ref,
+                             event["chosen_options"][0], actor, describe(decision))
+        elif decision.verdict == STALE:
+            self.log.warning("review of %s: %s", decision.ref, decision.reason)
+        else:
+            self.log.info("review of %s: %s (record %s)", decision.ref, describe(decision), decision.record_id)
+        if decision.verdict in APPROVING or event["chosen_options"] != [self.APPROVE]:
+            return super().execute_complete(context, event) | {"decision": decision.to_json()}
+        return self.conclude(context, decision.to_json(), answer=event)
 
-    def conclude(self, context: Any, decision: dict[str, Any]) -> dict[str, Any]:
-        """Go on as if the reviewer had just answered: approval continues, anything else skips promotion."""
+    def conclude(self, context: Any, decision: dict[str, Any], answer: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Go on as the decision on record says: approval continues, anything else skips promotion (the
+        reviewer's own answer, when there was one, is kept in the return value)."""
         from ragindex.review import APPROVING, AUTO_APPROVED
 
         approved = decision["verdict"] in APPROVING
         if not approved:
             self.skip(ti=context["ti"], tasks=[t for t in context["task"].get_direct_relatives(upstream=False)
                                                if not t.is_teardown])
+        if answer is not None:
+            return {"chosen_options": answer["chosen_options"], "params_input": answer.get("params_input") or {},
+                    "responded_by_user": answer.get("responded_by_user"), "decision": decision}
         return {"chosen_options": [self.APPROVE if approved else self.REJECT], "params_input": {},
                 "responded_by_user": AUTO_APPROVER if decision["verdict"] == AUTO_APPROVED else
                 {"name": decision["actor"]}, "decision": decision}

@@ -21,18 +21,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail_fast(body: F) -> F:
-    """An input error cannot succeed on retry: fail the task at once, with the core's one-line message."""
+    """An input error or a governance refusal cannot succeed on retry: fail the task at once, with the core's
+    one-line message logged as one line (a refusal is a decision, not a crash: no traceback of the core)."""
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ragindex.errors import RagindexError
+        from ragindex.errors import GovernanceError, RagindexError
 
         try:
             return body(*args, **kwargs)
         except RagindexError as exc:
             if exc.retryable:
                 raise
-            raise AirflowFailException(str(exc)) from None
+            message = str(exc)
+            log.error("%s: %s", "refused" if isinstance(exc, GovernanceError) else "failed", message)
+            failure = AirflowFailException(message)
+        raise failure.with_traceback(None) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,16 +86,11 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
                    built: dict[str, Any]) -> dict[str, Any]:
     """Score candidate vs production, log eval-report, apply the gate, write the reviewer's summary."""
     from ragindex.gate import evaluate_index as evaluate
-    from ragindex.review import ReviewInput, review_summary
 
     ctx = ingest_context(context)
     outcome = evaluate(ctx, built["index"], context["params"]["eval_questions"])
     log.info("gate %s for %s: %s (report %s)", "passed" if outcome.passed else "FAILED", built["index"],
              outcome.reason, outcome.report)
-    given = ReviewInput(raw_ref=pulled["raw"], chunks_ref=orders[0]["chunks"], index_ref=built["index"],
-                        outcome=outcome.to_json(), embedded=built["embedded"], reused=built["reused"],
-                        source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
-    summary = review_summary(ctx.registry, given, names=ctx.names)
     for warning in outcome.warnings:
         log.warning("data gate: %s", warning)
     problem = None
@@ -107,7 +106,9 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
         # A backfill rebuilds a past corpus, which may well score below today's production or drift from
         # it; it never promotes (review and promote skip themselves), so this is recorded, not a failure.
         log.warning("%s; %s run: recorded, never promoted", problem, ctx.run_type)
-    return outcome.to_json() | {"index": built["index"], "review_markdown": summary}
+    # Small on purpose: the review task writes the reviewer's summary itself, against the production of that moment.
+    return outcome.to_json() | {"index": built["index"], "raw": pulled["raw"], "chunks": orders[0]["chunks"],
+                                "embedded": built["embedded"], "reused": built["reused"]}
 
 
 @fail_fast
@@ -115,13 +116,13 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     """Move production to the approved index (and the versions it came from); announce it on the Asset."""
     from ragindex.context import may_promote
     from ragindex.promotion import promote as move
-    from ragindex.review import latest_review
+    from ragindex.standing import standing
     from ragindex_airflow.assets import announce_production_move
 
     if not may_promote(run_type(context)):
         raise AirflowSkipException(f"{run_type(context)} runs never move production")
     ctx = ingest_context(context)
-    review = latest_review(ctx.registry, ctx.registry.get(evaluated["index"]))
+    review = standing(ctx.registry, ctx.registry.get(evaluated["index"])).review
     outcome = move(ctx.registry, evaluated["index"], actor=review.actor if review else "unknown",
                    reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",
                    pipeline_run=ctx.pipeline_run_id, names=ctx.names, report_ref=evaluated["report"])

@@ -129,9 +129,13 @@ def decision_view(decision: Any) -> dict[str, Any]:
     """A decision record for the pages: what, who, when (UTC), why, and the alias moves it made."""
     from ragindex.review import describe
 
+    overrides = (decision.details or {}).get("overrides") if isinstance(decision.details, dict) else None
     return {"kind": decision.kind, "verdict": decision.verdict, "ref": decision.ref, "actor": decision.actor,
             "reason": decision.reason, "at": (decision.at or "")[:19].replace("T", " "), "run": decision.pipeline_run,
             "text": describe(decision), "key": decision.key,
+            "overrides": (f"the rejection on {(overrides.get('at') or '')[:16].replace('T', ' ')} by "
+                          f"{overrides.get('actor')}" + (f": “{overrides['reason']}”" if overrides.get("reason") else ""))
+            if overrides else None,
             "moves": [f"{m.name} {m.alias}: {m.from_version or '—'} → {m.to_version or '—'}" for m in decision.moves]}
 
 
@@ -149,14 +153,24 @@ def decisions_by_ref(decisions: list[Any]) -> dict[str, dict[str, Any]]:
     return {ref: {slot: decision_view(d) for slot, d in slots.items()} for ref, slots in latest.items()}
 
 
-def version_row(version: Any, decided: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One version for a table row or a graph node, with the decisions on it."""
-    from ragindex.review import REJECTED
+def standing_view(known: Any) -> dict[str, Any] | None:
+    """A version's standing for the pages: a badge's words and colour, and the sentence behind it."""
+    if known is None or (known.review is None and known.forced_in is None):
+        return None
+    css = ("forced_in" if known.label == "forced in" else "none" if known.review is None
+           else "ungated" if known.review.verdict in ("approved", "auto_approved") and not known.eligible
+           else known.review.verdict)
+    return {"label": known.label, "badge": known.badge, "css": css, "text": known.words(),
+            "eligible": known.eligible, "forced_in": known.label == "forced in"}
 
+
+def version_row(version: Any, decided: dict[str, Any] | None = None, known: Any = None) -> dict[str, Any]:
+    """One version for a table row or a graph node, with the decisions on it and where it stands."""
     meta = dict(version.metadata or {})
     aliases = list(version.aliases)
     decided = decided or {}
     review = decided.get("review")
+    standing = standing_view(known)
     return {
         "ref": version.ref,
         "name": version.name,
@@ -170,7 +184,9 @@ def version_row(version: Any, decided: dict[str, Any] | None = None) -> dict[str
         "details": key_metadata(meta),
         "eval": eval_figures(version.type, meta),
         "review": review,
-        "rejected": bool(review and review["verdict"] == REJECTED),
+        "standing": standing,
+        "rejected": bool(known is not None and known.rejected),
+        "forced_in": bool(standing and standing["forced_in"]),
         "promotion": decided.get("promotion"),
         "consumed": list(version.consumed),
         "url": version.url,
@@ -195,16 +211,19 @@ HISTORY_SHOWN = 30
 def listing(registry: Any) -> dict[str, Any]:
     """The index page: each artifact with its versions (newest first) and the decisions on them, who holds
     production, and the latest decisions (reviews, staging, promotions, rollbacks) newest first."""
+    from ragindex.standing import standings_from
+
     sections, history = [], []
     production = None
     for name in artifact_names(registry):
         versions = registry.versions(name)
         decisions = registry.decisions(name) if versions else []
         decided = decisions_by_ref(decisions)
+        known = standings_from(versions, decisions)
         history += decisions
         rows = []
         for v in reversed(versions):
-            row = version_row(v, decided.get(v.ref))
+            row = version_row(v, decided.get(v.ref), known.get(v.ref))
             row["url"] = web_url(registry, v)
             rows.append(row)
             if row["production"] and production is None and name == DEFAULT_NAMES.index:
@@ -315,10 +334,14 @@ def upstream_tree(nodes: dict[str, dict[str, Any]], ref: str, seen: frozenset[st
 
 def lineage_view(registry: Any, ref: str) -> dict[str, Any]:
     """The detail page of a version: its row, its upstream tree and the graph up- and downstream of it."""
+    from ragindex.standing import standings_from
+
     root_version = registry.get(ref)
     root_decisions = registry.decisions(root_version.name)
     decided: dict[str, dict[str, Any]] = {root_version.name: decisions_by_ref(root_decisions)}
-    root = version_row(root_version, decided[root_version.name].get(root_version.ref))
+    by_name: dict[str, list[Any]] = {root_version.name: root_decisions}
+    root = version_row(root_version, decided[root_version.name].get(root_version.ref),
+                       standings_from([root_version], root_decisions)[root_version.ref])
     root["url"] = web_url(registry, root_version)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[list[str]] = []
@@ -328,8 +351,9 @@ def lineage_view(registry: Any, ref: str) -> dict[str, Any]:
             if node_ref not in nodes:
                 v = registry.get(node_ref)
                 if v.name not in decided:
-                    decided[v.name] = decisions_by_ref(registry.decisions(v.name))
-                row = version_row(v, decided[v.name].get(v.ref))
+                    by_name[v.name] = registry.decisions(v.name)
+                    decided[v.name] = decisions_by_ref(by_name[v.name])
+                row = version_row(v, decided[v.name].get(v.ref), standings_from([v], by_name[v.name])[v.ref])
                 row["url"] = web_url(registry, v)
                 nodes[node_ref] = row
         for edge in graph["edges"]:

@@ -130,3 +130,31 @@ def test_reject_a_former_production_version_then_rollback_refused_then_forced(tm
     assert "forced rollback" in listed[-1] and "by ops: “incident 9”" in listed[-1]
     assert f"vector-index:production {new.split(':')[1]} → {old.split(':')[1]}" in listed[-1]
     assert "raw-documents:production" in listed[-1], "each moved alias names its artifact"
+
+
+def test_a_forced_move_from_the_cli_is_not_laundered_by_unforced_rollbacks(tmp_path):
+    """`rollback --to-version v1 --force`, back to v0, then `--to-version v1` without force: refused; every listing
+    says "forced in" for v1, never "approved"."""
+    from ragindex.promotion import approve
+    from ragindex.review import TIMED_OUT, record_review
+    from tests.decisions.conftest import Versions
+
+    home = tmp_path / "home"
+    versions = Versions(home)  # its registry is home/registry, the CLI's default under RAGINDEX_HOME
+    approved, timed_out = versions.index(), versions.index()
+    approve(versions.registry, approved, actor="alice", reason="checked")
+    record_review(versions.registry, timed_out, TIMED_OUT, actor="timeout", reason="no answer within 72 h")
+    forced = run_cli("rollback", "--to-version", "v1", "--force", "--reason", "incident 12", "--actor", "ops", home=home)
+    assert forced.returncode == 0 and "forced" in forced.stdout, forced.stderr
+    back = run_cli("rollback", "--to-version", "v0", "--reason", "incident over", "--actor", "ops", home=home)
+    assert back.returncode == 0 and "forced" not in back.stdout, back.stderr
+    again = run_cli("rollback", "--to-version", "v1", "--reason", "try", "--actor", "ops", home=home)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"rollback to {timed_out} refused: it was forced in by ops" in again.stderr, again.stderr
+    assert "never approved since (its review: timed out" in again.stderr
+    listed = {v["ref"]: v for v in cli_json("versions", "vector-index", home=home)}
+    assert listed[timed_out]["standing"]["label"] == "forced in" and not listed[timed_out]["standing"]["eligible"]
+    assert listed[approved]["standing"]["eligible"] and "production" in listed[approved]["aliases"]
+    text = run_cli("versions", "vector-index", home=home).stdout
+    line = next(line for line in text.splitlines() if line.startswith(timed_out))
+    assert "FORCED IN forced in by ops" in line and "approved on" not in line

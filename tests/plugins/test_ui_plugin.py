@@ -524,3 +524,31 @@ def test_trigger_form_shows_every_param_title(browser, airflow_ui):
         page.screenshot(path=str(ARTIFACTS / "ui-trigger-form.png"))
     finally:
         page.close()
+
+
+def test_forced_in_and_overriding_approvals_are_shown_as_such(client, tmp_path):
+    """A version forced in by a rollback never reads as approved; an approval over a rejection names it."""
+    from ragindex.promotion import approve
+    from ragindex.review import REJECTED, record_review
+    from ragindex.rollback import rollback
+    from tests.decisions.conftest import Versions
+
+    versions = Versions(tmp_path)
+    good, forced, overridden = versions.index(), versions.index(), versions.index()
+    approve(versions.registry, good, actor="alice", reason="checked")
+    rollback(versions.registry, to_version="v1", force=True, reason="incident 12", actor="ops")
+    rollback(versions.registry, to_version="v0", reason="incident over", actor="ops")
+    record_review(versions.registry, overridden, REJECTED, actor="bob", reason="prices wrong")
+    record_review(versions.registry, overridden, "approved", actor="carol", reason="prices fixed upstream")
+    uri = str(tmp_path / "registry")
+    page = get_page(client, "/", uri)
+    forced_row = row_of(page, forced)
+    assert "badge review review-forced_in standing-bad" in forced_row and ">forced in</span>" in forced_row
+    assert "forced in by ops" in html.unescape(forced_row) and "incident 12" in html.unescape(forced_row)
+    assert "review-rolled_back" not in forced_row and "standing-good" not in forced_row
+    over_row = html.unescape(row_of(page, overridden))
+    assert "approved (overriding a rejection)" in over_row and "overriding the rejection on" in over_row
+    assert "by bob: “prices wrong”" in over_row
+    assert "standing-good" in row_of(page, good)
+    detail = get_page(client, f"/lineage/{quote(forced, safe='')}", uri)
+    assert 'badge review-forced_in"' in detail and ">forced in</span></h1>" in detail

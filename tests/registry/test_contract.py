@@ -216,6 +216,17 @@ def test_a_governance_alias_is_not_moved_by_set_alias(registry: Registry, name: 
     assert alias not in registry.get(f"{name}:v0").aliases and registry.alias_history(name, alias) == []
 
 
+@pytest.mark.parametrize("alias", ["production", "staging"])
+def test_a_governance_alias_is_not_set_by_log_artifact(registry: Registry, name: str, make_dir, alias: str) -> None:
+    with pytest.raises(GovernanceError, match=f"'{alias}' is moved by decisions only: use `ragindex approve`"):
+        registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info(), aliases=["candidate", alias])
+    assert registry.versions(name) == [], "a refused log stores nothing"
+    first = registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
+    with pytest.raises(GovernanceError, match=f"'{alias}' is moved by decisions only"):
+        registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info(), aliases=[alias])  # same content
+    assert alias not in registry.get(first.ref).aliases and registry.alias_history(name, alias) == []
+
+
 # -- metadata ------------------------------------------------------------------------------------
 
 
@@ -452,8 +463,10 @@ def test_web_url(backend: str, registry: Registry, name: str, make_dir) -> None:
 
 
 def test_a_decision_is_recorded_once_per_key_with_its_alias_moves(registry: Registry, name: str, make_dir) -> None:
-    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info(), aliases=["staging"])
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
     registry.log_artifact(name, "index", make_dir({"f": "2"}), run=run_info())
+    staged = registry.record_decision(Decision(kind="stage", verdict="staged", ref=f"{name}:v0", actor="dag",
+                                               changes=(AliasChange(f"{name}:v0", "staging"),)))
     decision = Decision(kind="review", verdict="rejected", ref=f"{name}:v0", actor="alice", reason="PII",
                         pipeline_run="run-1", key=f"review/run-1/{name}:v0",
                         changes=(AliasChange(f"{name}:v0", "staging", remove=True),), details={"try": 1})
@@ -465,7 +478,7 @@ def test_a_decision_is_recorded_once_per_key_with_its_alias_moves(registry: Regi
     assert first.at and first.record_id and first.details == {"try": 1}
     assert [(m.alias, m.from_version, m.to_version) for m in first.moves] == [("staging", "v0", None)]
     assert "staging" not in registry.get(f"{name}:v0").aliases
-    assert [d.key for d in registry.decisions(name)] == [decision.key]
+    assert [d.key for d in registry.decisions(name)] == [staged.key, decision.key]
     assert registry.decision(decision.key) == first
     history = registry.alias_history(name, "staging")
     assert [(m.from_version, m.to_version) for m in history] == [(None, "v0"), ("v0", None)]

@@ -108,6 +108,8 @@ class RegistryBase:
         validate_name(name)
         files = check_files(files, name)
         wanted = requested_aliases(name, aliases)
+        for alias in wanted:
+            refuse_governance_alias(alias)
         metadata = check_metadata(metadata, f"metadata for {name!r}")
         to_json(dict(run.config), f"run config for {name!r}")
         consumed = tuple(self.get(ref).ref for ref in uses)
@@ -136,9 +138,7 @@ class RegistryBase:
         are refused here, whoever calls: they move only with a decision (``record_decision``)."""
         name, _tag = split_ref(ref)
         validate_alias(name, alias)
-        if alias in GOVERNANCE_ALIASES:
-            raise GovernanceError(f"alias {alias!r} is moved by decisions only: use `ragindex approve` (after "
-                                  "`ragindex evaluate`) or `ragindex rollback`")
+        refuse_governance_alias(alias)
         return self._set_alias(self.get(ref), alias, actor or default_actor(), reason)
 
     def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
@@ -197,10 +197,17 @@ class RegistryBase:
         return f"{type(self).__name__}({self.uri!r})"
 
 
+def refuse_governance_alias(alias: str) -> None:
+    """``production`` and ``staging`` move only with a decision record (``record_decision``), on every path."""
+    if alias in GOVERNANCE_ALIASES:
+        raise GovernanceError(f"alias {alias!r} is moved by decisions only: use `ragindex approve` (after "
+                              "`ragindex evaluate`) or `ragindex rollback`")
+
+
 def refuse_type_change(name: str, wanted: str, existing: str | None) -> None:
     """A name keeps the type of its first version (W&B requires it)."""
     if existing is not None and existing != wanted:
         raise RegistryError(f"cannot log {name!r} as type {wanted!r}: it already has type {existing!r}")
 
 
-__all__ = ["RegistryBase", "refuse_type_change", "default_actor"]
+__all__ = ["RegistryBase", "refuse_governance_alias", "refuse_type_change", "default_actor"]
