@@ -247,6 +247,7 @@ class FakeApiArtifact:
             me["aliases"] = [a for a in me["aliases"] if a not in old - new] + sorted(new - old - set(me["aliases"]))
             me["metadata"] = copy.deepcopy(self.metadata)
         self._saved_aliases = list(self.aliases)
+        self._server.checkpoint("save:after")
 
     def download(self, root: str) -> str:
         for rel, blob in self._files.items():

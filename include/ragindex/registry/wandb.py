@@ -199,6 +199,8 @@ def classify(exc: BaseException, default: str = REFUSED) -> str:
             return verdict
     if any(type(item).__name__ in _TRANSIENT_TYPES for item in chain):
         return UNAVAILABLE
+    if any(type(item).__name__ in ("UsageError", "UnsupportedError") for item in chain):
+        return REFUSED  # the SDK's own validation: no request was answered or refused
     for item in reversed(chain):
         text = str(item)
         found = _STATUS_TEXT.search(text)
