@@ -4,7 +4,8 @@ Names, aliases and metadata are checked here by the same rule whatever the backe
 W&B's (so a version the local registry accepts can always be synced to W&B): artifact names of letters,
 digits, ``-_.`` (at most 128 characters); aliases the same but lower case, because W&B treats aliases that
 differ only in case as one alias; never a version tag (``v3``) nor ``latest`` (it follows the newest version
-by itself); metadata is JSON with finite numbers and at most 100 top-level keys.
+by itself); metadata is JSON with finite numbers and at most 99 top-level keys (W&B's limit of 100, less the
+one key the W&B backend keeps in every version for its lineage).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from ragindex.errors import RegistryError
 
 LATEST = "latest"
 NAME_MAXLEN = 128
-MAX_METADATA_KEYS = 100
+WANDB_MAX_METADATA_KEYS = 100  # wandb/sdk/artifacts/_validators.py: MAX_ARTIFACT_METADATA_KEYS
+BACKEND_METADATA_KEYS = 1  # the W&B backend's ``ragindex.lineage``, stored next to the user's keys
+MAX_METADATA_KEYS = WANDB_MAX_METADATA_KEYS - BACKEND_METADATA_KEYS
 RESERVED_PREFIX = "ragindex."  # metadata keys the registry keeps for itself
 VERSION_TAG = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -88,7 +91,8 @@ def check_metadata(metadata: dict[str, Any] | None, what: str) -> dict[str, Any]
         raise RegistryError(f"{what} may not set keys {reserved}: the '{RESERVED_PREFIX}' prefix is reserved")
     if len(metadata) > MAX_METADATA_KEYS:
         raise RegistryError(f"{what} has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed "
-                            "(nest the rest under one key)")
+                            f"(W&B stores at most {WANDB_MAX_METADATA_KEYS} and the registry keeps "
+                            f"{BACKEND_METADATA_KEYS} of them; nest the rest under one key)")
     return metadata
 
 

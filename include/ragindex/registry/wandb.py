@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -39,6 +39,7 @@ from ragindex.settings import ragindex_home
 from .base import RegistryBase, refuse_type_change
 from .digest import dir_digest
 from .protocol import (
+    RECORD_KINDS,
     AliasChange,
     AliasMove,
     ArtifactNotFound,
@@ -50,7 +51,15 @@ from .protocol import (
     RunInfo,
     split_ref,
 )
-from .rules import LATEST, RESERVED_PREFIX, VERSION_TAG, fill_atomically, utc_now
+from .rules import (
+    BACKEND_METADATA_KEYS,
+    LATEST,
+    RESERVED_PREFIX,
+    VERSION_TAG,
+    WANDB_MAX_METADATA_KEYS,
+    fill_atomically,
+    utc_now,
+)
 
 LINEAGE_KEY = f"{RESERVED_PREFIX}lineage"
 RECORD_KEY = f"{RESERVED_PREFIX}record"  # in a run's summary: {"complete": True, "moves": [...]}
@@ -116,18 +125,106 @@ def _missing_artifact(exc: BaseException) -> bool:
     return isinstance(inner, ValueError) and "not found" in text and "under entity" not in text
 
 
-def _transport(exc: BaseException) -> bool:
-    """A failure to talk to the server (no HTTP status, or a timeout) rather than an answer."""
-    inner = getattr(exc, "exc", exc)
-    if type(inner).__name__ not in ("WandbApiFailedError", "ConnectionError", "Timeout", "TimeoutError"):
-        return False
-    status = getattr(getattr(inner, "response", None), "http_status", None)
-    return status in (None, 0, 408, 429, 502, 503, 504)
+# Why a W&B call failed, by cause (not by exception class: the SDK raises CommError, AuthenticationError,
+# ValueError and UsageError for both kinds). See classify().
+UNAVAILABLE, CREDENTIALS, MISSING, REFUSED = "unavailable", "credentials", "missing", "refused"
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CREDENTIAL_STATUS = frozenset({401, 403})
+_STATUS_TEXT = re.compile(r"(?:error|http|status(?: code)?|returned)[ :]+(\d{3})\b", re.IGNORECASE)
+_TRANSIENT_TEXT = re.compile(
+    r"timed? ?out|timeout|deadline exceeded|connection (?:refused|reset|aborted|error)|temporar|unreachable|"
+    r"no such host|\beof\b|service process is (?:not running|busy)|too many requests|rate limit|bad gateway|"
+    r"service unavailable|gateway time|network", re.IGNORECASE)
+_CREDENTIAL_TEXT = re.compile(r"api key|api_key|credential|unauthori[sz]ed|permission|forbidden|not logged in",
+                              re.IGNORECASE)
+_MISSING_TEXT = re.compile(r"not found|does not exist|no such (?:entity|project)", re.IGNORECASE)
+_TRANSIENT_TYPES = ("ConnectionError", "Timeout", "TimeoutError", "ReadTimeout", "ConnectTimeout",
+                    "WaitTimeoutError", "ChunkedEncodingError", "MailboxClosedError", "HandleAbandonedError")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (``.exc`` of a CommError, ``__cause__``, ``__context__``), outermost first."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 12:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [getattr(item, "exc", None), item.__cause__, item.__context__]
+    return seen
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status a failure carries (``WandbApiFailedError.response.http_status``, a requests response);
+    0 means wandb-core got no HTTP answer at all."""
+    response = getattr(exc, "response", None)
+    for attr in ("http_status", "status_code"):
+        status = getattr(response, attr, None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _by_status(status: int) -> str | None:
+    if status in CREDENTIAL_STATUS:
+        return CREDENTIALS
+    if status in TRANSIENT_STATUS or status >= 500:
+        return UNAVAILABLE
+    if status == 404:
+        return MISSING
+    if 400 <= status < 500:
+        return REFUSED
+    return None
+
+
+def classify(exc: BaseException, default: str = REFUSED) -> str:
+    """Why a W&B call failed: UNAVAILABLE (no answer, a timeout, 429, 5xx: worth retrying), CREDENTIALS
+    (401/403, a key the server refused), MISSING (no such entity or project) or REFUSED (validation, other 4xx).
+
+    The cause decides, innermost first: an HTTP status wandb-core reports (0: no answer), a transport exception,
+    then what the message says (``wandb.init`` raises ``CommError(message)`` with ``.exc`` None; ``Api()``
+    reports an unreachable server as ``AuthenticationError``). ``default`` is for a failure that says nothing
+    (an upload that failed in ``Artifact.wait()`` is worth a retry; a bare ``ValueError`` is not)."""
+    chain = _chain(exc)
+    for item in reversed(chain):
+        status = _http_status(item)
+        if status is None:
+            continue
+        if status == 0:
+            return CREDENTIALS if _CREDENTIAL_TEXT.search(str(item)) and not _TRANSIENT_TEXT.search(str(item)) \
+                else UNAVAILABLE
+        verdict = _by_status(status)
+        if verdict:
+            return verdict
+    if any(type(item).__name__ in _TRANSIENT_TYPES for item in chain):
+        return UNAVAILABLE
+    if any(type(item).__name__ in ("UsageError", "UnsupportedError") for item in chain):
+        return REFUSED  # the SDK's own validation: no request was answered or refused
+    for item in reversed(chain):
+        text = str(item)
+        found = _STATUS_TEXT.search(text)
+        if found and _by_status(int(found.group(1))):
+            return _by_status(int(found.group(1))) or default
+        if _TRANSIENT_TEXT.search(text):
+            return UNAVAILABLE
+        if _CREDENTIAL_TEXT.search(text) and not text.startswith(("Failed to verify", "An error occurred while verif")):
+            return CREDENTIALS
+        if _MISSING_TEXT.search(text):
+            return MISSING
+    if any(type(item).__name__ == "AuthenticationError" for item in chain):
+        return CREDENTIALS
+    return default
 
 
 def _names_pattern(name: str) -> str:
-    """The run-filter regex that finds ``name`` in a run's ``ragindex_names`` ("a|b|c")."""
-    return f"(^|\\|){re.escape(name)}(\\||$)"
+    """A run filter that finds ``name`` in ``ragindex_names`` ("a|b|c") without regex anchors (some W&B
+    servers do not support them); the caller keeps only the runs that name it exactly."""
+    return re.escape(name)
+
+
+def _names(run: Any) -> list[str]:
+    return str((run.config or {}).get("ragindex_names") or "").split("|")
 
 
 class WandbRegistry(RegistryBase):
@@ -147,6 +244,9 @@ class WandbRegistry(RegistryBase):
         self._api = api
         self._settings = settings
         self._project_checked = False
+        self._fetched: dict[str, Any] = {}  # Api artifacts fetched by this public call, by ``name:vN``
+        self._key_runs: tuple[str, list[Any]] | None = None  # the runs _find_record just read for a key
+        self._types: dict[str, str] = {}  # artifact name -> type, for web links without a query
         home = ragindex_home()
         self.cache_dir = Path(cache_dir) if cache_dir else home / "cache" / "wandb" / entity / project
         self.run_dir = Path(run_dir) if run_dir else home / "wandb"
@@ -170,31 +270,39 @@ class WandbRegistry(RegistryBase):
 
     @property
     def api(self) -> Any:
-        """The W&B public Api (it verifies the credentials when created)."""
+        """The W&B public Api (it verifies the credentials when created). Entity and project are given, so it
+        never asks the server for a default entity (``Api._parse_*_path``)."""
         if self._api is None:
-            self._api = self._call("connect", lambda: self.wb.Api(overrides={"base_url": self.base_url}))
+            overrides = {"base_url": self.base_url, "entity": self.entity, "project": self.project}
+            self._api = self._call("connecting to W&B", lambda: self.wb.Api(overrides=overrides))
         return self._api
 
-    def _translate(self, what: str, exc: BaseException) -> RegistryError:
-        """Whatever the SDK raised, as a registry error naming ``what`` and the URI (never the API key)."""
-        inner = getattr(exc, "exc", None)
+    def _translate(self, what: str, exc: BaseException, default: str = REFUSED) -> RegistryError:
+        """Whatever the SDK raised, as a registry error chosen by its cause (see ``classify``), naming ``what``,
+        the URI and the fix (never the API key)."""
+        inner = getattr(exc, "exc", None) or exc.__cause__
         cause = f" <- {type(inner).__name__}: {inner}" if inner is not None and str(inner) != str(exc) else ""
         reason = scrub(f"{type(exc).__name__}: {exc}{cause}")
-        if type(exc).__name__ in ("AuthenticationError", "UsageError") or " 401" in reason or " 403" in reason:
+        why = classify(exc, default)
+        if why == UNAVAILABLE:
+            return RegistryUnavailable(f"{what} in {self.uri}: W&B did not answer ({reason}); retry later")
+        if why == CREDENTIALS:
             return RegistryError(f"{what} in {self.uri}: W&B refused the credentials ({reason}); check "
-                                 "WANDB_API_KEY and the entity's permissions")
-        if _transport(exc):
-            return RegistryUnavailable(f"{what} in {self.uri}: W&B did not answer ({reason})")
-        return RegistryError(f"{what} in {self.uri} failed: {reason}")
+                                 f"WANDB_API_KEY and that it may write to {self.entity}/{self.project}")
+        if why == MISSING:
+            return RegistryError(f"{what} in {self.uri}: no such W&B entity or project, or it is not readable "
+                                 f"with this API key ({reason}); check the URI, or create the project with "
+                                 f"`ragindex init {self.uri}`")
+        return RegistryError(f"{what} in {self.uri}: W&B refused the request ({reason})")
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], default: str = REFUSED) -> T:
         """Run an SDK call; whatever it raises becomes a registry error (see ``_translate``)."""
         try:
             return fn()
         except RegistryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the SDK raises CommError, ValueError, UsageError, ...
-            raise self._translate(what, exc) from None
+            raise self._translate(what, exc, default) from None
 
     def check_project(self) -> None:
         """Fail loudly, naming the URI, when the project does not exist or cannot be read (once per registry)."""
@@ -205,7 +313,7 @@ class WandbRegistry(RegistryBase):
         except RegistryError:
             raise
         except Exception as exc:  # noqa: BLE001
-            if "not found" in str(exc).lower():
+            if classify(exc) in (MISSING, REFUSED) and "not found" in str(exc).lower():
                 raise RegistryError(f"{self.uri}: no such W&B project, or it is not readable with this API key "
                                     f"({scrub(str(exc))}); create it with `ragindex init {self.uri}` or in the "
                                     "W&B UI") from None
@@ -226,11 +334,13 @@ class WandbRegistry(RegistryBase):
         self.check_project()
         path = self._path(name, tag)
         try:
-            return self.api.artifact(path)
+            artifact = self.api.artifact(path)
         except Exception as exc:  # noqa: BLE001
             if _missing_artifact(exc):
                 raise ArtifactNotFound(f"artifact {path} not found in {self.uri}: {scrub(str(exc))}") from None
             raise self._translate(f"reading artifact {name}:{tag}", exc) from None
+        self._fetched[f"{name}:{artifact.version}"] = artifact
+        return artifact
 
     def _fetch_or_none(self, name: str, tag: str) -> Any | None:
         try:
@@ -274,6 +384,7 @@ class WandbRegistry(RegistryBase):
         aliases = [a for a in artifact.aliases if not VERSION_TAG.match(a)]
         aliases.sort(key=lambda a: (a != LATEST, a))
         name = collection_name(artifact)
+        self._types[name] = artifact.type
         return ArtifactVersion(name=name, type=artifact.type, version=artifact.version, digest=artifact.digest,
                                aliases=tuple(aliases), metadata=public_metadata(artifact.metadata),
                                created_at=str(artifact.created_at), producer_run=producer, consumed=consumed,
@@ -288,42 +399,98 @@ class WandbRegistry(RegistryBase):
             self.api.artifacts(latest.type, f"{self.entity}/{self.project}/{name}", per_page=100)))
         return sorted(found, key=lambda a: int(str(a.version).lstrip("v")))
 
+    def _run_settings(self) -> Any:
+        """Settings of a registry run: no console capture (task logs stay in Airflow) unless
+        RAGINDEX_WANDB_CONSOLE says so, and none of what a training run uploads (system stats, machine info,
+        git state, requirements, code): each is requests a registry run does not need."""
+        if self._settings is not None:
+            return self._settings
+        settings_class = getattr(self.wb, "Settings", None)
+        if settings_class is None:
+            return None
+        console = os.environ.get("RAGINDEX_WANDB_CONSOLE", "off")
+        return settings_class(console=console, silent=True, base_url=self.base_url, x_disable_stats=True,
+                              x_disable_meta=True, x_disable_machine_info=True, disable_git=True,
+                              x_save_requirements=False, disable_code=True, save_code=False)
+
     def _init_kwargs(self, run: RunInfo, config: dict[str, Any]) -> dict[str, Any]:
         """``wandb.init`` arguments: a fresh run named after the pipeline run and step, its folder under
-        RAGINDEX_HOME, no console capture (task logs stay in Airflow) unless RAGINDEX_WANDB_CONSOLE says so."""
+        RAGINDEX_HOME."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"entity": self.entity, "project": self.project, "job_type": run.job_type,
                                   "group": run.group, "name": run.name or (f"{run.group}/{run.job_type}" if run.group
                                                                             else run.job_type),
                                   "config": config, "reinit": "create_new", "dir": str(self.run_dir)}
-        settings_class = getattr(self.wb, "Settings", None)
-        if self._settings is not None:
-            kwargs["settings"] = self._settings
-        elif settings_class is not None:
-            console = os.environ.get("RAGINDEX_WANDB_CONSOLE", "off")
-            kwargs["settings"] = settings_class(console=console, silent=True, base_url=self.base_url)
+        settings = self._run_settings()
+        if settings is not None:
+            kwargs["settings"] = settings
         return kwargs
 
     def _start(self, run: RunInfo, config: dict[str, Any]) -> Any:
-        return self._call(f"starting a W&B run for {run.job_type}", lambda: self.wb.init(**self._init_kwargs(run, config)))
+        """A new run; ``wandb.init`` returns once the server has it, ``config`` included."""
+        wb_run = self._call(f"starting a W&B run for {run.job_type}",
+                            lambda: self.wb.init(**self._init_kwargs(run, config)), default=UNAVAILABLE)
+        # The run would make an Api of its own for use_artifact/log_artifact (wandb_run.py: Run._public_api,
+        # cached in _cached_public_api): one more credential check per run. Ours is for the same server,
+        # entity and project.
+        if self._api is not None and getattr(wb_run, "_cached_public_api", False) is None:
+            wb_run._cached_public_api = self._api
+        return wb_run
 
-    def _finish(self, wb_run: Any, ok: bool) -> None:
-        """End the run; a failure to end it is reported, but never masks what happened inside it."""
+    def _finish(self, wb_run: Any, ok: bool) -> str | None:
+        """End the run; a failure to end it is returned (the caller reads the record back), never raised over
+        what happened inside the run."""
         try:
             wb_run.finish(exit_code=0 if ok else 1)
         except Exception as exc:  # noqa: BLE001
             log.warning("finishing W&B run %s in %s failed: %s", getattr(wb_run, "id", "?"), self.uri,
                         scrub(str(exc)))
+            return scrub(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _read_back(self, wb_run: Any, key: str, failure: str | None) -> Decision | None:
+        """The record as W&B holds it after ``finish`` (server time), else RegistryUnavailable: a run whose
+        completion did not reach the server is no record, and the step must not succeed on a local copy."""
+        run_id = str(getattr(wb_run, "id", ""))
+        run = self._call(f"reading back the record of run {run_id}", lambda: self.api.run(
+            f"{self.entity}/{self.project}/{run_id}"), default=UNAVAILABLE)
+        stored = self._stored_record(run)
+        logged = (run.config or {}).get("ragindex_key") == key and self._summary(run).get("complete")
+        if (stored is None or stored.key != key) and not logged:
+            raise RegistryUnavailable(f"recording {key} in {self.uri}: W&B holds no complete record of run {run_id}"
+                                      + (f" (finishing it failed: {failure})" if failure else "")
+                                      + "; a retry finishes it")
+        return stored
+
+    # -- one public call at a time: what it fetched is reused, never what an earlier call fetched -------------
+
+    def log_artifact(self, *args: Any, **kwargs: Any) -> ArtifactVersion:
+        self._fetched = {}
+        try:
+            return super().log_artifact(*args, **kwargs)
+        finally:
+            self._fetched = {}
+
+    def record_decision(self, decision: Decision) -> Decision:
+        self._fetched, self._key_runs = {}, None
+        try:
+            return super().record_decision(decision)
+        finally:
+            self._fetched, self._key_runs = {}, None
+
+    def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
+        self._fetched = {}
+        try:
+            return super().update_metadata(ref, patch)
+        finally:
+            self._fetched = {}
+
+    def _fetched_or_fetch(self, ref: str) -> Any:
+        """The Api artifact this call fetched for ``ref`` (``name:vN``), else one fetch."""
+        name, version = split_ref(ref)
+        return self._fetched.get(ref) or self._fetch(name, version)
 
     # -- storage primitives ----------------------------------------------------------------------------
-
-    def _existing_with_digest(self, name: str, type: str, digest: str) -> Any | None:
-        """An existing version of ``name`` with this digest, found before any run or staging."""
-        for artifact in self._raw_versions(name):
-            refuse_type_change(name, type, artifact.type)
-            if artifact.digest == digest:
-                return artifact
-        return None
 
     def _build_artifact(self, request: LogRequest, producer: str) -> Any:
         """The ``wandb.Artifact``: files in place (immutable policy: no staging copy), references if enabled."""
@@ -336,32 +503,62 @@ class WandbRegistry(RegistryBase):
                 artifact.add_reference(url, name=logical)
         return artifact
 
+    @staticmethod
+    def _log_key(name: str, digest: str) -> str:
+        """The record key of the run that logs this content (one version per digest, so one key)."""
+        return f"log/{name}@{digest}"
+
     def _log(self, request: LogRequest) -> ArtifactVersion:
         name, wanted = request.name, list(request.aliases)
-        existing = self._existing_with_digest(name, request.type, request.digest)
+        if len(request.metadata) + BACKEND_METADATA_KEYS > WANDB_MAX_METADATA_KEYS:  # the rules say so already
+            raise RegistryError(f"metadata for {name!r} has {len(request.metadata)} keys; W&B stores at most "
+                                f"{WANDB_MAX_METADATA_KEYS - BACKEND_METADATA_KEYS} besides the registry's own")
+        versions = self._raw_versions(name)
+        for artifact in versions:
+            refuse_type_change(name, request.type, artifact.type)
+        key = self._log_key(name, request.digest)
+        existing = next((a for a in versions if a.digest == request.digest), None)
         if existing is not None:
-            return self._reuse(existing, wanted, actor=f"run:{request.run.group or 'unknown'}/{request.run.job_type}")
-        previous = {alias: self._holder(name, alias) for alias in wanted}
-        config = {**request.run.config, "ragindex_artifact": name, "ragindex_names": name}
+            return self._reuse(existing, wanted, key=key,
+                               actor=f"run:{request.run.group or 'unknown'}/{request.run.job_type}")
+        holders = {a: str(v.version) for v in versions for a in v.aliases}
+        plan = [AliasMove(name, a, holders.get(a), "", "", "", "logged") for a in wanted]  # to: what is logged
+        config = {**request.run.config, "ragindex_artifact": name, "ragindex_names": name, "ragindex_key": key,
+                  "ragindex_plan": [asdict(m) for m in plan]}
         wb_run = self._start(request.run, config)
         ok = False
         try:
             artifact = self._call(f"preparing {name!r}", lambda: self._build_artifact(request, str(wb_run.id)))
             for ref in request.consumed:
-                self._call(f"using {ref}", lambda ref=ref: wb_run.use_artifact(f"{self.entity}/{self.project}/{ref}"))
+                used = self._fetched.get(ref) or f"{self.entity}/{self.project}/{ref}"
+                self._call(f"using {ref}", lambda used=used: wb_run.use_artifact(used), default=UNAVAILABLE)
             logged = self._call(f"logging {name!r}", lambda: wb_run.log_artifact(artifact, aliases=wanted))
-            version = str((self._call(f"uploading {name!r}", logged.wait) or logged).version)
-            moves = [AliasMove(name, a, previous[a], version, utc_now(), f"run:{wb_run.id}", "logged")
-                     for a in wanted if previous[a] != version]
+            done = self._call(f"uploading {name!r}", logged.wait, default=UNAVAILABLE) or logged
+            version = str(done.version)
+            moves = [replace(m, to_version=version, at=utc_now(), actor=f"run:{wb_run.id}") for m in plan
+                     if m.from_version != version]
             self._write_record(wb_run, moves)
             ok = True
         finally:
-            self._finish(wb_run, ok)
-        return self._get(name, version)
+            failure = self._finish(wb_run, ok)
+        if failure is not None:
+            self._read_back(wb_run, key, failure)
+        return self._to_version(done)
 
-    def _reuse(self, artifact: Any, aliases: list[str], *, actor: str) -> ArtifactVersion:
-        """An existing identical version, with the requested aliases moved onto it."""
-        return self._move_aliases(self._to_version(artifact), aliases, actor=actor, reason="logged")
+    def _reuse(self, artifact: Any, aliases: list[str], *, key: str, actor: str) -> ArtifactVersion:
+        """An existing identical version, with the requested aliases moved onto it. When the run that logged it
+        was interrupted before its record reached W&B, the record is finished now (its planned moves)."""
+        version = self._to_version(artifact)
+        runs = self._runs({"config.ragindex_key": key})
+        if runs and not any(self._summary(r).get("complete") for r in runs):
+            planned = {a for r in runs for a in (m.get("alias") for m in (r.config or {}).get("ragindex_plan") or [])}
+            wanted = list(dict.fromkeys([*planned, *aliases]))
+            changes = tuple(AliasChange(version.ref, a) for a in wanted)
+            self.record_decision(Decision(kind="alias", verdict="moved", ref=version.ref, actor=actor,
+                                          reason="logged", key=key, changes=changes))
+            return replace(version, aliases=tuple(sorted({*version.aliases, *wanted},
+                                                         key=lambda a: (a != LATEST, a))))
+        return self._move_aliases(version, aliases, actor=actor, reason="logged")
 
     def _move_aliases(self, version: ArtifactVersion, aliases: Sequence[str], *, actor: str,
                       reason: str) -> ArtifactVersion:
@@ -372,80 +569,95 @@ class WandbRegistry(RegistryBase):
             return version
         self.record_decision(Decision(kind="alias", verdict="moved", ref=version.ref, actor=actor, reason=reason,
                                       changes=changes))
-        return self._get(version.name, version.version)
+        return replace(version, aliases=tuple(sorted({*version.aliases, *(c.alias for c in changes)},
+                                                     key=lambda a: (a != LATEST, a))))
 
     def _holder(self, name: str, alias: str) -> str | None:
         """The version currently holding ``alias`` (``vN``), or None."""
         holder = self._fetch_or_none(name, alias)
         return None if holder is None else str(holder.version)
 
-    def _plan(self, change: AliasChange, actor: str, reason: str) -> AliasMove | None:
-        """The move a change would make now (None: it is in place already)."""
+    def _plan(self, change: AliasChange, target: Any, actor: str, reason: str) -> AliasMove | None:
+        """The move a change would make now (None: it is in place already), from the version as this call
+        fetched it; only an alias to add asks who holds it now."""
         name, version = split_ref(change.ref)
-        held = self._holder(name, change.alias)
-        if (held != version) if change.remove else (held == version):
+        has = change.alias in target.aliases
+        if has != change.remove:
             return None
+        held = version if change.remove else self._holder(name, change.alias)
         return AliasMove(name, change.alias, held, None if change.remove else version, utc_now(), actor, reason)
 
-    def _save_change(self, change: AliasChange) -> None:
-        """Make one alias change through the Api (``save()`` adds and removes aliases by difference)."""
-        name, version = split_ref(change.ref)
-        target = self._fetch(name, version)
-        if change.remove:
-            target.aliases = [a for a in target.aliases if a != change.alias]
-        else:
-            target.aliases = [*target.aliases, change.alias]
-        self._call(f"moving alias {change.alias!r} of {change.ref}", target.save)
-
     def _interrupted_moves(self, key: str) -> dict[tuple[str, str], AliasMove]:
-        """Moves an interrupted earlier try of this decision planned (and may have made): a retry that finds
-        an alias already in place records that move, so the history has it exactly once."""
+        """Moves an interrupted earlier try of this record planned (in its run's config, which W&B holds from
+        ``wandb.init`` on) and may have made: a retry that finds an alias in place records that move."""
         planned: dict[tuple[str, str], AliasMove] = {}
-        for run in self._runs({"config.ragindex_key": key}):
-            record = self._summary(run)
-            if not record.get("complete"):
-                planned.update({(m["name"], m["alias"]): AliasMove(**m) for m in record.get("moves", [])})
+        runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == key else self._runs(
+            {"config.ragindex_key": key})
+        for run in runs:
+            if not self._summary(run).get("complete"):
+                for m in (run.config or {}).get("ragindex_plan") or []:
+                    planned[(m["name"], m["alias"])] = AliasMove(**m)
         return planned
 
     def _record(self, decision: Decision) -> Decision:
         names = sorted({decision.name, *(split_ref(c.ref)[0] for c in decision.changes)})
-        config = {"ragindex_key": decision.key, "ragindex_artifact": decision.name, "ragindex_names": "|".join(names),
-                  "ragindex_decision": decision.to_json()}
         why = decision.move_reason
-        earlier = self._interrupted_moves(decision.key)
-        plans = [(c, self._plan(c, decision.actor, why)) for c in decision.changes]
-        moves = [m for m in (p or earlier.get((split_ref(c.ref)[0], c.alias)) for c, p in plans) if m is not None]
+        # Only a key on file can have had an earlier try (base.record_decision looked it up: _find_record).
+        earlier = self._interrupted_moves(decision.key) if self._key_runs else {}
+        targets = {c.ref: self._fetched_or_fetch(c.ref) for c in decision.changes}
+        moves: list[AliasMove] = []
+        for change in decision.changes:
+            name, version = split_ref(change.ref)
+            move = self._plan(change, targets[change.ref], decision.actor, why)
+            if move is None and (name, change.alias) in earlier:  # made by the interrupted try: record it
+                move = earlier[(name, change.alias)]
+                move = replace(move, to_version=None if change.remove else (move.to_version or version))
+            if move is not None:
+                moves.append(move)
+        to_save = {c.ref for c in decision.changes
+                   if (c.alias in targets[c.ref].aliases) == c.remove}
+        config = {"ragindex_key": decision.key, "ragindex_artifact": decision.name, "ragindex_names": "|".join(names),
+                  "ragindex_decision": decision.to_json(), "ragindex_plan": [asdict(m) for m in moves]}
         wb_run = self._start(RunInfo(job_type=decision.kind, group=decision.pipeline_run,
                                      name=f"{decision.pipeline_run or 'cli'}/{decision.kind}"), config)
         ok = False
         try:
-            self._call(f"using {decision.ref}",
-                       lambda: wb_run.use_artifact(f"{self.entity}/{self.project}/{decision.ref}"))
-            self._write_record(wb_run, moves, complete=False)
-            for change, plan in plans:
-                if plan is not None:
-                    self._save_change(change)
-            self._write_record(wb_run, moves, complete=True)
+            subject = self._fetched.get(decision.ref) or f"{self.entity}/{self.project}/{decision.ref}"
+            self._call(f"using {decision.ref}", lambda: wb_run.use_artifact(subject), default=UNAVAILABLE)
+            for ref in dict.fromkeys(c.ref for c in decision.changes if c.ref in to_save):
+                self._save_changes(targets[ref], [c for c in decision.changes if c.ref == ref])
+            self._write_record(wb_run, moves)
             ok = True
         finally:
-            self._finish(wb_run, ok)
-        return self._find_record(decision.key) or decision.recorded(at=utc_now(), record_id=str(wb_run.id),
-                                                                     moves=moves)
+            failure = self._finish(wb_run, ok)
+        stored = self._read_back(wb_run, decision.key, failure)
+        assert stored is not None
+        return stored
 
-    def _write_record(self, wb_run: Any, moves: list[AliasMove], *, complete: bool = True) -> None:
-        """The run's record: its moves, planned (``complete`` False) or made; a run never marked complete was
-        interrupted and is no record."""
-        body = {"complete": complete, "moves": [asdict(m) for m in moves]}
+    def _save_changes(self, target: Any, changes: list[AliasChange]) -> None:
+        """Every alias change on one version in one ``save()`` (it adds and removes aliases by difference with
+        those fetched, and sends the metadata it was fetched with: one fetch and one save per version)."""
+        aliases = list(target.aliases)
+        for change in changes:
+            aliases = [a for a in aliases if a != change.alias] if change.remove else [*aliases, change.alias]
+        target.aliases = list(dict.fromkeys(aliases))
+        what = ", ".join(f"{'-' if c.remove else '+'}{c.alias!r}" for c in changes)
+        self._call(f"moving aliases {what} of {collection_name(target)}:{target.version}", target.save)
+
+    def _write_record(self, wb_run: Any, moves: list[AliasMove]) -> None:
+        """The run's record: the moves it made, marked complete (a run without it was interrupted and is no
+        record; its planned moves are in its config)."""
+        body = {"complete": True, "moves": [asdict(m) for m in moves]}
         self._call("writing the run's record", lambda: wb_run.summary.__setitem__(RECORD_KEY, body))
 
     def _runs(self, filters: dict[str, Any]) -> list[Any]:
-        """Runs matching ``filters``, oldest first, read fresh (the SDK caches ``Api.runs`` per query)."""
+        """Runs matching ``filters``, oldest first, read fresh (``Api.runs`` is cached per query until
+        ``Api.flush()``)."""
         self.check_project()
-        cache = getattr(self.api, "_runs", None)
-        if isinstance(cache, dict):
-            cache.clear()
+        self._call("reading the record runs", self.api.flush)
         return self._call("reading the record runs", lambda: list(self.api.runs(
-            f"{self.entity}/{self.project}", filters=filters, order="+created_at", per_page=100, lazy=False)))
+            f"{self.entity}/{self.project}", filters=filters, order="+created_at", per_page=100, lazy=False)),
+            default=REFUSED)
 
     @staticmethod
     def _summary(run: Any) -> dict[str, Any]:
@@ -466,16 +678,18 @@ class WandbRegistry(RegistryBase):
 
     def _records(self, name: str) -> list[Decision]:
         found: dict[str, Decision] = {}
-        for run in self._runs({"config.ragindex_artifact": name}):
+        for run in self._runs({"config.ragindex_artifact": name, "jobType": {"$in": list(RECORD_KINDS)}}):
             stored = self._stored_record(run)
             if stored is not None and stored.key not in found:  # an interrupted try left no complete record
                 found[stored.key] = stored
         return list(found.values())
 
     def _find_record(self, key: str) -> Decision | None:
-        for run in self._runs({"config.ragindex_key": key}):
+        runs = self._runs({"config.ragindex_key": key})
+        self._key_runs = (key, runs)
+        for run in runs:
             stored = self._stored_record(run)
-            if stored is not None:
+            if stored is not None and stored.key == key:
                 return stored
         return None
 
@@ -486,7 +700,7 @@ class WandbRegistry(RegistryBase):
         for run in self._runs({"config.ragindex_names": {"$regex": _names_pattern(name)}}):
             record = self._summary(run)
             key = (run.config or {}).get("ragindex_key")
-            if not record.get("complete") or (key and key in seen_keys):
+            if name not in _names(run) or not record.get("complete") or (key and key in seen_keys):
                 continue
             seen_keys.add(key or str(run.id))
             moves += [AliasMove(**{**m, "at": str(run.created_at)}) for m in record.get("moves", [])
@@ -498,14 +712,15 @@ class WandbRegistry(RegistryBase):
         return self._move_aliases(version, [alias], actor=actor, reason=reason)
 
     def _update_metadata(self, version: ArtifactVersion, patch: dict[str, Any]) -> ArtifactVersion:
-        target = self._fetch(version.name, version.version)
+        """One save of the version as this call fetched it (the fetch that resolved the ref)."""
+        target = self._fetched_or_fetch(version.ref)
 
         def save() -> None:
             target.metadata = {**dict(target.metadata or {}), **patch}
             target.save()
 
         self._call(f"updating the metadata of {version.ref}", save)
-        return self._get(version.name, version.version)
+        return self._to_version(target)
 
     def _get(self, name: str, tag: str) -> ArtifactVersion:
         return self._to_version(self._fetch(name, tag))
@@ -515,8 +730,8 @@ class WandbRegistry(RegistryBase):
 
     def _fill(self, version: ArtifactVersion, into: Path) -> None:
         """Download into ``into`` and check the files against the version's digest."""
-        artifact = self._fetch(version.name, version.version)
-        self._call(f"downloading {version.ref}", lambda: artifact.download(root=str(into)))
+        artifact = self._fetched_or_fetch(version.ref)
+        self._call(f"downloading {version.ref}", lambda: artifact.download(root=str(into)), default=UNAVAILABLE)
         if not has_references(artifact) and dir_digest(into) != artifact.digest:
             raise RegistryError(f"download of {version.ref} from {self.uri} does not match its digest")
 
@@ -538,5 +753,8 @@ class WandbRegistry(RegistryBase):
                        run_id=str(run.id), name=getattr(run, "name", None))
 
     def web_url(self, ref: str) -> str | None:
-        """The W&B page of the version, under the configured server's web app."""
+        """The W&B page of the version, built from its path when its type is known (no query), else fetched."""
+        name, tag = split_ref(ref)
+        if VERSION_TAG.match(tag) and name in self._types:
+            return self._url(self._types[name], name, tag)
         return self.get(ref).url
