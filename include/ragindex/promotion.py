@@ -125,9 +125,10 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
     assert review is not None  # eligible
     current = registry.find(f"{names.index}:{PRODUCTION}")
     related = related_versions(index, report_ref)
-    if current is not None and current.ref == index.ref:
+    resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
+    if current is not None and current.ref == index.ref and not resuming:
         return {"promoted": index.ref, "previous": None, "changed": False, "related": related, "digest": index.digest}
-    if AGAINST in (review.details or {}):
+    if AGAINST in (review.details or {}) and not resuming:
         why = moved_since(registry, review.details[AGAINST], current, names)
         if why:
             raise _stale(registry, index, review, why, pipeline_run)

@@ -80,7 +80,8 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     if target is None:
         raise RagindexError(f"rollback target {target_ref!r}: no such version of {names.index}")
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
-    if current is not None and current.ref == target.ref:
+    resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
+    if current is not None and current.ref == target.ref and not resuming:
         return {**outcome, "changed": False}
     eligible = known[target.ref].eligible
     if not eligible:

@@ -352,10 +352,17 @@ def test_alias_history_needs_no_regex_anchors_and_matches_names_exactly_with_fak
     assert [(m.name, m.to_version) for m in registry.alias_history("raw", "prod")] == [("raw", "v0")]
 
 
+def _staged(registry: WandbRegistry, ref: str) -> Decision:
+    """A candidate takes staging the only way it can: by a decision record."""
+    return registry.record_decision(Decision(kind="stage", verdict="staged", ref=ref, actor="dag",
+                                             changes=(AliasChange(ref, "staging"),)))
+
+
 def test_a_decision_is_one_run_and_a_retry_finds_it_with_fake_wandb_server(
     registry: WandbRegistry, fake_wandb: FakeWandbModule, server: FakeWandbServer, tmp_path: Path
 ) -> None:
-    registry.log_artifact("idx", "index", files(tmp_path / "i", {"f": "1"}), run=RunInfo("j"), aliases=["staging"])
+    registry.log_artifact("idx", "index", files(tmp_path / "i", {"f": "1"}), run=RunInfo("j"))
+    staged = _staged(registry, "idx:v0")
     decision = Decision(kind="review", verdict="rejected", ref="idx:latest", actor="admin", reason="PII",
                         pipeline_run="manual__1", key="review/manual__1/idx:v0",
                         changes=(AliasChange("idx:v0", "staging", remove=True),))
@@ -366,7 +373,7 @@ def test_a_decision_is_one_run_and_a_retry_finds_it_with_fake_wandb_server(
     assert again == first and first.ref == "idx:v0" and first.at == server.runs()[-1]["created_at"]
     assert [(m.alias, m.from_version, m.to_version) for m in first.moves] == [("staging", "v0", None)]
     assert "staging" not in registry.get("idx:v0").aliases
-    assert [d.key for d in registry.decisions("idx")] == [decision.key]
+    assert [d.key for d in registry.decisions("idx")] == [staged.key, decision.key]
     assert fake_wandb.runs[-1].init_kwargs["group"] == "manual__1"
 
 
@@ -375,7 +382,8 @@ def test_a_promotion_fetches_and_saves_each_version_once_with_fake_wandb_server(
 ) -> None:
     """Adding production and removing staging on one version is one save of one fetch, so a metadata update
     made meanwhile is sent back at most once (and here not undone)."""
-    registry.log_artifact("idx", "index", files(tmp_path / "i", {"f": "1"}), run=RunInfo("j"), aliases=["staging"])
+    registry.log_artifact("idx", "index", files(tmp_path / "i", {"f": "1"}), run=RunInfo("j"))
+    _staged(registry, "idx:v0")
     before = server.requests()
     registry.record_decision(Decision(kind="promote", verdict="promoted", ref="idx:v0", actor="a", key="p/1",
                                       changes=(AliasChange("idx:v0", "production"),
@@ -495,7 +503,8 @@ def test_a_killed_worker_is_finished_by_the_retry_with_fake_wandb_server(
     registry = WandbRegistry(ENTITY, PROJECT, wandb_module=FakeWandbModule(server), cache_dir=tmp_path / "cache")
     registry.log_artifact("raw", "raw", files(tmp_path / "raw", {"doc": "d"}), run=RunInfo("pull"))
     if step == "promote":
-        registry.log_artifact("idx", "index", source, run=RunInfo("build"), aliases=["staging"], uses=["raw:v0"])
+        registry.log_artifact("idx", "index", source, run=RunInfo("build"), uses=["raw:v0"])
+        _staged(registry, "idx:v0")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent / "include"),
                                                          str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(KILL_WORKER), str(server.root), step, str(source), point, str(nth)],
@@ -516,7 +525,8 @@ def test_a_killed_worker_is_finished_by_the_retry_with_fake_wandb_server(
                                                         for m in outcome.moves] == PROMOTION_MOVES
         assert retry.get("idx:v0").aliases == ("latest", "production")
         assert retry.get("raw:v0").aliases == ("latest", "production")
-        assert [d.key for d in retry.decisions("idx")] == ["promote/p1/idx:v0"], "one complete record"
+        assert [d.key for d in retry.decisions("idx") if d.kind == "promote"] == ["promote/p1/idx:v0"], \
+            "one complete record"
         assert [(m.from_version, m.to_version) for m in retry.alias_history("idx", "production")] == [(None, "v0")]
         assert retry.decision("promote/p1/idx:v0") == outcome
 
@@ -544,3 +554,36 @@ def test_a_full_ingest_stays_within_its_request_budget_with_fake_wandb_server(tm
     per_step = run_ingest(tmp_path / "bench")
     total = sum(per_step.values())
     assert total <= 150, per_step
+
+
+def test_a_promotion_killed_between_its_moves_and_its_record_is_finished_by_the_retried_task_with_fake_wandb_server(
+    registry: WandbRegistry, tmp_path: Path, monkeypatch
+) -> None:
+    """promotion.promote retried after a crash that left production moved but no record: the retry records the
+    move as planned (previous holder included) and reports it as new, so the Asset event is emitted once."""
+    from ragindex.promotion import promote
+    from ragindex.review import APPROVED, record_review
+
+    def index(n: int) -> str:
+        ref = registry.log_artifact("vector-index", "index", files(tmp_path / f"i{n}", {"f": str(n)}),
+                                    run=RunInfo("build"), metadata={"eval": {"passed": True}}).ref
+        record_review(registry, ref, APPROVED, actor="alice", pipeline_run=f"run-{n}")
+        return ref
+
+    first, second = index(0), index(1)
+    promote(registry, first, actor="alice", pipeline_run="run-0")
+
+    def killed_after_the_move(self, wb_run, moves):
+        raise RegistryUnavailable("worker killed after the alias moved, before the record was complete")
+
+    monkeypatch.setattr(WandbRegistry, "_write_record", killed_after_the_move)
+    with pytest.raises(RegistryUnavailable):
+        promote(registry, second, actor="alice", pipeline_run="run-1")
+    monkeypatch.undo()
+    assert registry.get("vector-index:production").ref == second and registry.interrupted("promote/run-1/" + second)
+    retried = promote(registry, second, actor="alice", pipeline_run="run-1")
+    assert (retried["changed"], retried.get("recorded_before"), retried["previous"]) == (True, False, first)
+    promotions = [d for d in registry.decisions("vector-index") if d.kind == "promote"]
+    assert [(d.ref, d.details["previous"]) for d in promotions] == [(first, None), (second, first)]
+    again = promote(registry, second, actor="alice", pipeline_run="run-1")
+    assert again["recorded_before"] is True, "a third try finds the complete record"

@@ -193,6 +193,12 @@ class RegistryBase:
         """The decision recorded under ``key``, or None."""
         return self._find_record(key)
 
+    def interrupted(self, key: str) -> bool:
+        """Whether an earlier try of the record ``key`` began its moves but left no complete record (a retry
+        must call ``record_decision`` to finish it even though the aliases are in place). Never, where a record
+        and its moves are one transaction (the local catalogue)."""
+        return False
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
 

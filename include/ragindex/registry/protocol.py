@@ -224,6 +224,10 @@ class Registry(Protocol):
         """The decision recorded under ``key``, or None."""
         ...
 
+    def interrupted(self, key: str) -> bool:
+        """Whether an earlier try of record ``key`` was interrupted between its moves and its record."""
+        ...
+
     def producer(self, version: ArtifactVersion) -> RunInfo | None:
         """The step that produced a version (job type, pipeline run, config), or None when unknown."""
         ...

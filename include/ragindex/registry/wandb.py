@@ -599,11 +599,22 @@ class WandbRegistry(RegistryBase):
                     planned[(m["name"], m["alias"])] = AliasMove(**m)
         return planned
 
+    def _interrupted_details(self, decision: Decision) -> Decision:
+        """The decision with the details its interrupted first try planned (in that run's config)."""
+        runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == decision.key else []
+        for run in runs:
+            body = (run.config or {}).get("ragindex_decision")
+            if isinstance(body, dict) and isinstance(body.get("details"), dict):
+                return replace(decision, details=body["details"])
+        return decision
+
     def _record(self, decision: Decision) -> Decision:
         names = sorted({decision.name, *(split_ref(c.ref)[0] for c in decision.changes)})
         why = decision.move_reason
         # Only a key on file can have had an earlier try (base.record_decision looked it up: _find_record).
         earlier = self._interrupted_moves(decision.key) if self._key_runs else {}
+        if earlier:  # finishing an interrupted try: its details (e.g. the previous holder) were read before its moves
+            decision = self._interrupted_details(decision)
         targets = {c.ref: self._fetched_or_fetch(c.ref) for c in decision.changes}
         moves: list[AliasMove] = []
         for change in decision.changes:
@@ -683,6 +694,12 @@ class WandbRegistry(RegistryBase):
             if stored is not None and stored.key not in found:  # an interrupted try left no complete record
                 found[stored.key] = stored
         return list(found.values())
+
+    def interrupted(self, key: str) -> bool:
+        """A run of this key exists (its planned moves in its config) but none finished its record."""
+        runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == key else self._runs(
+            {"config.ragindex_key": key})
+        return bool(runs) and not any(self._summary(r).get("complete") for r in runs)
 
     def _find_record(self, key: str) -> Decision | None:
         runs = self._runs({"config.ragindex_key": key})
