@@ -249,6 +249,7 @@ def load_prompt(folder: Path | str) -> Prompt:
     except json.JSONDecodeError as exc:
         raise PromptError(f"{meta_where}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     spec = parse_spec(body, meta_where)
+    sources = {file: _read_text(folder / file, f"prompt {folder / file}") for file in spec.templates.values()}
     named = {METADATA_FILE, *spec.templates.values()}
     strays = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                     if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
@@ -256,7 +257,6 @@ def load_prompt(folder: Path | str) -> Prompt:
     if strays:
         raise PromptError(f"prompt folder {folder}: {', '.join(strays)} not named in {METADATA_FILE}'s templates "
                           "(a prompt folder holds prompt.json and its templates only)")
-    sources = {file: _read_text(folder / file, f"prompt {folder / file}") for file in spec.templates.values()}
     env = sandbox(sources)
     for file, source in sources.items():
         _check_template(env, file, source, spec.input_variables, f"prompt {folder / file}")
