@@ -91,7 +91,8 @@ def parse_spec(body: Any, where: str) -> PromptSpec:
         raise PromptError(f"{where}: missing field(s) {', '.join(missing)}")
     templates = body["templates"]
     if not isinstance(templates, dict) or not templates:
-        raise PromptError(f"{where}: templates must be a non-empty object of name -> file (e.g. {{\"user\": \"user.j2\"}})")
+        raise PromptError(f"{where}: templates must be a non-empty object of name -> file "
+                          '(e.g. {"user": "user.j2"})')
     for name, file in templates.items():
         if not _TEMPLATE_NAME.match(name):
             raise PromptError(f"{where}: template name {name!r} must start with a letter and hold only letters, "

@@ -427,5 +427,6 @@ def diff_releases(registry: Registry, a_ref: str, b_ref: str) -> ReleaseDiff:
     documents = None if parts["index"]["same"] else index_changes(registry, a.manifest.index.ref, b.manifest.index.ref)
     prompt = "" if parts["prompt"]["same"] else prompt_diff(registry, a.manifest.prompt.ref, b.manifest.prompt.ref)
     old, new = flatten(a.manifest.settings), flatten(b.manifest.settings)
-    settings = {key: [old.get(key), new.get(key)] for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
+    settings = {key: [old.get(key), new.get(key)] for key in sorted(set(old) | set(new))
+                if old.get(key) != new.get(key)}
     return ReleaseDiff(a.ref, b.ref, parts, documents, prompt, settings)

@@ -32,7 +32,8 @@ CORPUS_A = {
 CORPUS_B = {
     "forklifts.md": CORPUS_A["forklifts.md"],  # unchanged
     "returns.txt": CORPUS_A["returns.txt"] + "Gifts can be returned for store credit within sixty days.\n",  # changed
-    "cold_chain.md": "# Cold chain\n\nRefrigerated trucks keep vaccines between two and eight degrees Celsius.\n",  # added
+    # added
+    "cold_chain.md": "# Cold chain\n\nRefrigerated trucks keep vaccines between two and eight degrees Celsius.\n",
 }  # fleet.md removed
 QUESTIONS = [
     {"question": "How long does a forklift operator card stay valid?", "expected_source": "forklifts.md"},

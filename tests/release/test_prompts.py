@@ -107,7 +107,8 @@ def bad(registry, folder: Path, *, chunk_chars: int = 1000) -> str:
 
 
 def test_a_template_that_does_not_parse(registry, tmp_path):
-    folder = write_prompt(tmp_path / "p", files={**PROMPT_TEMPLATES, "user.j2": "Q: {{ question }}\n{% for c in chunks %}"})
+    folder = write_prompt(tmp_path / "p",
+                          files={**PROMPT_TEMPLATES, "user.j2": "Q: {{ question }}\n{% for c in chunks %}"})
     message = bad(registry, folder)
     assert str(folder / "user.j2") in message and "does not parse" in message and "line 2" in message
 

@@ -53,7 +53,8 @@ def world(registry, built, tmp_path):
 
 def release(registry, index: str, prompt: str, **kwargs):
     manifest = assemble_release(registry, index, prompt, **kwargs)
-    return log_release(registry, manifest, run=RunInfo("create_release", group=f"run-{len(registry.versions('rag-release'))}"))
+    run = RunInfo("create_release", group=f"run-{len(registry.versions('rag-release'))}")
+    return log_release(registry, manifest, run=run)
 
 
 # ---------------------------------------------------------------- the manifest and content addressing
@@ -62,7 +63,8 @@ def test_a_release_names_exact_versions_by_ref_and_digest_with_its_settings(regi
     result = release(registry, "vector-index:latest", "prompt-template:v0", questions_ref="eval-questions:latest")
     assert (result.ref, result.created) == ("rag-release:v0", True)
     manifest = read_release(registry, result.ref).manifest
-    for part, ref in (("index", "vector-index:v1"), ("prompt", "prompt-template:v0"), ("questions", "eval-questions:v0")):
+    expected = (("index", "vector-index:v1"), ("prompt", "prompt-template:v0"), ("questions", "eval-questions:v0"))
+    for part, ref in expected:
         assert getattr(manifest, part).ref == ref  # aliases resolved to the version they named
         assert getattr(manifest, part).digest == registry.get(ref).digest
     assert manifest.settings == {"retrieval": {"k": 5, "mode": "dense"},
@@ -170,7 +172,8 @@ def test_diff_shows_documents_the_prompt_and_the_settings(registry, world):
     text = diff.to_text()
     assert text.splitlines()[0] == f"{a} -> {b}"
     for line in ("index: vector-index:v0 -> vector-index:v1", "  documents: 1 added, 1 removed, 1 changed",
-                 "  + cold_chain.md", "  - fleet.md", "  ~ returns.txt", "prompt: prompt-template:v0 -> prompt-template:v1",
+                 "  + cold_chain.md", "  - fleet.md", "  ~ returns.txt",
+                 "prompt: prompt-template:v0 -> prompt-template:v1",
                  "  +Be brief.", "questions: eval-questions:v0 (same)", "  retrieval.k: 5 -> 8",
                  "  generation.temperature: 0.2 -> 0.7"):
         assert line in text.splitlines(), line
