@@ -43,6 +43,8 @@ def cmd_prompt_log(args: argparse.Namespace) -> int:
     from ragindex.cli import _print_json, _registry
     from ragindex.prompts import check_budget, index_retriever, load_prompt, log_prompt, placeholder_retriever
 
+    if args.chunk_chars < 1:
+        raise RagindexError(f"--chunk-chars {args.chunk_chars}: must be at least 1")
     prompt = load_prompt(Path(args.folder))  # a bad folder fails before any registry is opened
     registry = _registry(args, create=True)
     questions, origin = _questions(registry, args.questions)

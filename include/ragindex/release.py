@@ -197,9 +197,16 @@ class ReleaseManifest:
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ReleaseError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
         unknown = sorted(set(flat) - set(SETTINGS))
+        missing = sorted(set(SETTINGS) - set(flat))
         if unknown:
             raise ReleaseError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-        return cls(**parts, settings={g: dict(v) for g, v in settings.items()})
+        if missing:
+            raise ReleaseError(f"{where}: missing setting(s) {', '.join(missing)}")
+        try:
+            checked = {key: check_setting(key, value) for key, value in flat.items()}
+        except SettingsError as exc:
+            raise ReleaseError(f"{where}: {exc}") from None
+        return cls(**parts, settings=nest(checked))
 
 
 @dataclass(frozen=True)

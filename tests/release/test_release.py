@@ -209,3 +209,22 @@ def test_the_budget_check_refuses_a_mode_it_cannot_run_yet(registry, world):
                   overrides={"retrieval.mode": "sparse"}).ref
     with pytest.raises(SettingsError, match="retrieval.mode='sparse'"):
         check_release_budget(registry, read_release(registry, ref).manifest)
+
+
+@pytest.mark.parametrize("settings, reason", [
+    ({"retrieval": {"k": 5, "mode": "bm25"}, "generation": {"model": "m", "temperature": 0.1}},
+     "release setting retrieval.mode='bm25': must be one of dense, sparse, hybrid"),
+    ({"retrieval": {"k": 5}, "generation": {"model": "m", "temperature": 0.1}}, "missing setting(s) retrieval.mode"),
+    ({"retrieval": {"k": 5, "mode": "dense", "rerank": True}, "generation": {"model": "m", "temperature": 0.1}},
+     "unknown setting(s) retrieval.rerank"),
+])
+def test_a_manifest_with_bad_settings_is_refused_when_read(registry, world, tmp_path, settings, reason):
+    good = read_release(registry, release(registry, "vector-index:v0", "prompt-template:v0",
+                                          questions_ref="eval-questions:v0").ref).manifest.to_json()
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "release.json").write_text(json.dumps({**good, "settings": settings}))
+    ref = registry.log_artifact("rag-release", "release", folder, run=RunInfo("by-hand")).ref
+    with pytest.raises(ReleaseError) as caught:
+        read_release(registry, ref)
+    assert str(caught.value).startswith(f"{ref}/release.json: ") and reason in str(caught.value)
