@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub, shared)
     _add_registry_commands(sub, shared)
     _add_governance_commands(sub, shared)
+    from ragindex.cli_release import add_release_commands  # prompt log, release create|show|diff
+
+    add_release_commands(sub, shared)
     return parser
 
 

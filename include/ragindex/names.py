@@ -26,17 +26,20 @@ class ArtifactNames:
     index: str = "vector-index"
     questions: str = "eval-questions"
     report: str = "eval-report"
+    prompt: str = "prompt-template"
+    release: str = "rag-release"
 
     def in_pipeline_order(self) -> tuple[str, ...]:
-        """raw → chunks → index → questions → report, the order listings show them in."""
-        return (self.raw, self.chunks, self.index, self.questions, self.report)
+        """raw → chunks → index → questions → report → prompt → release, the order listings show them in (a
+        release uses an index, a prompt and a question set, so it comes after all three)."""
+        return (self.raw, self.chunks, self.index, self.questions, self.report, self.prompt, self.release)
 
 
 DEFAULT_NAMES = ArtifactNames()
 
 # The W&B artifact type of each kind of version (fixed per name, as W&B requires).
 ARTIFACT_TYPES = {"raw": "raw_dataset", "chunks": "dataset", "index": "index", "questions": "eval_dataset",
-                  "report": "evaluation"}
+                  "report": "evaluation", "prompt": "prompt", "release": "release"}
 
 
 def snapshot_alias(date: str | datetime | None) -> str | None:
