@@ -267,9 +267,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ragindex.context import CLI, IngestContext, new_pipeline_run_id
     from ragindex.gate import evaluate_index
 
-    ctx = IngestContext(_registry(args), args.run_id or new_pipeline_run_id(), run_type=CLI)
-    outcome = evaluate_index(ctx, args.ref, Path(args.questions),
-                             GateSettings(k=args.k, min_recall=args.min_recall, max_regression=args.max_regression))
+    from ragindex.gate import evaluate_release
+    from ragindex.promotion import is_release
+
+    registry = _registry(args)
+    ctx = IngestContext(registry, args.run_id or new_pipeline_run_id(), run_type=CLI)
+    gate = GateSettings(k=args.k, min_recall=args.min_recall, max_regression=args.max_regression)
+    if is_release(registry.get(args.ref)):  # its own eval set and k; the prompt rendered within budget
+        outcome = evaluate_release(ctx, args.ref, gate)
+    elif not args.questions:
+        raise RagindexError(f"evaluate {args.ref}: --questions FILE is required for an index version")
+    else:
+        outcome = evaluate_index(ctx, args.ref, Path(args.questions), gate)
     if args.json:
         _print_json(outcome.to_json())
     else:
@@ -305,7 +314,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from ragindex.rollback import rollback
 
     outcome = rollback(_registry(args), to_version=args.to_version, reason=args.reason, actor=_actor(args),
-                       force=args.force)
+                       force=args.force, name=args.name)
     if args.json:
         _print_json(outcome)
     elif not outcome["changed"]:
@@ -425,8 +434,9 @@ def _add_governance_commands(sub: Any, shared: _Shared) -> None:
 
     p = sub.add_parser("evaluate", parents=[registry, as_json],
                        help="score an index version on a question set; log eval-report (exit 1: gate failed)")
-    p.add_argument("ref", help="e.g. vector-index:latest")
-    p.add_argument("--questions", required=True, help="JSON-lines file of {question, expected_source}")
+    p.add_argument("ref", help="e.g. vector-index:latest, or rag-release:latest (scored with its own settings)")
+    p.add_argument("--questions", default=None,
+                   help="JSON-lines file of {question, expected_source} (an index; a release names its own)")
     p.add_argument("-k", type=int, default=gate.k)
     p.add_argument("--min-recall", type=float, default=gate.min_recall)
     p.add_argument("--max-regression", type=float, default=gate.max_regression)
@@ -445,7 +455,9 @@ def _add_governance_commands(sub: Any, shared: _Shared) -> None:
 
     p = sub.add_parser("rollback", parents=[registry, actor, as_json],
                        help="move production back (default: to the previous holder)")
-    p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (a version that held production)")
+    p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (an approved version)")
+    p.add_argument("--name", default=DEFAULT_NAMES.index,
+                   help="what to roll back: vector-index, or rag-release (the release with its index and prompt)")
     p.add_argument("--force", action="store_true",
                    help="allow a version that never held production or was rejected since (needs --reason; recorded as forced)")
     p.set_defaults(func=cmd_rollback)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ragindex.errors import RagindexError
+from ragindex.names import DEFAULT_NAMES
 
 RUN_PREFIX = "cli"
 
@@ -133,6 +134,28 @@ def cmd_release_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_at(args: argparse.Namespace) -> int:
+    """What was production at a moment (a release with its index and prompt), and the decision behind it."""
+    from ragindex.cli import _print_json, _registry
+    from ragindex.history import parse_time, production_at
+    from ragindex.review import describe
+
+    served = production_at(_registry(args), args.name, parse_time(args.time))
+    if args.json:
+        _print_json(served.to_json())
+        return 0
+    if served.ref is None:
+        print(f"{args.name}: nothing held production at {served.at}")
+        return 0
+    parts = "".join(f"\n  {part:9} {ref}" for part, ref in served.parts.items())
+    since = f" since {served.move.at[:19]}" if served.move else ""
+    decided = (f"\n  decided by {served.decision.kind} ({describe(served.decision)})"
+               + (f" [run {served.decision.pipeline_run}]" if served.decision.pipeline_run else "")
+               if served.decision else "")
+    print(f"{served.ref} held production at {served.at}{since}{parts}{decided}")
+    return 0
+
+
 def add_release_commands(sub: Any, shared: Any) -> None:
     """``prompt log`` and ``release create|show|diff``, with the shared --registry and --json options."""
     from ragindex.settings import ChunkingSettings, GateSettings
@@ -170,6 +193,12 @@ def add_release_commands(sub: Any, shared: Any) -> None:
     p = release_sub.add_parser("show", parents=[registry, as_json], help="print a release's manifest")
     p.add_argument("ref")
     p.set_defaults(func=cmd_release_show)
+
+    p = sub.add_parser("at", parents=[registry, as_json],
+                       help="what was production at a moment (release, index, prompt) and the decision behind it")
+    p.add_argument("time", help="ISO-8601, UTC unless a zone is given (e.g. 2026-03-02T14:05)")
+    p.add_argument("--name", default=DEFAULT_NAMES.release)
+    p.set_defaults(func=cmd_at)
 
     p = release_sub.add_parser("diff", parents=[registry, as_json],
                                help="what changed between two releases: documents, prompt, settings")

@@ -193,3 +193,29 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
     return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
                        headline(production), report["production"], warnings)
+
+
+def evaluate_release(ctx: IngestContext, release_ref: str, settings: GateSettings | None = None) -> EvalOutcome:
+    """The gate of a release: its index scored with the release's own retrieval settings on the release's eval
+    set (against production's, as ``evaluate_index`` does), and every eval question rendered through its prompt
+    within the prompt's budget. The verdict goes into the release's metadata (``eval``), where promotion reads it."""
+    from dataclasses import replace
+
+    from ragindex.evaluation import QUESTIONS_FILE
+    from ragindex.release import check_release_budget, read_release
+
+    release = read_release(ctx.registry, release_ref)
+    manifest = release.manifest
+    gs = replace(settings or ctx.gate, k=int(manifest.setting("retrieval.k")))
+    questions_file = ctx.registry.download(manifest.questions.ref) / QUESTIONS_FILE
+    outcome = evaluate_index(ctx, manifest.index.ref, questions_file, gs)
+    budget = check_release_budget(ctx.registry, manifest)
+    passed = outcome.passed and budget.passed
+    reason = outcome.reason if budget.passed else (
+        f"the prompt {manifest.prompt.ref} renders over its budget of {budget.budget} characters for "
+        f"{len(budget.over)} of {len(budget.sizes)} eval questions (largest {budget.max_chars})"
+        + ("" if outcome.passed else f"; and {outcome.reason}"))
+    ctx.registry.update_metadata(release.ref, {"eval": {
+        "passed": passed, "reason": reason, "recall_at_k": outcome.candidate["recall_at_k"],
+        "mrr": outcome.candidate["mrr"], "k": gs.k, "report": outcome.report, "budget": budget.summary()}})
+    return replace(outcome, passed=passed, reason=reason)

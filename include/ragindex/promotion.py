@@ -2,6 +2,10 @@
 ``production`` moves only onto an eligible version (``ragindex.standing``: gate passed, latest review approving)
 and only while production is still the one its review was made against. Each move is a decision record of its
 own (kind ``stage`` or ``promote``), made once per pipeline run however often the task is retried.
+
+The governed unit is an index version or a release (``rag-release``): a version's ``production`` is that of its
+own name, and the versions it depends on move with it in the same decision (an index: its raw, chunks and
+report; a release: its index and prompt, and what the index came from).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ragindex.errors import GovernanceError
-from ragindex.names import DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
+from ragindex.names import ARTIFACT_TYPES, DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
 from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
 from ragindex.review import APPROVED, REVIEW, STALE, SUPERSEDED, describe, record_review, review_key
 from ragindex.standing import Standing, gate_passed, standing
@@ -18,7 +22,7 @@ STAGE, PROMOTE = "stage", "promote"
 AGAINST = "against"  # a review's details: the production ref (or None) the reviewer compared the candidate with
 
 __all__ = ["AGAINST", "PROMOTE", "STAGE", "approve", "gate_passed", "moved_since", "promote", "refuse_rejected",
-           "related_versions", "stage", "supersede_pending"]
+           "is_release", "related_versions", "stage", "supersede_pending"]
 
 
 def refuse_rejected(version: ArtifactVersion, registry: Registry, alias: str,
@@ -52,12 +56,11 @@ def stage(registry: Registry, index_ref: str, *, actor: str, pipeline_run: str |
         changes=(AliasChange(version.ref, STAGING),), details=dict(details or {})))
 
 
-def supersede_pending(registry: Registry, candidate_ref: str, *, pipeline_run: str,
-                      names: ArtifactNames = DEFAULT_NAMES) -> list[Decision]:
+def supersede_pending(registry: Registry, candidate_ref: str, *, pipeline_run: str) -> list[Decision]:
     """A newer candidate in review voids every older review still waiting (staged by another run, no verdict on
     record): each is recorded as ``superseded`` under that run's review key, so a late answer to it finds that
     record and is never applied."""
-    decisions = registry.decisions(names.index)
+    decisions = registry.decisions(candidate_ref.partition(":")[0])
     answered = {d.key for d in decisions if d.kind == REVIEW}
     voided = []
     for d in decisions:
@@ -74,21 +77,33 @@ def supersede_pending(registry: Registry, candidate_ref: str, *, pipeline_run: s
     return voided
 
 
-def related_versions(version: ArtifactVersion, report_ref: str | None = None) -> list[str]:
-    """The raw, chunks and eval-report versions an index came from, which move with it."""
+def is_release(version: ArtifactVersion) -> bool:
+    """A release manifest (index + prompt + settings), not an index."""
+    return version.type == ARTIFACT_TYPES["release"]
+
+
+def related_versions(version: ArtifactVersion, report_ref: str | None = None,
+                     registry: Registry | None = None) -> list[str]:
+    """The versions that move with ``version``: an index's raw, chunks and eval-report versions; a release's
+    index and prompt (and, given the registry, what that index came from)."""
     meta = version.metadata
+    if is_release(version):
+        parts = [r for r in (meta.get("index"), meta.get("prompt"), report_ref or (meta.get("eval") or {}).get("report"))
+                 if r]
+        index = registry.get(meta["index"]) if registry is not None and meta.get("index") else None
+        return list(dict.fromkeys([*parts, *(related_versions(index) if index is not None else [])]))
     return [r for r in (meta.get("raw"), meta.get("chunks_ref"), report_ref or (meta.get("eval") or {}).get("report"))
             if r]
 
 
 def moved_since(registry: Registry, against: str | None, current: ArtifactVersion | None,
-                names: ArtifactNames = DEFAULT_NAMES) -> str | None:
+                name: str = DEFAULT_NAMES.index) -> str | None:
     """Why a review made against production ``against`` is stale (production, now ``current``, moved since),
     or None."""
     now = current.ref if current else None
     if now == against:
         return None
-    history = registry.alias_history(names.index, PRODUCTION)
+    history = registry.alias_history(name, PRODUCTION)
     last = history[-1] if history else None
     how = (f" ({last.reason or 'moved'}, by {last.actor} on {last.at[:16].replace('T', ' ')} UTC)" if last else "")
     return (f"production moved from {against or 'none'} to {now or 'none'}{how} while the review waited; "
@@ -115,7 +130,7 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
     done = registry.decision(key) if key else None
     if done is not None:
         return {"promoted": index.ref, "previous": done.details.get("previous"), "changed": True,
-                "recorded_before": True, "related": related_versions(index, report_ref), "digest": index.digest,
+                "recorded_before": True, "related": related_versions(index, report_ref, registry), "digest": index.digest,
                 "decision": done.record_id}
     refuse_ungated(index, "promoted")
     known = standing(registry, index)
@@ -123,13 +138,13 @@ def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
         raise GovernanceError(f"{index.ref} cannot be promoted: its review was {known.words()}")
     review = known.review
     assert review is not None  # eligible
-    current = registry.find(f"{names.index}:{PRODUCTION}")
-    related = related_versions(index, report_ref)
+    current = registry.find(f"{index.name}:{PRODUCTION}")
+    related = related_versions(index, report_ref, registry)
     resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
     if current is not None and current.ref == index.ref and not resuming:
         return {"promoted": index.ref, "previous": None, "changed": False, "related": related, "digest": index.digest}
     if AGAINST in (review.details or {}) and not resuming:
-        why = moved_since(registry, review.details[AGAINST], current, names)
+        why = moved_since(registry, review.details[AGAINST], current, index.name)
         if why:
             raise _stale(registry, index, review, why, pipeline_run)
     changes = (AliasChange(index.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related),
@@ -149,9 +164,10 @@ def approve(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
     cannot be promoted (never evaluated, failed its gate) is refused before anything is recorded."""
     index = registry.get(index_ref)
     refuse_ungated(index, "approved")
-    current = registry.find(f"{names.index}:{PRODUCTION}")
+    current = registry.find(f"{index.name}:{PRODUCTION}")
     if current is not None and current.ref == index.ref:
-        return {"promoted": index.ref, "previous": None, "changed": False, "related": related_versions(index),
+        return {"promoted": index.ref, "previous": None, "changed": False,
+                "related": related_versions(index, registry=registry),
                 "digest": index.digest}
     known = standing(registry, index)
     if known.rejected and not reason.strip():

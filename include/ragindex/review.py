@@ -106,8 +106,9 @@ def prior_review_of_corpus(registry: Registry, candidate: ArtifactVersion,
 
 def review_needed(registry: Registry, index_ref: str, names: ArtifactNames = DEFAULT_NAMES) -> str | None:
     """Why no person needs to be asked about this candidate, or None when one does."""
-    production = registry.find(f"{names.index}:{PRODUCTION}")
-    if production is not None and production.ref == registry.get(index_ref).ref:
+    candidate = registry.get(index_ref)
+    production = registry.find(f"{candidate.name}:{PRODUCTION}")
+    if production is not None and production.ref == candidate.ref:
         return f"{production.ref} already holds {PRODUCTION}: nothing to review or promote"
     return None
 

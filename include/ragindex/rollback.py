@@ -61,24 +61,27 @@ def _refusal(target_ref: str, known: Standing, held: bool) -> str:
 
 
 def rollback(registry: Registry, *, to_version: str | None = None, reason: str = "", actor: str = "",
-             force: bool = False, pipeline_run: str | None = None, names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
+             force: bool = False, pipeline_run: str | None = None, names: ArtifactNames = DEFAULT_NAMES,
+             name: str | None = None) -> dict[str, Any]:
     """Move ``production`` back (to ``to_version`` or the last eligible earlier holder) and record who did it and
     why. Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
-    never steps back a second time."""
+    never steps back a second time. ``name``: what is rolled back (default the index; ``rag-release`` rolls back
+    a release, and with it the index and prompt it names, in one decision)."""
+    name = name or names.index
     key = f"{ROLLBACK}/{pipeline_run}" if pipeline_run else ""
     done = registry.decision(key) if key else None
     if done is not None:
         return {"from": done.details.get("from"), "to": done.ref, "digest": registry.get(done.ref).digest,
                 "forced": done.verdict == FORCED_ROLLBACK, "changed": True, "recorded_before": True,
                 "decision": done.record_id}
-    current = registry.find(f"{names.index}:{PRODUCTION}")
-    moves = registry.alias_history(names.index, PRODUCTION)  # read once: on W&B it is a query over runs
-    known = standings(registry, names.index)
-    target_version = (to_version or "").strip() or _undo_target(names.index, current, moves, known, force)
-    target_ref = target_version if ":" in target_version else f"{names.index}:{target_version}"
+    current = registry.find(f"{name}:{PRODUCTION}")
+    moves = registry.alias_history(name, PRODUCTION)  # read once: on W&B it is a query over runs
+    known = standings(registry, name)
+    target_version = (to_version or "").strip() or _undo_target(name, current, moves, known, force)
+    target_ref = target_version if ":" in target_version else f"{name}:{target_version}"
     target = registry.find(target_ref)
-    if target is None:
-        raise RagindexError(f"rollback target {target_ref!r}: no such version of {names.index}")
+    if target is None or target.name != name:
+        raise RagindexError(f"rollback target {target_ref!r}: no such version of {name}")
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
     resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
     if current is not None and current.ref == target.ref and not resuming:
@@ -91,7 +94,8 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
         if not reason.strip():
             raise GovernanceError(f"a forced rollback to {target.ref} needs a reason (it was "
                                   f"{known[target.ref].words()})")
-    changes = (AliasChange(target.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related_versions(target)))
+    changes = (AliasChange(target.ref, PRODUCTION),
+               *(AliasChange(r, PRODUCTION) for r in related_versions(target, registry=registry)))
     decision = registry.record_decision(Decision(
         kind=ROLLBACK, verdict=ROLLED_BACK if eligible else FORCED_ROLLBACK, ref=target.ref,
         actor=actor or "rollback", reason=reason, pipeline_run=pipeline_run,
