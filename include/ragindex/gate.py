@@ -146,12 +146,23 @@ def log_eval_questions(ctx: IngestContext, questions_file: Path) -> tuple[Artifa
     return version, questions
 
 
-def write_report(ctx: IngestContext, report: dict[str, Any]) -> Path:
-    """The eval-report folder (one ``report.json``), written then renamed."""
+def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, str] | None = None) -> Path:
+    """The eval-report folder (``report.json``, and e.g. ``changes.diff``), written then renamed."""
     target = ctx.work.eval_report
     tmp = fresh_temp_dir(target)
     (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1, sort_keys=True))
+    for name, text in (files or {}).items():
+        (tmp / name).write_text(text, encoding="utf-8")
     return replace_dir_atomically(tmp, target)
+
+
+def full_diff(candidate_dir: Path, production_dir: Path, candidate_ref: str, production_ref: str) -> dict[str, str]:
+    """``{changes.diff: text}``: every document's change from production to the candidate, PII masked, for
+    the eval-report (the review links it); nothing when no document changed."""
+    from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
+
+    changes = changes_between(candidate_dir, production_dir)
+    return {CHANGES_FILE: unified_diff(changes, production_ref, candidate_ref)} if changes else {}
 
 
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
@@ -167,26 +178,28 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     candidate_dir = ctx.registry.download(index_ref)
     candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
-    production, data_gate = None, None
+    production, data_gate, files = None, None, {}
     if production_version is not None and production_version.ref == index_ref:
         production = candidate  # the candidate is production: scored once
     elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
         production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
+        files = full_diff(candidate_dir, production_dir, index_ref, production_version.ref)
     decision = gate(candidate, production, min_recall=gs.min_recall, max_regression=gs.max_regression)
     warnings = data_gate["warnings"] if data_gate else []
     report = {"candidate": index_ref, "production": production_version.ref if production_version else None,
               "questions": questions_version.ref, "k": gs.k,
               "thresholds": {"min_recall": gs.min_recall, "max_regression": gs.max_regression},
               "candidate_metrics": candidate, "production_metrics": production, "gate": decision.to_json(),
-              "drift": data_gate}
+              "drift": data_gate, "changes_file": next(iter(files), None)}
     summary = {"recall_at_k": candidate["recall_at_k"], "mrr": candidate["mrr"], "k": gs.k, "passed": decision.passed,
                "drift_warnings": warnings}
     version = ctx.registry.log_artifact(
-        ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report), run=ctx.run("evaluate_index"),
+        ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report, files), run=ctx.run("evaluate_index"),
         uses=[index_ref, questions_version.ref], aliases=ctx.aliases,
         metadata=ctx.metadata(index=index_ref, questions=questions_version.ref, **summary,
+                              changes_file=report["changes_file"],
                               production=report["production"],
                               production_recall_at_k=production["recall_at_k"] if production else None,
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
