@@ -24,6 +24,7 @@ from ragindex.chunking import Chunk
 CHANGES_FILE = "changes.diff"
 CONTEXT_UNITS = 1  # unchanged sentences shown around each change
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+Opcode = tuple[str, int, int, int, int]  # difflib's (tag, i1, i2, j1, j2)
 SEARCH_WORK = 2_000_000  # above this (pairs of equal sentences to look at), repeated sentences are junk to difflib
 LONG_UNIT = 1000  # a "sentence" longer than this (no sentence punctuation) is also cut at its line breaks
 
@@ -203,7 +204,7 @@ class DocumentChange:
                 for kind, a, b in pii_matches(unit.text)]
 
 
-def opcodes(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
+def opcodes(a: Sequence[str], b: Sequence[str]) -> list[Opcode]:
     """difflib's opcodes turning ``a`` into ``b``, in bounded time: the common beginning and end are matched
     first, and where the middle's repeated sentences (table rows, blank list items) would make difflib's
     search quadratic, they are junk to it (``autojunk``) rather than anchors."""
@@ -223,7 +224,7 @@ def opcodes(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, int, int, int
     codes += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle]
     if tail:
         codes.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
-    merged: list[tuple[str, int, int, int, int]] = []
+    merged: list[Opcode] = []
     for code in codes:
         if code[0] == "equal" and code[1] == code[2]:
             continue
@@ -234,11 +235,11 @@ def opcodes(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, int, int, int
     return merged
 
 
-def grouped(codes: Sequence[tuple[str, int, int, int, int]], context: int) -> list[list[tuple[str, int, int, int, int]]]:
+def grouped(codes: Sequence[Opcode], context: int) -> list[list[Opcode]]:
     """Opcodes in hunks with ``context`` equal items around each change (difflib's ``get_grouped_opcodes``,
     for opcodes computed above)."""
-    groups: list[list[tuple[str, int, int, int, int]]] = []
-    group: list[tuple[str, int, int, int, int]] = []
+    groups: list[list[Opcode]] = []
+    group: list[Opcode] = []
     last = len(codes) - 1
     for n, (tag, i1, i2, j1, j2) in enumerate(codes):
         if tag != "equal":

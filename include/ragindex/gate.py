@@ -10,6 +10,7 @@ failure when no person is asked (``require_approval`` off). Both sets of figures
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from ragindex.evaluation import EvalQuestion
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.registry import ArtifactVersion
 from ragindex.settings import DriftSettings, GateSettings
+from ragindex.timing import Steps
+
+log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 
@@ -156,37 +160,35 @@ def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, st
     return replace_dir_atomically(tmp, target)
 
 
-def full_diff(candidate_dir: Path, production_dir: Path, candidate_ref: str, production_ref: str) -> dict[str, str]:
-    """``{changes.diff: text}``: every document's change from production to the candidate, PII masked, for
-    the eval-report (the review links it); nothing when no document changed."""
-    from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
-
-    changes = changes_between(candidate_dir, production_dir)
-    return {CHANGES_FILE: unified_diff(changes, production_ref, candidate_ref)} if changes else {}
-
-
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
                    settings: GateSettings | None = None) -> EvalOutcome:
     """Score candidate and production on the versioned question set, apply the gate, compare their content
     (the data gate), log ``eval-report``."""
+    from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
     from ragindex.evaluation import evaluate
     from ragindex.retrieval import Retriever
 
-    gs = settings or ctx.gate
+    gs, steps = settings or ctx.gate, Steps()
     questions_version, questions = log_eval_questions(ctx, Path(questions_file))
+    steps.done("questions")
     index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
     candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
+    steps.done("score candidate")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
-    production, data_gate, files = None, None, {}
+    production, data_gate, changes = None, None, []
     if production_version is not None and production_version.ref == index_ref:
         production = candidate  # the candidate is production: scored once
     elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
         production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
+        steps.done("score production")
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
-        files = full_diff(candidate_dir, production_dir, index_ref, production_version.ref)
+        # every document's change, PII masked, beside the report: the review shows part of it and links it
+        changes = changes_between(candidate_dir, production_dir)
+        steps.done("data gate + diff")
     decision = gate(candidate, production, min_recall=gs.min_recall, max_regression=gs.max_regression)
+    files = {CHANGES_FILE: unified_diff(changes, production_version.ref, index_ref)} if changes else {}
     warnings = data_gate["warnings"] if data_gate else []
     report = {"candidate": index_ref, "production": production_version.ref if production_version else None,
               "questions": questions_version.ref, "k": gs.k,
@@ -204,5 +206,12 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
                               production_recall_at_k=production["recall_at_k"] if production else None,
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
+    steps.done("log")
+    against = (f"production {production_version.ref}: recall@{gs.k} {production['recall_at_k']:.3f}, "
+               f"MRR {production['mrr']:.3f}" if production_version is not None else "no production index")
+    log.info("%s: %s scored recall@%d %.3f, MRR %.3f on %d questions (%s); gate %s; data gate: %d warning(s), "
+             "%d document(s) differ%s; %s", version.ref, index_ref, gs.k, candidate["recall_at_k"], candidate["mrr"],
+             len(questions), against, "passed" if decision.passed else "FAILED", len(warnings), len(changes),
+             f" (full diff: {CHANGES_FILE})" if files else "", steps)
     return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
                        headline(production), report["production"], warnings)
