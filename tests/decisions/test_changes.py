@@ -8,7 +8,17 @@ import time
 from dataclasses import replace
 from difflib import SequenceMatcher
 
-from ragindex.changes import compare_document, document_units, grouped, opcodes, page_texts, split_units, unified_diff
+from ragindex.changes import (
+    CorpusText,
+    compare_document,
+    corpus_changes,
+    document_units,
+    grouped,
+    opcodes,
+    page_texts,
+    split_units,
+    unified_diff,
+)
 from ragindex.chunking import chunk_document
 from ragindex.parsing import Page, ParsedDocument
 from ragindex.settings import ChunkingSettings
@@ -100,3 +110,13 @@ def test_a_long_document_s_units_are_quick() -> None:
     started = time.monotonic()
     units = document_units(chunks)
     assert time.monotonic() - started < 2.0 and len(units) == 9000
+
+
+def test_a_document_that_no_longer_parses_is_changed_with_all_its_text_removed() -> None:
+    old = CorpusText({"handbook.md": chunks_of(HANDBOOK)}, {"handbook.md": {"path": "handbook.md", "sha256": "a"}})
+    new = CorpusText({}, {"handbook.md": {"path": "handbook.md", "sha256": "b", "failed": "timed out after 30 s"}})
+    (change,) = corpus_changes(old, new)
+    assert (change.status, change.share, change.added_units) == ("changed", 1.0, 0)
+    assert change.removed_units == len(document_units(chunks_of(HANDBOOK)))
+    assert change.note == "the candidate could not parse it: timed out after 30 s"
+    assert corpus_changes(old, old) == [], "same sha256, nothing to show"

@@ -231,3 +231,10 @@ def test_many_changed_documents_stay_within_the_summary_budget(handbook) -> None
     assert len(changes) < 6000 + 1000, len(changes)
     listed = re.search(r"…and (\d+) more changed documents", changes)
     assert listed and len(diff_blocks(changes)) + int(listed.group(1)) == 12
+
+
+def test_a_diff_block_cannot_be_closed_by_the_text_it_quotes() -> None:
+    from ragindex.review import _code_block
+
+    assert _code_block(["+ ```sh", "+ rm -rf ````"], "diff") == ["`````diff", "+ ```sh", "+ rm -rf ````", "`````"]
+    assert _code_block(["  plain"]) == ["```", "  plain", "```"]
