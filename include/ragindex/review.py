@@ -22,9 +22,6 @@ APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED = "approved", "rejected", "timed_ou
 VERDICTS = (APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED)
 APPROVING = frozenset({APPROVED, AUTO_APPROVED})
 SAMPLE_DOCUMENTS, SAMPLE_CHARS, PII_SHOWN = 3, 320, 8
-# What the change view may take of the summary (Airflow stores the body): per changed document, in all, the
-# width of a diff line, and how many removed documents are named.
-DIFF_DOCUMENT_CHARS, DIFF_TOTAL_CHARS, DIFF_WIDTH, REMOVED_SHOWN = 1500, 6000, 100, 10
 
 
 # ---------------------------------------------------------------- the record
@@ -85,6 +82,10 @@ def review_needed(registry: Registry, index_ref: str, names: ArtifactNames = DEF
 
 
 # ---------------------------------------------------------------- what the reviewer reads
+
+# What the change view may take of the summary (Airflow stores the body): per changed document, in all, the
+# width of a diff line, and how many removed documents are named.
+DIFF_DOCUMENT_CHARS, DIFF_TOTAL_CHARS, DIFF_WIDTH, REMOVED_SHOWN = 1500, 6000, 100, 10
 
 @dataclass(frozen=True)
 class ReviewInput:
