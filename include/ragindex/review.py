@@ -87,6 +87,7 @@ def review_needed(registry: Registry, index_ref: str, names: ArtifactNames = DEF
 # width of a diff line, and how many removed documents are named.
 DIFF_DOCUMENT_CHARS, DIFF_TOTAL_CHARS, DIFF_WIDTH, REMOVED_SHOWN = 1500, 6000, 100, 10
 
+
 @dataclass(frozen=True)
 class ReviewInput:
     """Everything the summary is written from: the run's versions, its gate outcome and its own figures."""
