@@ -10,6 +10,7 @@ failure when no person is asked (``require_approval`` off). Both sets of figures
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from ragindex.evaluation import EvalQuestion
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.registry import ArtifactVersion
 from ragindex.settings import DriftSettings, GateSettings
+from ragindex.timing import Steps
+
+log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 
@@ -146,11 +150,13 @@ def log_eval_questions(ctx: IngestContext, questions_file: Path) -> tuple[Artifa
     return version, questions
 
 
-def write_report(ctx: IngestContext, report: dict[str, Any]) -> Path:
-    """The eval-report folder (one ``report.json``), written then renamed."""
+def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, str] | None = None) -> Path:
+    """The eval-report folder (``report.json``, and e.g. ``changes.diff``), written then renamed."""
     target = ctx.work.eval_report
     tmp = fresh_temp_dir(target)
     (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1, sort_keys=True))
+    for name, text in (files or {}).items():
+        (tmp / name).write_text(text, encoding="utf-8")
     return replace_dir_atomically(tmp, target)
 
 
@@ -158,39 +164,55 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
                    settings: GateSettings | None = None) -> EvalOutcome:
     """Score candidate and production on the versioned question set, apply the gate, compare their content
     (the data gate), log ``eval-report``."""
+    from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
     from ragindex.evaluation import evaluate
     from ragindex.retrieval import Retriever
 
-    gs = settings or ctx.gate
+    gs, steps = settings or ctx.gate, Steps()
     questions_version, questions = log_eval_questions(ctx, Path(questions_file))
+    steps.done("questions")
     index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
     candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
+    steps.done("score candidate")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
-    production, data_gate = None, None
+    production, data_gate, changes = None, None, []
     if production_version is not None and production_version.ref == index_ref:
         production = candidate  # the candidate is production: scored once
     elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
         production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
+        steps.done("score production")
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
+        # every document's change, PII masked, beside the report: the review shows part of it and links it
+        changes = changes_between(candidate_dir, production_dir)
+        steps.done("data gate + diff")
     decision = gate(candidate, production, min_recall=gs.min_recall, max_regression=gs.max_regression)
+    files = {CHANGES_FILE: unified_diff(changes, production_version.ref, index_ref)} if changes else {}
     warnings = data_gate["warnings"] if data_gate else []
     report = {"candidate": index_ref, "production": production_version.ref if production_version else None,
               "questions": questions_version.ref, "k": gs.k,
               "thresholds": {"min_recall": gs.min_recall, "max_regression": gs.max_regression},
               "candidate_metrics": candidate, "production_metrics": production, "gate": decision.to_json(),
-              "drift": data_gate}
+              "drift": data_gate, "changes_file": next(iter(files), None)}
     summary = {"recall_at_k": candidate["recall_at_k"], "mrr": candidate["mrr"], "k": gs.k, "passed": decision.passed,
                "drift_warnings": warnings}
     version = ctx.registry.log_artifact(
-        ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report), run=ctx.run("evaluate_index"),
+        ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report, files), run=ctx.run("evaluate_index"),
         uses=[index_ref, questions_version.ref], aliases=ctx.aliases,
         metadata=ctx.metadata(index=index_ref, questions=questions_version.ref, **summary,
+                              changes_file=report["changes_file"],
                               production=report["production"],
                               production_recall_at_k=production["recall_at_k"] if production else None,
                               production_mrr=production["mrr"] if production else None, reason=decision.reason))
     ctx.registry.update_metadata(index_ref, {"eval": {**summary, "report": version.ref}})
+    steps.done("log")
+    against = (f"production {production_version.ref}: recall@{gs.k} {production['recall_at_k']:.3f}, "
+               f"MRR {production['mrr']:.3f}" if production_version is not None else "no production index")
+    log.info("%s: %s scored recall@%d %.3f, MRR %.3f on %d questions (%s); gate %s; data gate: %d warning(s), "
+             "%d document(s) differ%s; %s", version.ref, index_ref, gs.k, candidate["recall_at_k"], candidate["mrr"],
+             len(questions), against, "passed" if decision.passed else "FAILED", len(warnings), len(changes),
+             f" (full diff: {CHANGES_FILE})" if files else "", steps)
     return EvalOutcome(version.ref, questions_version.ref, decision.passed, decision.reason, headline(candidate),
                        headline(production), report["production"], warnings)
 

@@ -20,6 +20,7 @@ from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.pipeline import build_index_from_shards, chunk_snapshot, embed_shard, plan_embeddings
 from ragindex.registry import ArtifactVersion, Registry
 from ragindex.sources import MANIFEST_NAME, snapshot
+from ragindex.timing import Steps
 from ragindex.workdir import WorkDir, prune_work_dirs
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,16 @@ def unchanged_reason(ctx: IngestContext, existing: ArtifactVersion) -> str | Non
 def pull_documents(ctx: IngestContext) -> PullResult:
     """Snapshot the source and log ``raw-documents``; report 'unchanged' (and log nothing) when this corpus,
     with these settings, already has an index version and the run's kind does not want it again."""
-    work = ctx.work
+    work, steps = ctx.work, Steps()
     prune_work_dirs(work.root.parent, work.root)
     snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus)
+    steps.done("snapshot")
     existing = index_for_corpus(ctx, snap.content_digest)
+    steps.done("registry lookup")
     if existing is not None and existing.metadata.get("pipeline_run_id") != ctx.pipeline_run_id:
         why = unchanged_reason(ctx, existing)
         if why:
-            log.info("%s; nothing to do", why)
+            log.info("%s; nothing to do: %d documents from %s; %s", why, len(snap.entries), ctx.source, steps)
             return PullResult(existing.metadata.get("raw"), True, len(snap.entries), snap.content_digest,
                               existing.ref, snap.refused, message=why)
     metadata = {**ctx.metadata(), **snap.snapshot_facts(), "corpus_digest": snap.content_digest}
@@ -103,8 +106,10 @@ def pull_documents(ctx: IngestContext) -> PullResult:
         logged_dir, metadata["references"] = manifest_only(work, ctx.source, snap.entries)
     version = ctx.registry.log_artifact(ctx.names.raw, ARTIFACT_TYPES["raw"], logged_dir, run=ctx.run("pull_documents"),
                                         aliases=ctx.aliases, metadata=metadata)
-    log.info("%s: %d documents (%d refused) from %s%s", version.ref, len(snap.entries), len(snap.refused),
-             ctx.source, f" as of {ctx.as_of}" if ctx.as_of else "")
+    steps.done("log")
+    log.info("%s: %d documents (%d refused) from %s%s, %s; %s", version.ref, len(snap.entries), len(snap.refused),
+             ctx.source, f" as of {ctx.as_of}" if ctx.as_of else "",
+             "a new corpus" if existing is None else f"the corpus of {existing.ref} again", steps)
     return PullResult(version.ref, False, len(snap.entries), snap.content_digest, None, snap.refused)
 
 
@@ -140,11 +145,13 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
     """Parse + chunk a raw version, log ``processed-chunks``, and plan the embedding shards."""
     from ragindex.embedding import model_identity
 
-    work = ctx.work
+    work, steps = ctx.work, Steps()
     previous = previous_index_for(ctx, model_identity(ctx.settings.model, ctx.settings.embedding_backend))
     previous_dir = ctx.registry.download(previous.ref) if previous else None
-    result = chunk_snapshot(ctx.registry.download(raw_ref), work.chunks, ctx.settings, previous=previous_dir,
-                            source=ctx.source)
+    raw_dir = ctx.registry.download(raw_ref)
+    steps.done("download")
+    result = chunk_snapshot(raw_dir, work.chunks, ctx.settings, previous=previous_dir, source=ctx.source)
+    steps.done("parse + chunk")
     q = result.quality
     chunking = ctx.settings.chunking
     version = ctx.registry.log_artifact(
@@ -157,11 +164,13 @@ def chunk_documents(ctx: IngestContext, raw_ref: str) -> ChunkResult:
                               quality={"chunk_length": q["chunk_length"], "parse_failures": len(q["parse_failures"]),
                                        "duplicate_chunks": q["duplicate_chunks"], "pii_totals": q["pii_totals"],
                                        "documents_with_pii": len(q["pii"])}))
+    steps.done("log")
     plan = plan_embeddings(work, previous_dir, ctx.settings, ctx.shards)
+    steps.done("plan")
     log.info("%s: %d documents (%d parsed, %d unchanged, %d failed), %d chunks; to embed %d new texts in %d "
-             "shard(s), %d chunks reuse vectors of %s", version.ref, result.documents, result.parsed,
+             "shard(s), %d chunks reuse vectors of %s; %s", version.ref, result.documents, result.parsed,
              result.documents_reused, len(result.failed), result.chunks, plan.to_embed, len(plan.shards),
-             plan.reused, previous.ref if previous else "no earlier index")
+             plan.reused, previous.ref if previous else "no earlier index", steps)
     return ChunkResult(version.ref, result.documents, result.chunks, result.failed, plan.to_embed, plan.reused,
                        len(plan.shards), previous.ref if previous else None)
 
@@ -191,8 +200,9 @@ def build_index(ctx: IngestContext, raw_ref: str, chunks_ref: str) -> IndexResul
     """Join the shards with the reused vectors, write the FAISS index + docstore, log ``vector-index``."""
     from ragindex.indexing import read_index_settings
 
-    work = ctx.work
+    work, steps = ctx.work, Steps()
     stats = build_index_from_shards(work, ctx.settings)
+    steps.done("assemble + write")
     index_meta = read_index_settings(work.index)
     identity = index_meta["model_identity"]
     chunking = ctx.settings.chunking
@@ -206,10 +216,11 @@ def build_index(ctx: IngestContext, raw_ref: str, chunks_ref: str) -> IndexResul
                               index_kind=ctx.settings.index.kind, corpus_digest=index_meta["corpus_digest"],
                               chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
                               settings_fingerprint=ctx.settings_fingerprint(identity)))
+    steps.done("log")
     reused_version = version.metadata.get("pipeline_run_id") != ctx.pipeline_run_id
-    log.info("%s%s: %d chunks (this run embedded %d, reused %d)", version.ref,
+    log.info("%s%s: %d chunks of %d documents (this run embedded %d, reused %d), a %s index; %s", version.ref,
              " (identical to the version an earlier run built)" if reused_version else "", stats["chunks"],
-             stats["embedded"], stats["reused"])
+             stats["documents"], stats["embedded"], stats["reused"], ctx.settings.index.kind, steps)
     return IndexResult(version.ref, stats["chunks"], stats["embedded"], stats["reused"])
 
 

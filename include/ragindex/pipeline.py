@@ -236,15 +236,26 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildS
 
 def embed_shard(work: WorkDir, shard: int) -> int:
     """Embed one shard of the plan; re-running rewrites the same vectors. Returns how many it embedded."""
-    from ragindex.embedding import encode_texts, save_vectors
+    from ragindex.embedding import encode_texts, encoder, save_vectors
+    from ragindex.timing import Steps
 
+    steps = Steps()
     plan = EmbedPlan.read(work.plan)
     wanted = plan.shards[shard]
     wanted_set = set(wanted)
     texts_by_sha = {c.sha256: c.text for c in read_chunks_file(work.chunks) if c.sha256 in wanted_set}
-    vectors = (encode_texts(plan.model, [texts_by_sha[s] for s in wanted], backend=plan.backend) if wanted
-               else np.zeros((0, 0), np.float32))
+    steps.done("read")
+    vectors = np.zeros((0, 0), np.float32)
+    if wanted:
+        encoder(plan.model, plan.backend)  # loaded once per process: timed apart from the texts
+        steps.done("model")
+        vectors = encode_texts(plan.model, [texts_by_sha[s] for s in wanted], backend=plan.backend)
+        steps.done("encode")
     save_vectors(work.shard(shard), wanted, vectors)
+    steps.done("save")
+    log.info("shard %d of %d: %s with %s (%s backend); %d of %d chunks reuse cached vectors; %s", shard + 1,
+             len(plan.shards), f"embedded {len(wanted)} new texts" if wanted else "nothing to embed, no model loaded",
+             plan.model, plan.backend, plan.reused, plan.total_chunks, steps)
     return len(wanted)
 
 

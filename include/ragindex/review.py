@@ -11,13 +11,15 @@ decision: its record names the rejection it overrides, and every view says so.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
 from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
+
+if TYPE_CHECKING:
+    from ragindex.changes import DocumentChange
 
 REVIEW = "review"
 APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED = "approved", "rejected", "timed_out", "auto_approved"
@@ -115,6 +117,11 @@ def review_needed(registry: Registry, index_ref: str, names: ArtifactNames = DEF
 
 # ---------------------------------------------------------------- what the reviewer reads
 
+# What the change view may take of the summary (Airflow stores the body): per changed document, in all, the
+# width of a diff line, and how many removed documents are named.
+DIFF_DOCUMENT_CHARS, DIFF_TOTAL_CHARS, DIFF_WIDTH, REMOVED_SHOWN = 1500, 6000, 100, 10
+
+
 @dataclass(frozen=True)
 class ReviewInput:
     """Everything the summary is written from: the run's versions, its gate outcome and its own figures."""
@@ -140,14 +147,34 @@ def _markdown_text(text: str, limit: int) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", cut)
 
 
-def _new_part(text: str, old_texts: Sequence[str], at_least: int = 40) -> str:
-    """The part of a changed chunk a reviewer has not seen: what follows its longest common beginning with
-    a chunk of the document's production version (from the word it starts in), else the whole chunk."""
-    common = max((len(os.path.commonprefix([text, old])) for old in old_texts), default=0)
-    if common < at_least:
-        return text
-    start = text.rfind(" ", 0, common) + 1
-    return "… " + text[start:]
+def _diff_lines(change: DocumentChange) -> list[str]:
+    """A document's change as the lines of a ``diff`` code block: each sentence marked ``+``, ``-`` or `` ``
+    and wrapped at ``DIFF_WIDTH``, PII masked, a ``@@ where @@`` line before each run of changes."""
+    import textwrap
+
+    from ragindex.quality import mask_text
+
+    lines: list[str] = []
+    for hunk in change.hunks:
+        lines.append(f"@@ {hunk.where()} @@")
+        for mark, unit in hunk.lines:
+            wrapped = textwrap.wrap(mask_text(unit.folded), DIFF_WIDTH - 2, break_on_hyphens=False) or [""]
+            lines += [f"{mark} {part}" for part in wrapped]
+    return lines
+
+
+def _code_block(lines: Sequence[str], language: str = "") -> list[str]:
+    """Lines as a fenced code block whose fence no backtick run inside can close (Markdown-safe)."""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + language, *lines, fence]
+
+
+def _share(change: DocumentChange) -> str:
+    """``44% of the text changed: +2 sentences, −1 (+113 / −41 characters)``."""
+    plural = "s" if change.added_units != 1 else ""
+    return (f"{change.share:.0%} of the text changed: +{change.added_units} sentence{plural}, "
+            f"−{change.removed_units} (+{change.added_chars:,} / −{change.removed_chars:,} characters)")
 
 
 def _listed(paths: Sequence[str], most: int = 10) -> str:
@@ -161,6 +188,7 @@ class _Summary:
     """Reads what the review needs from the registry once, then writes each section."""
 
     def __init__(self, registry: Registry, given: ReviewInput, names: ArtifactNames) -> None:
+        from ragindex.changes import CorpusText, corpus_changes
         from ragindex.indexing import read_chunks
         from ragindex.pipeline import chunks_by_source, read_chunks_file, read_documents, read_quality
 
@@ -172,19 +200,18 @@ class _Summary:
         self.chunks = chunks_by_source(read_chunks_file(chunks_dir))
         # documents.jsonl has every document of the snapshot (failed ones too) with its sha256, so the corpora
         # are compared without downloading either raw version.
-        self.new_docs = {d["path"]: d["sha256"] for d in read_documents(chunks_dir)}
-        self.old_docs: dict[str, str] = {}
-        self.old_shas: set[str] = set()
-        self.old_texts: dict[str, list[str]] = {}
-        self.old_pii: set[str] = set()
+        new_documents = {d["path"]: d for d in read_documents(chunks_dir)}
+        self.new_docs = {p: d["sha256"] for p, d in new_documents.items()}
+        self.old_documents: dict[str, dict[str, Any]] = {}
+        self.changes: list[DocumentChange] = []
         if self.production is not None:
             prod_dir = registry.download(self.production.ref)
-            for chunk in read_chunks(prod_dir):
-                self.old_shas.add(chunk.sha256)
-                self.old_texts.setdefault(chunk.source, []).append(chunk.text)
-            old_documents = read_documents(prod_dir)
-            self.old_docs = {d["path"]: d["sha256"] for d in old_documents}
-            self.old_pii = {d["path"] for d in old_documents if d.get("pii")}
+            self.old_documents = {d["path"]: d for d in read_documents(prod_dir)}
+            if self.production.ref != self.index.ref:
+                self.changes = corpus_changes(CorpusText(chunks_by_source(read_chunks(prod_dir)), self.old_documents),
+                                              CorpusText(self.chunks, new_documents))
+        self.old_docs = {p: d["sha256"] for p, d in self.old_documents.items()}
+        self.old_pii = {p for p, d in self.old_documents.items() if d.get("pii")}
         self.added = sorted(set(self.new_docs) - set(self.old_docs))
         self.removed = sorted(set(self.old_docs) - set(self.new_docs))
         self.changed = sorted(p for p in set(self.new_docs) & set(self.old_docs) if self.new_docs[p] != self.old_docs[p])
@@ -241,19 +268,98 @@ class _Summary:
             lines.append(f"- The index is identical to {self.link(self.index.ref)}, built earlier by run `{built_by}`")
         return [*lines, ""]
 
-    def samples(self) -> list[str]:
-        wanted = [(p, "added") for p in self.added] + [(p, "changed") for p in self.changed]
-        lines = []
-        for path, how in wanted[:SAMPLE_DOCUMENTS]:
-            fresh = [c for c in self.chunks.get(path, ()) if c.sha256 not in self.old_shas]
-            if fresh:
-                page = f", page {fresh[0].page}" if fresh[0].page else ""
-                text = _new_part(fresh[0].text, self.old_texts.get(path, ())) if how == "changed" else fresh[0].text
-                lines += [f"**`{path}`** ({how}{page}, {len(fresh)} new chunk{'s' if len(fresh) != 1 else ''}):", "",
-                          f"> {_markdown_text(text, SAMPLE_CHARS)}", ""]
-        if len(wanted) > SAMPLE_DOCUMENTS:
-            lines += [f"…and {len(wanted) - SAMPLE_DOCUMENTS} more added or changed documents.", ""]
-        return ["#### New text (samples)", "", *lines] if lines else []
+    def full_diff(self) -> str | None:
+        """Where the whole change is (``changes.diff`` in the eval-report): its W&B file page, or on the local
+        registry the file's path on the machine that ran the evaluation; None when the report has none."""
+        ref = self.given.outcome.get("report")
+        name = self.registry.get(ref).metadata.get("changes_file") if ref else None
+        if not name:
+            return None
+        url = self.registry.web_url(ref)
+        if url:
+            return f"[`{ref}` › `{name}`]({url}/files/{name})"
+        return f"`{self.registry.download(ref) / name}` (in {self.link(ref)})"
+
+    def what_changed(self) -> list[str]:
+        """Per changed document the share changed and its added and removed sentences as a diff, within the
+        budgets; then the first lines of added documents, and the removed ones by name and size."""
+        from ragindex.changes import CHANGED
+
+        changed = [c for c in self.changes if c.status == CHANGED]
+        lines: list[str] = []
+        link = self.full_diff() if self.changes else None
+        if link:
+            lines += [f"Full diff, PII masked: {link}", ""]
+        budget, shown = DIFF_TOTAL_CHARS, 0
+        for change in changed:
+            if budget < DIFF_DOCUMENT_CHARS // 4:
+                break
+            block = self.changed_document(change, min(DIFF_DOCUMENT_CHARS, budget))
+            lines += block
+            budget -= sum(len(line) + 1 for line in block)
+            shown += 1
+        if shown < len(changed):
+            rest = [c.path for c in changed[shown:]]
+            lines += [f"…and {len(rest)} more changed documents{_listed(rest)}, in the full diff.", ""]
+        lines += self.added_documents() + self.removed_documents()
+        return ["#### What changed", "", *lines] if lines else []
+
+    def changed_document(self, change: DocumentChange, budget: int) -> list[str]:
+        """One changed document: its share changed, its diff cut at ``budget`` characters with a '…N more
+        lines' line, and where PII is in the text it adds."""
+        note = f" — {_markdown_text(change.note, 300)}" if change.note else ""
+        head = f"**`{change.path}`** — {_share(change)}{note}"
+        if not change.hunks:
+            return [f"**`{change.path}`** — its bytes changed, its text did not{note}", ""]
+        diff, kept, used = _diff_lines(change), [], 0
+        for line in diff:
+            if used + len(line) + 1 > budget:
+                break
+            kept.append(line)
+            used += len(line) + 1
+        if len(kept) < len(diff):
+            kept.append(f"… {len(diff) - len(kept)} more lines")
+        block = [head, "", *_code_block(kept, "diff"), ""]
+        found = change.added_pii()
+        if found:
+            listed = "; ".join(f"{kind} `{masked}` at {where}" for kind, masked, where in found[:PII_SHOWN])
+            more = f"; …and {len(found) - PII_SHOWN} more" if len(found) > PII_SHOWN else ""
+            block += [f"PII in the added text (masked): {listed}{more}", ""]
+        return block
+
+    def added_documents(self) -> list[str]:
+        """The first lines of the first added documents."""
+        from ragindex.changes import page_texts
+
+        lines, shown = [], 0
+        for path in self.added:
+            chunks = self.chunks.get(path, ())
+            if not chunks or shown == SAMPLE_DOCUMENTS:
+                continue
+            shown += 1
+            first = page_texts([c for c in chunks[:4] if c.page == chunks[0].page])[0][1]
+            page = f", page {chunks[0].page}" if chunks[0].page else ""
+            lines += [f"**`{path}`** (added{page}, {len(chunks)} chunk{'s' if len(chunks) != 1 else ''}):", "",
+                      f"> {_markdown_text(first, SAMPLE_CHARS)}", ""]
+        with_text = sum(1 for p in self.added if self.chunks.get(p))
+        if with_text > shown:
+            lines += [f"…and {with_text - shown} more added documents.", ""]
+        return lines
+
+    def removed_documents(self) -> list[str]:
+        """The removed documents by name and size."""
+        if not self.removed:
+            return []
+
+        def size(path: str) -> str:
+            doc = self.old_documents.get(path, {})
+            if doc.get("failed"):
+                return "not parsed in production"
+            return f"{doc.get('chars', 0):,} characters, {doc.get('chunks', 0)} chunks"
+
+        named = [f"`{p}` ({size(p)})" for p in self.removed[:REMOVED_SHOWN]]
+        more = f" … +{len(self.removed) - REMOVED_SHOWN}" if len(self.removed) > REMOVED_SHOWN else ""
+        return [f"Removed: {', '.join(named)}{more}", ""]
 
     def pii(self) -> list[str]:
         from ragindex.quality import mask_pii, pii_matches
@@ -289,9 +395,10 @@ class _Summary:
 
 def review_summary(registry: Registry, given: ReviewInput, *, names: ArtifactNames = DEFAULT_NAMES) -> str:
     """Markdown for the reviewer (Airflow's Required Actions form): the warnings first, then the gate, what
-    changed, samples of the new text, where PII was found (masked), quality and the versions."""
+    changed (per document, as a bounded diff; the full diff is linked), where PII was found (masked), quality
+    and the versions."""
     summary = _Summary(registry, given, names)
     sections: Iterable[list[str]] = (summary.header(), summary.warnings(), summary.gate(), summary.corpus(),
-                                     summary.samples(), summary.pii(), summary.checks(), summary.versions())
+                                     summary.what_changed(), summary.pii(), summary.checks(), summary.versions())
     return "\n".join(line for section in sections for line in section)
 
