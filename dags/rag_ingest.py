@@ -1,5 +1,7 @@
-"""rag_ingest: corpus → raw-documents → processed-chunks → (embedding shards) → vector-index → eval-report
-→ human review (the candidate holds `staging` meanwhile) → the `production` alias, announced as an Asset event.
+"""rag_ingest: corpus → raw-documents → processed-chunks → (embedding shards) → vector-index, paired with the
+prompt-template as a rag-release → eval-report → human review of the release (it holds `staging` meanwhile) →
+the `production` alias of the release, its index and its prompt, announced as an Asset event. A prompt-only
+change reuses the index: nothing is parsed or embedded.
 Weekly, from the UI's trigger form, or as a backfill of past dates (which never promote).
 
 Wiring only: every task body is a function of ``ragindex_airflow.tasks``; heavy imports happen inside them.
@@ -66,7 +68,9 @@ def rag_ingest():
 
     review = IndexReviewOperator(
         task_id="review",
-        subject="Promote {{ ti.xcom_pull(task_ids='evaluate_index')['index'] }} to production?",
+        subject="Promote {{ ti.xcom_pull(task_ids='evaluate_index')['candidate'] }} "
+                "({{ ti.xcom_pull(task_ids='evaluate_index')['index'] }} + "
+                "{{ ti.xcom_pull(task_ids='evaluate_index')['prompt'] }}) to production?",
         body="The summary is written when the review starts.",  # against the production serving then
     )
 

@@ -456,8 +456,9 @@ def _add_governance_commands(sub: Any, shared: _Shared) -> None:
     p = sub.add_parser("rollback", parents=[registry, actor, as_json],
                        help="move production back (default: to the previous holder)")
     p.add_argument("--to-version", default=None, help="e.g. v3 or vector-index:v3 (an approved version)")
-    p.add_argument("--name", default=DEFAULT_NAMES.index,
-                   help="what to roll back: vector-index, or rag-release (the release with its index and prompt)")
+    p.add_argument("--name", default=None,
+                   help="what to roll back: rag-release (with its index and prompt; the default once a release "
+                        "serves) or vector-index")
     p.add_argument("--force", action="store_true",
                    help="allow a version that never held production or was rejected since (needs --reason; recorded as forced)")
     p.set_defaults(func=cmd_rollback)

@@ -241,3 +241,54 @@ def ingest(ctx: IngestContext) -> dict[str, Any]:
             "embedded": built.embedded, "reused": built.reused, "documents": chunked.documents,
             "failed": chunked.failed, "refused": pulled.refused}
 
+
+
+# ---------------------------------------------------------------- prompt and release
+
+def local_prompt_folder(ctx: IngestContext, location: str) -> Path:
+    """A prompt folder on this machine: as given, or copied from an object-storage URL into the run's work folder."""
+    if "://" not in location or location.startswith("file://"):
+        return Path(location.removeprefix("file://"))
+    import fsspec
+
+    from ragindex.errors import SourceError
+
+    target = ctx.work.root / "prompt-source"
+    tmp = fresh_temp_dir(target)
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
+    except Exception as exc:  # noqa: BLE001 - any storage failure, named with the URL
+        raise SourceError(f"prompts {location!r}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return replace_dir_atomically(tmp, target)
+
+
+def log_prompt_folder(ctx: IngestContext, location: str, questions: Sequence[Any]) -> str:
+    """Check a prompt folder (parse, variables, budget with chunk-sized placeholder hits for every eval question)
+    and log it as ``prompt-template:vN``; unchanged content is the existing version."""
+    from ragindex.prompts import check_budget, load_prompt, log_prompt, placeholder_retriever
+
+    steps = Steps()
+    prompt = load_prompt(local_prompt_folder(ctx, location))
+    chunk_size = ctx.settings.chunking.chunk_size
+    budget = check_budget(prompt, questions, placeholder_retriever(chunk_size), ctx.gate.k,
+                          retrieval=f"placeholder ({chunk_size} characters)")
+    result = log_prompt(ctx.registry, prompt, budget, run=ctx.run("log_prompt"))
+    steps.done("log")
+    log.info("%s%s from %s: largest prompt %d of %d characters over %d questions; %s", result.ref,
+             "" if result.created else " (unchanged)", location, budget.max_chars, budget.budget, len(budget.sizes),
+             steps)
+    return result.ref
+
+
+def release_candidate(ctx: IngestContext, index_ref: str, prompt_ref: str, questions_ref: str) -> tuple[str, bool]:
+    """The run's release: its index, prompt and eval set with the run's retrieval settings, as ``rag-release:vN``
+    (the same parts and settings are the existing version: ``created`` False)."""
+    from ragindex.release import assemble_release, log_release
+
+    manifest = assemble_release(ctx.registry, index_ref, prompt_ref, questions_ref=questions_ref, k=ctx.gate.k,
+                                names=ctx.names)
+    result = log_release(ctx.registry, manifest, run=ctx.run("assemble_release"), name=ctx.names.release)
+    log.info("%s%s: %s + %s on %s", result.ref, "" if result.created else " (unchanged)", manifest.index.ref,
+             manifest.prompt.ref, manifest.questions.ref)
+    return result.ref, result.created

@@ -402,3 +402,48 @@ def review_summary(registry: Registry, given: ReviewInput, *, names: ArtifactNam
                                      summary.what_changed(), summary.pii(), summary.checks(), summary.versions())
     return "\n".join(line for section in sections for line in section)
 
+
+
+PROMPT_DIFF_LINES = 80
+
+
+def release_section(registry: Registry, release_ref: str, *, against: str | None,
+                    names: ArtifactNames = DEFAULT_NAMES) -> str:
+    """Markdown on top of the index summary when the candidate is a release: what it pairs, and what changed
+    against the production release the review is made against (the prompt as a bounded diff, the settings)."""
+    from ragindex.release import diff_releases, read_release
+
+    release = read_release(registry, release_ref)
+    manifest = release.manifest
+    link = lambda ref: f"[`{ref}`]({registry.web_url(ref)})" if ref and registry.web_url(ref) else f"`{ref}`"  # noqa: E731
+    head = f"production is {link(against)}" if against else "no production release yet"
+    prior = latest_review(registry, registry.get(release.ref))
+    warning = ([f"> **Warning:** this release was reviewed before: it was {describe(prior)}.", ""]
+               if prior is not None and prior.verdict not in APPROVING else [])
+    lines = [f"### Release {link(release.ref)} — {head}", "", *warning,
+             f"- Index {link(manifest.index.ref)}, prompt {link(manifest.prompt.ref)}, eval set "
+             f"{link(manifest.questions.ref)}",
+             "- Settings: " + ", ".join(f"`{g}.{k}={v}`" for g, values in manifest.settings.items()
+                                        for k, v in values.items())]
+    budget = (registry.get(release.ref).metadata.get("eval") or {}).get("budget")
+    if budget:
+        lines.append(f"- Prompt size: largest {budget['max_chars']} of {budget['budget']} characters over "
+                     f"{budget['questions']} eval questions with k={budget['k']}"
+                     + ("" if budget.get("passed") else f" — **{budget.get('over')} over budget**"))
+    if against:
+        diff = diff_releases(registry, against, release.ref)
+        changed = [part for part, p in diff.parts.items() if not p["same"]]
+        lines.append(f"- Changed since production: {', '.join(changed) or 'no part'}"
+                     + (f"; settings {', '.join(diff.settings)}" if diff.settings else ""))
+        if diff.settings:
+            lines += [f"  - `{key}`: `{old!r}` → `{new!r}`" for key, (old, new) in diff.settings.items()]
+        if diff.prompt:
+            body = diff.prompt.rstrip("\n").split("\n")
+            cut = body[:PROMPT_DIFF_LINES]
+            fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", diff.prompt)), default=0) + 1)
+            lines += ["", "#### Prompt diff", "", f"{fence}diff", *cut, fence]
+            if len(body) > len(cut):
+                lines.append(f"… {len(body) - len(cut)} more lines (`ragindex release diff {against} {release.ref}`)")
+        if not changed and not diff.settings:
+            lines.append("- Nothing changed but the review is asked again (a previous review did not conclude)")
+    return "\n".join([*lines, ""])

@@ -53,6 +53,12 @@ def previous_production(registry: Registry, name: str) -> str:
                         standings(registry, name))
 
 
+def governed_name(registry: Registry, names: ArtifactNames = DEFAULT_NAMES) -> str:
+    """What a rollback moves when not told: the release once one serves (index and prompt move with it), else
+    the index."""
+    return names.release if registry.find(f"{names.release}:{PRODUCTION}") is not None else names.index
+
+
 def _refusal(target_ref: str, known: Standing, held: bool) -> str:
     """Why an unforced rollback to ``target_ref`` is refused, in words true of its history."""
     history = f", after it held '{PRODUCTION}'" if held and known.rejected else ""
@@ -65,9 +71,9 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
              name: str | None = None) -> dict[str, Any]:
     """Move ``production`` back (to ``to_version`` or the last eligible earlier holder) and record who did it and
     why. Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
-    never steps back a second time. ``name``: what is rolled back (default the index; ``rag-release`` rolls back
-    a release, and with it the index and prompt it names, in one decision)."""
-    name = name or names.index
+    never steps back a second time. ``name``: what is rolled back (default: the release once one serves — and
+    with it the index and prompt it names, in one decision — else the index)."""
+    name = name or governed_name(registry, names)
     key = f"{ROLLBACK}/{pipeline_run}" if pipeline_run else ""
     done = registry.decision(key) if key else None
     if done is not None:

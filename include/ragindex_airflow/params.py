@@ -37,6 +37,11 @@ def default_eval_questions() -> str:
     return os.environ.get("RAGINDEX_EVAL_QUESTIONS") or str(SAMPLE_DATA / "eval_questions.jsonl")
 
 
+def default_prompts() -> str:
+    """``RAGINDEX_PROMPTS`` in a deployment; the shipped sample prompt folder otherwise."""
+    return os.environ.get("RAGINDEX_PROMPTS") or str(SAMPLE_DATA / "prompts")
+
+
 def _share(default: float, title: str, **schema: Any) -> Param:
     """A fraction between 0 and 1 (recall, a tolerance, a share of production's documents or chunks)."""
     return Param(default, type="number", minimum=0, maximum=1, title=title, **schema)
@@ -55,6 +60,9 @@ def _corpus_params() -> dict[str, Param]:
         "source": Param(default_source(), type="string", minLength=1, title="Corpus source", section=section,
                         description="Folder or object-storage URL (file://, s3://, gs://). May contain {{ ds }} "
                                     "or {{ as_of_date }} for a dated folder, e.g. s3://bucket/corpus/{{ ds }}/."),
+        "prompts": Param(default_prompts(), type="string", minLength=1, title="Prompt templates", section=section,
+                         description="Folder or object-storage URL of the prompt (prompt.json + Jinja2 templates). "
+                                     "Logged as prompt-template:vN; the run's release pairs it with the index."),
         "as_of": Param("", type=["null", "string"], title="Corpus as of", section=section,
                        description="Keep only documents modified at or before this ISO date-time. Blank: scheduled "
                                    "and backfill runs use the end of their data interval, manual runs use now."),
@@ -184,14 +192,20 @@ def rollback_params() -> dict[str, Param]:
     """The trigger form of ``rag_rollback``."""
     return {
         "to_version": Param("", type=["null", "string"], title="Roll back to version",
-                            description="A vector-index version such as v3 that held production before. "
-                                        "Blank: the version that held production before the current one."),
+                            description="A version such as v3 that was approved (of the release, or of the index "
+                                        "when no release serves). Blank: the most recent earlier production holder "
+                                        "that was approved (never one that was forced in)."),
+        "name": Param("", type=["null", "string"], enum=["", "rag-release", "vector-index", None],
+                      title="What to roll back",
+                      description="rag-release moves the release with its index and prompt in one decision; "
+                                  "vector-index the index alone. Blank: the release once one serves."),
         "reason": Param("", type=["null", "string"], title="Reason",
                         description="Why production is moved back; recorded with the rollback decision. "
                                     "Required when forcing."),
         "force": Param(False, type="boolean", title="Force",
-                       description="Allow a version that never held production (never approved), or was rejected since. "
-                                   "The rollback is recorded as forced, with the reason."),
+                       description="Allow a version that is not approved (never reviewed, rejected, timed out, "
+                                   "forced in). Recorded as forced, with the reason; it stays 'forced in' until a "
+                                   "person approves it."),
         "registry": Param("", type=["null", "string"], title="Artifact registry",
                           description="wandb://ENTITY/PROJECT or a folder. Blank: RAGINDEX_REGISTRY, else the "
                                       "local registry under RAGINDEX_HOME."),

@@ -66,7 +66,7 @@ class IndexReviewOperator(ApprovalOperator):
         if not params.get("promote", True):
             raise AirflowSkipException("promote=false: review and promotion skipped")
         ctx, evaluated = ingest_context(context), self.evaluated(context)
-        candidate = evaluated["index"]
+        candidate = self.candidate(evaluated)
         recorded = ctx.registry.decision(review_key(ctx.pipeline_run_id, candidate))
         if recorded is not None:  # a retry of this task: the reviewer answered already
             self.log.info("the review of %s is on record already (%s): not asking again", candidate,
@@ -83,28 +83,38 @@ class IndexReviewOperator(ApprovalOperator):
             self.log.info("require_approval=false: %s approved automatically, on record as %s", candidate,
                           decision.record_id)
             return self.conclude(context, decision.to_json())
-        production = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
+        production = ctx.registry.find(f"{candidate.partition(':')[0]}:{PRODUCTION}")
         against = production.ref if production else None
         context["ti"].xcom_push(key=AGAINST_XCOM, value=against)
         for voided in supersede_pending(ctx.registry, candidate, pipeline_run=ctx.pipeline_run_id, names=ctx.names):
             self.log.info("the pending review of %s (run %s) is superseded by %s: a late answer to it will not be "
                           "applied", voided.ref, voided.pipeline_run, candidate)
         self.stage(ctx, candidate, against)
-        self.body = self.summary(context, ctx, evaluated)
+        self.body = self.summary(context, ctx, evaluated, against)
         self.response_timeout = timedelta(hours=settings.timeout_hours)
         link = self.approve_link(context)
         self.log.info("asking for a review of %s against production %s (timeout %g h, then Reject): %s", candidate,
                       against or "none", settings.timeout_hours, link)
         return super().execute(context)
 
-    def summary(self, context: Any, ctx: Any, evaluated: dict[str, Any]) -> str:
-        """What the reviewer reads, written now (against the production that serves now), not carried in XCom."""
-        from ragindex.review import ReviewInput, review_summary
+    def summary(self, context: Any, ctx: Any, evaluated: dict[str, Any], against: str | None) -> str:
+        """What the reviewer reads, written now (against the production that serves now), not carried in XCom: the
+        release (its parts, its prompt and settings diff) on top of the index's summary."""
+        from ragindex.review import ReviewInput, release_section, review_summary
 
         given = ReviewInput(raw_ref=evaluated["raw"], chunks_ref=evaluated["chunks"], index_ref=evaluated["index"],
                             outcome=evaluated, embedded=evaluated.get("embedded"), reused=evaluated.get("reused"),
                             source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
-        return review_summary(ctx.registry, given, names=ctx.names)
+        index_part = review_summary(ctx.registry, given, names=ctx.names)
+        if self.candidate(evaluated) == evaluated["index"]:
+            return index_part
+        return release_section(ctx.registry, self.candidate(evaluated), against=against, names=ctx.names) + \
+            "\n" + index_part
+
+    @staticmethod
+    def candidate(evaluated: dict[str, Any]) -> str:
+        """What is reviewed and promoted: the run's release (an index alone for older XComs)."""
+        return evaluated.get("candidate") or evaluated["index"]
 
     def approve_link(self, context: Any) -> str:
         """The Required Actions page of this review with Approve preselected (drawn as the solid button).
@@ -162,16 +172,17 @@ class IndexReviewOperator(ApprovalOperator):
             reason = f"no answer within {review_settings(context['params']).timeout_hours:g} h"
         ctx, evaluated = ingest_context(context), self.evaluated(context)
         against = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=AGAINST_XCOM)
+        candidate = self.candidate(evaluated)
         if verdict == APPROVED:
-            current = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
-            stale = moved_since(ctx.registry, against, current, ctx.names)
+            current = ctx.registry.find(f"{candidate.partition(':')[0]}:{PRODUCTION}")
+            stale = moved_since(ctx.registry, against, current, candidate.partition(":")[0])
             if stale:  # the reviewer compared the candidate with a production that no longer serves
                 verdict, reason = STALE, (f"approval by {actor} not applied: {stale}. Trigger rag_ingest again to "
-                                          f"review {evaluated['index']} against {current.ref if current else 'none'}"
+                                          f"review {candidate} against {current.ref if current else 'none'}"
                                           + (f" (the reviewer said: “{reason}”)" if reason else ""))
         responded = event.get("responded_at")
         decision = record_review(
-            ctx.registry, evaluated["index"], verdict, actor=actor, reason=reason, pipeline_run=ctx.pipeline_run_id,
+            ctx.registry, candidate, verdict, actor=actor, reason=reason, pipeline_run=ctx.pipeline_run_id,
             details={"airflow_user": who, "responded_at": responded.isoformat() if responded else None,
                      "task": f"{context['ti'].dag_id}.{context['ti'].task_id}", "try": context["ti"].try_number,
                      "warnings_shown": evaluated.get("warnings") or [], AGAINST: against,

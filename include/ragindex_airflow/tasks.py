@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -43,17 +44,31 @@ def fail_fast(body: F) -> F:
 
 @fail_fast
 def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
-    """Check what can be checked before any work (settings, eval set, registry), snapshot the corpus and log
-    raw-documents; skip the rest when nothing changed."""
-    from ragindex.evaluation import load_questions
+    """Check what can be checked before any work (settings, eval set, prompt, registry), snapshot the corpus and
+    log raw-documents and the prompt; skip the rest when neither the corpus nor the release changed. A corpus
+    that already has an index with a changed prompt goes on as a prompt-only run: the index is reused (nothing
+    parsed or embedded) and a new release pairs it with the prompt."""
+    from ragindex.context import MANUAL
+    from ragindex.gate import log_eval_questions
+    from ragindex.ingest import log_prompt_folder, release_candidate
     from ragindex.ingest import pull_documents as pull
+    from ragindex.names import PRODUCTION
 
     ctx = ingest_context(context, create_registry=True)  # settings are checked here (SettingsError)
-    load_questions(context["params"]["eval_questions"])  # a missing or malformed eval set fails now, not later
+    questions_version, questions = log_eval_questions(ctx, Path(context["params"]["eval_questions"]))
+    prompt = log_prompt_folder(ctx, str(param_value(context["params"], "prompts")), questions)
     result = pull(ctx)
-    if result.unchanged:
-        raise AirflowSkipException(result.message)
-    return result.to_json()
+    pulled = result.to_json() | {"prompt": prompt, "questions": questions_version.ref}
+    if not result.unchanged:
+        return pulled
+    release, created = release_candidate(ctx, result.existing_index, prompt, questions_version.ref)
+    held = PRODUCTION in ctx.registry.get(release).aliases
+    if held or (not created and ctx.run_type != MANUAL):
+        raise AirflowSkipException(f"{result.message}; release unchanged: {release}"
+                                   + (f" holds '{PRODUCTION}'" if held else " (no new versions)"))
+    log.info("prompt-only run: %s reuses %s (nothing parsed or embedded) with %s", release, result.existing_index,
+             prompt)
+    return pulled | {"index": result.existing_index, "release": release, "reuse_index": True}
 
 
 @fail_fast
@@ -61,7 +76,11 @@ def chunk_documents(context: dict[str, Any], pulled: dict[str, Any]) -> list[dic
     """Parse + chunk, log processed-chunks, and plan the embedding: one small work order per shard."""
     from ragindex.ingest import chunk_documents as chunk
 
-    result = chunk(ingest_context(context), pulled["raw"])
+    ctx = ingest_context(context)
+    if pulled.get("reuse_index"):  # prompt-only: the chunks of the index reused
+        chunks = ctx.registry.get(pulled["index"]).metadata["chunks_ref"]
+        return [{"shard": 0, "chunks": chunks, "reuse": True}]
+    result = chunk(ctx, pulled["raw"])
     return [result.to_json() | {"shard": i} for i in range(result.shards)]
 
 
@@ -70,6 +89,8 @@ def embed_chunks(context: dict[str, Any], order: dict[str, Any]) -> int:
     """Embed one shard of new texts (cached texts are never embedded again)."""
     from ragindex.ingest import embed_chunks as embed
 
+    if order.get("reuse"):
+        return 0
     return embed(ingest_context(context), int(order["shard"]))
 
 
@@ -78,24 +99,31 @@ def build_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[di
     """Build the FAISS index + docstore from all shards and log vector-index."""
     from ragindex.ingest import build_index as build
 
-    return build(ingest_context(context), pulled["raw"], orders[0]["chunks"]).to_json()
+    ctx = ingest_context(context)
+    if pulled.get("reuse_index"):
+        index = ctx.registry.get(pulled["index"])
+        return {"index": index.ref, "embedded": 0, "reused": index.metadata.get("chunks")}
+    return build(ctx, pulled["raw"], orders[0]["chunks"]).to_json()
 
 
 @fail_fast
 def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[dict[str, Any]],
                    built: dict[str, Any]) -> dict[str, Any]:
-    """Score candidate vs production, log eval-report, apply the gate, write the reviewer's summary."""
-    from ragindex.gate import evaluate_index as evaluate
+    """Pair the index with the run's prompt as a release, score it with its own settings against production (the
+    index on the eval set, every question rendered within the prompt's budget), log eval-report, apply the gate."""
+    from ragindex.gate import evaluate_release
+    from ragindex.ingest import release_candidate
 
     ctx = ingest_context(context)
-    outcome = evaluate(ctx, built["index"], context["params"]["eval_questions"])
-    log.info("gate %s for %s: %s (report %s)", "passed" if outcome.passed else "FAILED", built["index"],
-             outcome.reason, outcome.report)
+    release = pulled.get("release") or release_candidate(ctx, built["index"], pulled["prompt"], pulled["questions"])[0]
+    outcome = evaluate_release(ctx, release)
+    log.info("gate %s for %s (%s + %s): %s (report %s)", "passed" if outcome.passed else "FAILED", release,
+             built["index"], pulled["prompt"], outcome.reason, outcome.report)
     for warning in outcome.warnings:
         log.warning("data gate: %s", warning)
     problem = None
     if not outcome.passed:
-        problem = f"evaluation gate failed for {built['index']}: {outcome.reason} (report {outcome.report})"
+        problem = f"evaluation gate failed for {release}: {outcome.reason} (report {outcome.report})"
     elif outcome.warnings and not review_settings(context["params"]).require_approval and context["params"].get(
             "promote", True):
         problem = (f"data gate for {built['index']}: {'; '.join(outcome.warnings)} (report {outcome.report}); "
@@ -107,8 +135,9 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
         # it; it never promotes (review and promote skip themselves), so this is recorded, not a failure.
         log.warning("%s; %s run: recorded, never promoted", problem, ctx.run_type)
     # Small on purpose: the review task writes the reviewer's summary itself, against the production of that moment.
-    return outcome.to_json() | {"index": built["index"], "raw": pulled["raw"], "chunks": orders[0]["chunks"],
-                                "embedded": built["embedded"], "reused": built["reused"]}
+    return outcome.to_json() | {"candidate": release, "index": built["index"], "prompt": pulled["prompt"],
+                                "raw": pulled["raw"], "chunks": orders[0]["chunks"], "embedded": built["embedded"],
+                                "reused": built["reused"]}
 
 
 @fail_fast
@@ -122,8 +151,9 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     if not may_promote(run_type(context)):
         raise AirflowSkipException(f"{run_type(context)} runs never move production")
     ctx = ingest_context(context)
-    review = standing(ctx.registry, ctx.registry.get(evaluated["index"])).review
-    outcome = move(ctx.registry, evaluated["index"], actor=review.actor if review else "unknown",
+    candidate = evaluated.get("candidate") or evaluated["index"]
+    review = standing(ctx.registry, ctx.registry.get(candidate)).review
+    outcome = move(ctx.registry, candidate, actor=review.actor if review else "unknown",
                    reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",
                    pipeline_run=ctx.pipeline_run_id, names=ctx.names, report_ref=evaluated["report"])
     if not outcome["changed"]:
@@ -147,7 +177,8 @@ def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
     registry = open_registry(param_value(params, "registry"), create=False)
     outcome = rollback(registry, to_version=param_value(params, "to_version"),
                        reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback",
-                       force=bool(params.get("force", False)), pipeline_run=context["dag_run"].run_id)
+                       force=bool(params.get("force", False)), pipeline_run=context["dag_run"].run_id,
+                       name=param_value(params, "name") or None)
     if not outcome["changed"]:
         raise AirflowSkipException(f"{outcome['to']} already holds production: nothing moved")
     announce_production_move(context, registry, kind="forced_rollback" if outcome["forced"] else "rollback",

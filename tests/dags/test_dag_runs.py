@@ -2,13 +2,15 @@
 model, real FAISS, a local registry in tmp. One scenario test over one registry (so the number of full DAG
 runs stays small), in named phases, each building on the one before:
 
-1. first run: every artifact v0, lineage, production on vector-index:v0;
-2. same corpus again: pull_documents skipped, everything after it skipped, no new versions;
+1. first run: every artifact v0, lineage, production on rag-release:v0 (vector-index:v0 + prompt-template:v0);
+2. same corpus and prompt again: pull_documents skipped, everything after it skipped, no new versions;
+2b. a prompt-only change: a new prompt-template and rag-release on the same index, nothing parsed or embedded;
 3. one document changed: only its changed chunks are embedded, production moves to v1;
 4. another change, but a gate that cannot pass: run fails, eval-report passed=false, production stays;
 5. a run whose run type is patched to backfill: review and promote skipped, production stays;
-6. rag_rollback: back to the previous production; a version that does not exist fails the run;
-7. rag_rollback to a version that never held production (it failed its gate): refused, needs a reason when
+6. rag_rollback (the release, by default once one serves): back to the previous release, index and prompt
+   with it; a version that does not exist fails the run;
+7. rag_rollback to a release that was never approved (it failed its gate): refused, needs a reason when
    forced, and is recorded as a forced rollback;
 8. every move of production (two promotions, two rollbacks) was an event of the production-index Asset;
 9. a document with PII appears and no reviewer is asked (require_approval=false): the data gate fails the run.
@@ -28,7 +30,9 @@ from tests.dags.conftest import DAGS, SAMPLE_CORPUS, SAMPLE_QUESTIONS, copy_corp
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-NAMES = ("raw-documents", "processed-chunks", "vector-index", "eval-questions", "eval-report")
+NAMES = ("raw-documents", "processed-chunks", "vector-index", "eval-questions", "eval-report", "prompt-template",
+         "rag-release")
+SAMPLE_PROMPTS = Path(__file__).resolve().parents[2] / "include" / "sample_data" / "prompts"
 DOWNSTREAM_OF_PULL = ("chunk_documents", "embed_chunks", "build_index", "evaluate_index", "review", "promote")
 
 
@@ -40,11 +44,12 @@ class Scenario:
         self.corpus = copy_corpus(root / "corpus", mtime=time.time() - 60 * 86400)
         self.registry_path = root / "registry"
         self.questions = SAMPLE_QUESTIONS
+        self.prompts = SAMPLE_PROMPTS
         self.production_digests: list[str] = []
 
     def conf(self, **extra) -> dict:
         return {"source": str(self.corpus), "registry": str(self.registry_path), "require_approval": False,
-                "eval_questions": str(self.questions), **extra}
+                "eval_questions": str(self.questions), "prompts": str(self.prompts), **extra}
 
     @property
     def registry(self):
@@ -129,10 +134,14 @@ def first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     assert production.ref == "vector-index:v0"
     assert "production" in index.aliases
     scenario.production_digests.append(production.digest)
-    decisions = [(d.kind, d.verdict, d.ref, d.pipeline_run) for d in reg.decisions("vector-index")]
+    release = reg.get("rag-release:production")
+    assert release.ref == "rag-release:v0" and "production" in reg.get("prompt-template:v0").aliases
+    assert set(release.consumed) == {"vector-index:v0", "prompt-template:v0", "eval-questions:v0"}
+    assert release.metadata["eval"]["passed"] and release.metadata["eval"]["budget"]["passed"]
     run_id = index.metadata["pipeline_run_id"]
-    assert decisions == [("review", "auto_approved", "vector-index:v0", run_id),
-                         ("promote", "promoted", "vector-index:v0", run_id)], "require_approval=false is on record"
+    decisions = [(d.kind, d.verdict, d.ref, d.pipeline_run) for d in reg.decisions("rag-release")]
+    assert decisions == [("review", "auto_approved", "rag-release:v0", run_id),
+                         ("promote", "promoted", "rag-release:v0", run_id)], "require_approval=false is on record"
 
 
 def second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
@@ -144,6 +153,33 @@ def second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
         assert set(tis[task_id]) == {"skipped"}, (task_id, tis)
     assert scenario.counts() == before
     assert scenario.production().ref == "vector-index:v0"
+
+
+def prompt_only_change_makes_a_release_on_the_same_index(dags, scenario, tmp_path, capfd):
+    import shutil
+
+    prompts = tmp_path / "prompts-v2"
+    shutil.copytree(SAMPLE_PROMPTS, prompts)
+    user = prompts / "user.j2"
+    user.write_text(user.read_text(encoding="utf-8") + "\nAnswer in at most three sentences.\n", encoding="utf-8")
+    scenario.prompts = prompts
+    before = scenario.counts()
+    capfd.readouterr()  # what the phases before printed
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    assert state == "success", tis
+    after = scenario.counts()
+    assert {n: after[n] - before[n] for n in NAMES} == {
+        "raw-documents": 0, "processed-chunks": 0, "vector-index": 0, "eval-questions": 0, "eval-report": 1,
+        "prompt-template": 1, "rag-release": 1}, "the prompt, the release and its evaluation are new, nothing else"
+    out, err = capfd.readouterr()
+    assert "prompt-only run: rag-release:v1 reuses vector-index:v0 (nothing parsed or embedded)" in out + err
+    assert "embedded" not in "".join(line for line in (out + err).splitlines() if "shard 1 of" in line), \
+        "no embedding shard ran"
+    reg = scenario.registry
+    release = reg.get("rag-release:production")
+    assert release.ref == "rag-release:v1" and release.metadata["index"] == "vector-index:v0"
+    assert release.metadata["prompt"] == "prompt-template:v1" and "production" in reg.get("prompt-template:v1").aliases
+    assert scenario.production().ref == "vector-index:v0", "the same index serves"
 
 
 def changed_document_embeds_only_its_changed_chunks(dags, scenario):
@@ -164,7 +200,10 @@ def changed_document_embeds_only_its_changed_chunks(dags, scenario):
     assert index.metadata["chunks"] == len(new)
     assert index.metadata["raw"] == "raw-documents:v1"
     assert scenario.production().ref == "vector-index:v1"
-    assert reg.get("eval-report:v1").metadata["production"] == "vector-index:v0"  # compared with the old one
+    report = reg.get(index.metadata["eval"]["report"])
+    assert report.metadata["production"] == "vector-index:v0"  # compared with the old one
+    assert reg.get("rag-release:production").metadata["index"] == "vector-index:v1"
+    assert reg.get("rag-release:production").metadata["prompt"] == "prompt-template:v1", "the prompt stays"
     scenario.production_digests.append(index.digest)
 
 
@@ -232,6 +271,9 @@ def backfill_type_run_does_not_promote(dags, scenario, monkeypatch):
 def rollback_restores_previous_production(dags, scenario):
     state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "reason": "test"})
     assert state == "success", tis
+    release = scenario.registry.get("rag-release:production")
+    assert release.ref == "rag-release:v1", "the previous release, with its index and prompt"
+    assert "production" in scenario.registry.get("prompt-template:v1").aliases
     production = scenario.production()
     assert production.ref == "vector-index:v0"
     assert production.digest == scenario.production_digests[0]
@@ -245,17 +287,19 @@ def rollback_to_missing_version_fails_and_names_it(dags, scenario, capfd):
     assert state == "failed", tis
     assert tis["rollback_production"] == ["failed"]
     out, err = capfd.readouterr()
-    assert "vector-index:v99" in out + err and "no such version" in out + err
+    assert "rag-release:v99" in out + err and "no such version" in out + err
     assert scenario.production().ref == "vector-index:v0"
 
 
 def rollback_to_a_version_never_approved_is_refused_unless_forced(dags, scenario, capfd):
-    """vector-index:v2 failed its gate in phase 4 and never held production."""
-    conf = {"registry": str(scenario.registry_path), "to_version": "v2"}
+    """rag-release:v3 (vector-index:v2) failed its gate in phase 4 and never held production."""
+    conf = {"registry": str(scenario.registry_path), "to_version": "v3"}
     state, tis, _ = run_dag(dags["rag_rollback"], conf)
     assert state == "failed" and tis["rollback_production"] == ["failed"], tis
     out, err = capfd.readouterr()
-    assert "rollback to vector-index:v2 refused" in out + err and "never reviewed" in out + err
+    assert "rollback to rag-release:v3 refused" in out + err and "never reviewed" in out + err
+    assert "ragindex/rollback.py" not in out + err, "a refusal, not a crash: no traceback through the core"
+    assert "refused: rollback to rag-release:v3 refused" in out + err, "one line saying it was refused"
     state, tis, _ = run_dag(dags["rag_rollback"], conf | {"force": True})
     assert state == "failed", "a forced rollback needs a reason"
     assert "needs a reason" in "".join(capfd.readouterr())
@@ -263,8 +307,8 @@ def rollback_to_a_version_never_approved_is_refused_unless_forced(dags, scenario
     state, tis, dr = run_dag(dags["rag_rollback"], conf | {"force": True, "reason": "incident 42: v0 misroutes"})
     assert state == "success", tis
     assert scenario.production().ref == "vector-index:v2"
-    last = scenario.registry.decisions("vector-index")[-1]
-    assert (last.kind, last.verdict, last.ref, last.reason) == ("rollback", "forced_rollback", "vector-index:v2",
+    last = scenario.registry.decisions("rag-release")[-1]
+    assert (last.kind, last.verdict, last.ref, last.reason) == ("rollback", "forced_rollback", "rag-release:v3",
                                                                 "incident 42: v0 misroutes")
     assert last.pipeline_run == dr.run_id and last.actor.endswith("via rag_rollback")
 
@@ -286,11 +330,15 @@ def production_asset_events() -> list[dict]:
 def every_production_move_was_announced(scenario, events_before: int):
     reg = scenario.registry
     events = production_asset_events()[events_before:]
-    assert [(e["kind"], e["previous"], e["ref"]) for e in events] == [
-        ("promote", None, "vector-index:v0"), ("promote", "vector-index:v0", "vector-index:v1"),
-        ("rollback", "vector-index:v1", "vector-index:v0"), ("forced_rollback", "vector-index:v0", "vector-index:v2")]
+    assert [(e["kind"], e["previous"], e["ref"], e["release"]) for e in events] == [
+        ("promote", None, "vector-index:v0", "rag-release:v0"),
+        ("promote", "vector-index:v0", "vector-index:v0", "rag-release:v1"),  # the prompt-only release
+        ("promote", "vector-index:v0", "vector-index:v1", "rag-release:v2"),
+        ("rollback", "vector-index:v1", "vector-index:v0", "rag-release:v1"),
+        ("forced_rollback", "vector-index:v0", "vector-index:v2", "rag-release:v3")]
     assert all(e["digest"] == reg.get(e["ref"]).digest and e["registry"] == reg.uri for e in events)
-    assert events[1]["previous_digest"] == reg.get("vector-index:v0").digest
+    assert events[2]["previous_digest"] == reg.get("vector-index:v0").digest
+    assert events[1]["prompt"] == "prompt-template:v1" and events[1]["previous_release"] == "rag-release:v0"
 
 
 def data_gate_fails_a_run_that_nobody_reviews(dags, scenario, capfd):
@@ -314,6 +362,8 @@ def test_weekly_lifecycle_of_the_real_dags(tmp_path, monkeypatch, capfd):
         first_run_logs_every_version_with_lineage_and_promotes(dags, scenario)
     with phase("2 unchanged corpus"):
         second_run_on_unchanged_corpus_is_a_noop(dags, scenario)
+    with phase("2b a prompt-only change"):
+        prompt_only_change_makes_a_release_on_the_same_index(dags, scenario, tmp_path, capfd)
     with phase("3 one document changed"):
         changed_document_embeds_only_its_changed_chunks(dags, scenario)
     with phase("4 gate that cannot pass"):
