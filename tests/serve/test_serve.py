@@ -25,11 +25,14 @@ from ragindex.ingest import ingest
 from ragindex.promotion import approve
 from ragindex.registry import open_registry
 from ragindex.rollback import rollback
+from ragindex.serve import TEST_LOAD_DELAY_ENV
 from ragindex.settings import BuildSettings, ChunkingSettings
 from tests.conftest import write_files
 
 RAGINDEX = str(Path(sys.executable).with_name("ragindex"))
 QUESTION = "How long is a forklift certificate valid?"
+BOUND_S = 2.0  # after a move on a local registry, every answer comes from the new version within this
+SLOW_LOAD_S = 1.0  # each load sleeps this long in the switch tests: a non-atomic swap would be seen
 
 
 class Answer(NamedTuple):
@@ -71,14 +74,32 @@ def two_versions(tmp_path: Path):
     return registry, first, second
 
 
-def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_versions, tmp_path) -> None:
+def version_texts(registry, ref: str) -> dict[str, str]:
+    """chunk id -> text of every chunk of a version, read from its own docstore (not from the server)."""
+    from ragindex.indexing import DocstoreReader
+
+    reader = DocstoreReader.open(registry.download(ref))
+    return {r["chunk_id"]: r["text"] for r in reader.get(range(len(reader.offsets)))}
+
+
+def test_serve_follows_a_promotion_and_a_rollback_within_two_seconds_without_a_failed_request(
+        two_versions, tmp_path) -> None:
+    """With the default poll on a local registry and every load slowed by a second (so a swap that changed the
+    label before the index, or the other way round, would show for a second), every answer to a request sent
+    more than 2 s after a move completed comes from the new version, and every hit is text of the version the
+    answer names."""
     registry, first, second = two_versions
+    texts = {first: version_texts(registry, first), second: version_texts(registry, second)}
+    assert any("three years" in t for t in texts[first].values())
+    assert any("two years now" in t for t in texts[second].values())
+    assert not any("three years" in t for t in texts[second].values()), "the versions' texts tell them apart"
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(port),
-                               "--poll-seconds", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", TEST_LOAD_DELAY_ENV: str(SLOW_LOAD_S)}
+    server = subprocess.Popen([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     answers: list[Answer] = []
+    mislabelled: list[str] = []
     failures: list[str] = []
     stop = threading.Event()
 
@@ -93,22 +114,26 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
                         failures.append(f"{r.status_code} {r.text}")
                         continue
                     body = r.json()
-                    assert body["hits"][0]["source"] == "forklifts.md"
+                    labelled = texts.get(body["ref"], {})
+                    wrong = [h["text"] for h in body["hits"] if labelled.get(h["chunk_id"]) != h["text"]]
+                    if wrong or body["hits"][0]["source"] != "forklifts.md":
+                        mislabelled.append(f"{body['ref']} answered with {wrong or body['hits']}")
                     answers.append(Answer(sent, answered, body["ref"], body["digest"]))
                 except Exception as exc:  # noqa: BLE001 - every failure counts
                     failures.append(repr(exc))
+                time.sleep(0.005)  # two clients keep the server busy without starving its loader on two cores
 
-    def wait_for(ref: str, timeout: float = 60) -> None:
-        """Until a request sent from now on is answered from ``ref`` (not one sent before the alias moved)."""
-        since = time.monotonic()
-        deadline = since + timeout
+    def settle(ref: str, moved: float, timeout: float = 90) -> None:
+        """Until requests sent more than BOUND_S after ``moved`` have been answered (from whichever version)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(a.ref == ref and a.sent >= since for a in answers[-10:]):
+            if sum(a.sent > moved + BOUND_S for a in answers[-20:]) >= 10:
                 return
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
             time.sleep(0.1)
-        pytest.fail(f"the server never answered from {ref}: {[a.ref for a in answers[-3:]]}; "
-                    f"failures: {failures[:3]}")
+        pytest.fail(f"no answers to requests sent {BOUND_S} s after the move to {ref}; failures: {failures[:3]}")
 
+    moves: list[tuple[float, str]] = []
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -122,14 +147,17 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
             time.sleep(0.2)
         health = httpx.get(f"{base}/healthz").json()
         assert (health["ref"], health["digest"]) == (first, registry.get(first).digest)
+        assert health["poll_s"] == 0.5, "a local registry is polled every 0.5 s unless told otherwise"
         threads = [threading.Thread(target=client) for _ in range(2)]
         for t in threads:
             t.start()
-        wait_for(first)
+        settle(first, time.monotonic() - BOUND_S)
         approve(registry, second, actor="bob", reason="two years now")
-        wait_for(second)
+        moves.append((time.monotonic(), second))  # the bound counts from the move's completion
+        settle(second, moves[-1][0])
         rollback(registry, reason="back to the signed-off text", actor="ops")
-        wait_for(first)
+        moves.append((time.monotonic(), first))
+        settle(first, moves[-1][0])
         stop.set()
         for t in threads:
             t.join(timeout=30)
@@ -138,8 +166,17 @@ def test_serve_follows_a_promotion_and_a_rollback_without_a_failed_request(two_v
         server.terminate()
         server.wait(timeout=30)
     assert failures == [], failures[:5]
+    assert mislabelled == [], mislabelled[:3]
     digests = {registry.get(first).digest: first, registry.get(second).digest: second}
     assert all(digests[a.digest] == a.ref for a in answers), "every answer names the version it came from"
+    for i, (moved, ref) in enumerate(moves):
+        until = moves[i + 1][0] if i + 1 < len(moves) else float("inf")
+        late = [a for a in answers if moved + BOUND_S < a.sent < until]
+        assert late and all(a.ref == ref for a in late), (
+            f"a request sent {max(a.sent - moved for a in late if a.ref != ref):.2f} s after the move to {ref} "
+            f"was answered from another version")
+        lag = min(a.sent for a in answers if moved < a.sent < until and a.ref == ref) - moved
+        print(f"move to {ref}: first request answered from it sent {lag:.2f} s after the move")
     assert_one_switch_each_way(answers, first, second)
 
 
