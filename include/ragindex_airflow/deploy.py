@@ -88,10 +88,12 @@ def refresh_one(endpoint: str, *, attempts: int, wait_s: float) -> dict[str, Any
     raise AssertionError("unreachable: tenacity re-raises the last failure")
 
 
-def refresh_endpoints(endpoints: list[str], *, expected_digest: str | None = None, attempts: int = ATTEMPTS,
-                      wait_s: float = RETRY_WAIT_S) -> list[dict[str, Any]]:
+def refresh_endpoints(endpoints: list[str], *, expected_digest: str | None = None, attempts: int | None = None,
+                      wait_s: float | None = None) -> list[dict[str, Any]]:
     """Tell each endpoint (every one, even after one failed); log what each serves; fail naming those that never
-    answered."""
+    answered. Tries and waits default to ``ATTEMPTS`` and ``RETRY_WAIT_S`` as they are when called."""
+    attempts = ATTEMPTS if attempts is None else attempts
+    wait_s = RETRY_WAIT_S if wait_s is None else wait_s
     answers: list[dict[str, Any]] = []
     silent: list[str] = []
     for endpoint in endpoints:
