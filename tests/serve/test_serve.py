@@ -199,3 +199,22 @@ def test_the_switch_check_tells_two_clients_interleaving_from_a_server_going_bac
     with pytest.raises(AssertionError, match="back and forth"):
         assert_one_switch_each_way(answers((0, 1, first), (2, 3, second), (3, 4, first), (4, 5, second)),
                                    first, second)
+
+
+def test_the_poll_default_follows_the_backend_and_a_bad_poll_or_load_delay_is_refused(two_versions, monkeypatch) -> None:
+    from ragindex.errors import RagindexError
+    from ragindex.serve import IndexFollower, default_poll_s
+
+    registry, _, _ = two_versions
+    assert default_poll_s(registry.uri) == 0.5 and default_poll_s("wandb://team/rag") == 5.0
+    assert IndexFollower(registry.uri).poll_s == 0.5 and IndexFollower(registry.uri, poll_s=2).poll_s == 2.0
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(RagindexError, match="poll seconds .*: must be more than 0"):
+            IndexFollower(registry.uri, poll_s=bad)
+    monkeypatch.setenv(TEST_LOAD_DELAY_ENV, "soon")
+    with pytest.raises(RagindexError, match=f"{TEST_LOAD_DELAY_ENV}='soon': expected seconds"):
+        IndexFollower(registry.uri)
+    monkeypatch.delenv(TEST_LOAD_DELAY_ENV)
+    proc = subprocess.run([RAGINDEX, "serve", "--registry", registry.uri, "--port", str(free_port()),
+                           "--poll-seconds", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "must be more than 0" in proc.stderr and "Traceback" not in proc.stderr
