@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -199,6 +200,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
 
     def summary(values: list[float]) -> dict[str, float]:
         return {"max_s": round(max(values), 2), "p50_s": round(statistics.median(values), 2)}

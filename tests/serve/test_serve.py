@@ -201,7 +201,8 @@ def test_the_switch_check_tells_two_clients_interleaving_from_a_server_going_bac
                                    first, second)
 
 
-def test_the_poll_default_follows_the_backend_and_a_bad_poll_or_load_delay_is_refused(two_versions, monkeypatch) -> None:
+def test_the_poll_default_follows_the_backend_and_a_bad_poll_or_load_delay_is_refused(
+        two_versions, monkeypatch) -> None:
     from ragindex.errors import RagindexError
     from ragindex.serve import IndexFollower, default_poll_s
 
