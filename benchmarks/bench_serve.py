@@ -1,7 +1,11 @@
-"""Serving figures: /search latency (k=5) of ``ragindex serve`` on an index of 100k chunks, and the time from an
-alias move to the first answer from the new version (polling, and with ``POST /refresh``).
+"""Serving figures: /search latency (k=5) of ``ragindex serve`` on an index of 100k chunks, and how long after an
+alias move answers still came from the old version: over N moves (promotion, rollback, promotion, ...) with
+the server's default poll while two clients keep querying, the lag to the first request answered from the new
+version and to the last one answered from the old (the bound: every request sent later got the new one), as
+max and p50; then one move followed by ``POST /refresh``. Moves are spaced by a random wait, so they fall
+anywhere in the poll interval.
 
-    .venv/bin/python benchmarks/bench_serve.py [--chunks 100000] [--requests 400] [--json]
+    .venv/bin/python benchmarks/bench_serve.py [--chunks 100000] [--requests 400] [--switches 10] [--json]
 
 The two 100k-chunk versions are made directly in the index format (random unit vectors, synthetic texts):
 embedding 100k texts here would take most of an hour and measure the model, not the service. Queries are
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -84,14 +89,44 @@ def latencies(base: str, requests: int, clients: int) -> list[float]:
     return out
 
 
-def until_answered_by(base: str, ref: str, started: float) -> float:
-    """Seconds from ``started`` until a /search answer comes from ``ref``."""
-    import httpx
+class Watch:
+    """Two clients querying until stopped, every answer kept as (sent, ref)."""
 
-    with httpx.Client(base_url=base, timeout=60) as http:
-        while True:
-            if http.post("/search", json={"question": QUESTIONS[0], "k": 5}).json()["ref"] == ref:
-                return time.perf_counter() - started
+    def __init__(self, base: str, clients: int = 2) -> None:
+        self.answers: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(base,)) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self, base: str) -> None:
+        import httpx
+
+        with httpx.Client(base_url=base, timeout=60) as http:
+            while not self._stop.is_set():
+                sent = time.perf_counter()
+                r = http.post("/search", json={"question": QUESTIONS[0], "k": 5})
+                r.raise_for_status()
+                self.answers.append((sent, r.json()["ref"]))
+
+    def lags(self, moved: float, ref: str, timeout: float = 120) -> tuple[float, float]:
+        """(first request answered from ``ref``, last one answered from another) in seconds after ``moved``,
+        once a request sent a second after the first new answer came back (the swap is one assignment, so none
+        later is old)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            after = [(sent, r) for sent, r in list(self.answers) if sent > moved]
+            first_new = min((sent for sent, r in after if r == ref), default=None)
+            if first_new is not None and any(sent > first_new + 1.0 for sent, _ in after):
+                last_old = max((sent for sent, r in after if r != ref), default=moved)
+                return first_new - moved, last_old - moved
+            time.sleep(0.05)
+        raise SystemExit(f"the server never answered from {ref} within {timeout} s of the move")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -102,25 +137,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--poll-seconds", type=float, default=2.0)
+    parser.add_argument("--switches", type=int, default=10)
+    parser.add_argument("--poll-seconds", type=float, default=None, help="default: the server's own default")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    import random
+
     import httpx
 
     from ragindex.promotion import approve
     from ragindex.registry import open_registry
+    from ragindex.rollback import rollback
 
     root = Path(tempfile.mkdtemp(prefix="ragindex-serve-bench-"))
     registry = open_registry(str(root / "registry"))
-    print(f"making two versions of {args.chunks} chunks ...", file=sys.stderr)
+    print(f"making three versions of {args.chunks} chunks ...", file=sys.stderr)
     first, second, third = (synthetic_version(registry, root, args.chunks, seed) for seed in (1, 2, 3))
     approve(registry, first, actor="bench")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    poll = ["--poll-seconds", str(args.poll_seconds)] if args.poll_seconds else []
     started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "ragindex.cli", "serve", "--registry", registry.uri, "--port",
-                               str(port), "--poll-seconds", str(args.poll_seconds)],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+                               str(port), *poll], env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    rng = random.Random(0)
+    first_new: list[float] = []
+    last_old: list[float] = []
     try:
         while True:
             try:
@@ -130,28 +172,50 @@ def main() -> None:
                 pass
             time.sleep(0.05)
         startup = time.perf_counter() - started
+        poll_s = httpx.get(f"{base}/healthz", timeout=10).json()["poll_s"]
         latencies(base, 20, 1)  # warm-up
         one = latencies(base, args.requests, 1)
         two = latencies(base, args.requests, 2)
-        moved = time.perf_counter()
-        approve(registry, second, actor="bench")
-        polled = until_answered_by(base, second, moved)
-        approve(registry, third, actor="bench")
-        moved = time.perf_counter()
-        httpx.post(f"{base}/refresh", timeout=120).raise_for_status()
-        refreshed = until_answered_by(base, third, moved)
+        watch = Watch(base)
+        try:
+            for i in range(args.switches):
+                time.sleep(rng.uniform(0.0, 1.0))  # anywhere in the poll interval
+                if i % 2 == 0:
+                    approve(registry, second, actor="bench")
+                    target = second
+                else:
+                    target = rollback(registry, reason="bench", actor="bench")["to"]
+                moved = time.perf_counter()  # the move has completed
+                new, old = watch.lags(moved, target)
+                first_new.append(new)
+                last_old.append(old)
+                print(f"move {i + 1} to {target}: first new answer {new:.2f} s, last old {old:.2f} s",
+                      file=sys.stderr)
+            approve(registry, third, actor="bench")
+            moved = time.perf_counter()
+            httpx.post(f"{base}/refresh", timeout=120).raise_for_status()
+            refreshed_new, refreshed_old = watch.lags(moved, third)
+        finally:
+            watch.stop()
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {"max_s": round(max(values), 2), "p50_s": round(statistics.median(values), 2)}
+
     figures = {"chunks": args.chunks, "startup_s": round(startup, 2),
                "one_client": {"p50_ms": round(pct(one, 50), 1), "p99_ms": round(pct(one, 99), 1),
                               "requests_per_s": round(len(one) / sum(one), 1)},
                "two_clients": {"p50_ms": round(pct(two, 50), 1), "p99_ms": round(pct(two, 99), 1)},
-               "alias_move_to_first_answer_s": {"polling": round(polled, 2), "poll_seconds": args.poll_seconds,
-                                                "with_refresh": round(refreshed, 2)},
+               "alias_move": {"poll_seconds": poll_s, "switches": args.switches,
+                              "to_first_new_answer": summary(first_new), "to_last_old_answer": summary(last_old),
+                              "with_refresh": {"first_new_s": round(refreshed_new, 2),
+                                               "last_old_s": round(refreshed_old, 2)}},
                **machine(),
                "mean_one_client_ms": round(statistics.mean(one) * 1000, 1)}
-    alias_move = figures["alias_move_to_first_answer_s"]
+    move = figures["alias_move"]
     emit(figures, args.json, lambda f: [
         f"ragindex serve, flat index of {f['chunks']} chunks (onnx queries), {f['cores']} cores, "
         f"load {f['load_average']}",
@@ -160,8 +224,14 @@ def main() -> None:
         f"p99 {f['one_client']['p99_ms']:.1f} ms ({f['one_client']['requests_per_s']} req/s)",
         f"  /search k=5, 2 clients             p50 {f['two_clients']['p50_ms']:.1f} ms, "
         f"p99 {f['two_clients']['p99_ms']:.1f} ms",
-        f"  alias move -> first answer         {alias_move['polling']:.2f} s polling every {alias_move['poll_seconds']:g} s; "
-        f"{alias_move['with_refresh']:.2f} s with POST /refresh"])
+        f"  alias move, polling every {move['poll_seconds']:g} s, {move['switches']} moves, 2 clients querying:",
+        f"    to the first new answer          max {move['to_first_new_answer']['max_s']:.2f} s, "
+        f"p50 {move['to_first_new_answer']['p50_s']:.2f} s",
+        f"    to the last old answer (bound)   max {move['to_last_old_answer']['max_s']:.2f} s, "
+        f"p50 {move['to_last_old_answer']['p50_s']:.2f} s",
+        f"  alias move + POST /refresh         first new {move['with_refresh']['first_new_s']:.2f} s, "
+        f"last old {move['with_refresh']['last_old_s']:.2f} s"])
+
 
 if __name__ == "__main__":
     main()

@@ -392,7 +392,8 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("--alias", default=PRODUCTION)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--poll-seconds", type=float, default=10.0, help="how often the alias is checked (POST /refresh: now)")
+    p.add_argument("--poll-seconds", type=float, default=None,
+                   help="how often the alias is checked (default 0.5 on a local registry, 5 on W&B; /refresh: now)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -46,7 +46,7 @@ def dagbag(dagbag_and_warnings):
 def test_dags_import_without_errors_or_warnings(dagbag_and_warnings):
     bag, caught = dagbag_and_warnings
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"rag_ingest", "rag_rollback"}
+    assert set(bag.dag_ids) == {"rag_ingest", "rag_rollback", "rag_deploy"}
     assert bag.captured_warnings == {}
     ours = [f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught]
     assert ours == []
@@ -113,6 +113,24 @@ def test_rollback_is_manual_only(dagbag):
     assert [t.task_id for t in dag.tasks] == ["rollback_production"]
 
 
+def test_deploy_runs_on_every_production_move_and_retries(dagbag):
+    """rag_deploy is scheduled on the Asset promotion and rollback update, and nothing else; one task, retried."""
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+
+    from ragindex_airflow.assets import PRODUCTION_INDEX
+
+    dag = dagbag.dags["rag_deploy"]
+    assert isinstance(dag.timetable, AssetTriggeredTimetable)
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [PRODUCTION_INDEX.uri]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert [t.task_id for t in dag.tasks] == ["refresh_serving"]
+    task = dag.task_dict["refresh_serving"]
+    assert task.retries == 2 and task.retry_delay.total_seconds() == 30
+    producers = {t.task_id for d in dagbag.dags.values() for t in d.tasks
+                 if any(getattr(o, "uri", None) == PRODUCTION_INDEX.uri for o in t.outlets)}
+    assert producers == {"promote", "rollback_production"}, "the moves rag_deploy hears of"
+
+
 PARSE_PROBE = r"""
 import importlib.util, json, sys
 import airflow, airflow.sdk  # already imported by any dag-processor
@@ -127,7 +145,7 @@ print(json.dumps({"heavy": heavy, "ragindex": ragindex}))
 """ % (HEAVY,)
 
 
-@pytest.mark.parametrize("dag_file", ["rag_ingest.py", "rag_rollback.py"])
+@pytest.mark.parametrize("dag_file", ["rag_ingest.py", "rag_rollback.py", "rag_deploy.py"])
 def test_dag_file_parses_without_heavy_imports(dag_file):
     """What the dag-processor pays for every parse: no model, FAISS or W&B, and of the core only its light
     modules (settings, names, errors, the Params form, the task wrappers)."""

@@ -161,6 +161,12 @@ class RegistryBase:
             return root
         return fill_atomically(root, lambda tmp: self._fill(version, tmp), version.ref)
 
+    def alias_token(self, name: str, alias: str) -> str:
+        """What ``name:alias`` names now (version and digest; "absent"), by a full read: a backend with a cheaper
+        check overrides this."""
+        version = self.find(f"{name}:{alias}")
+        return "absent" if version is None else f"{version.version}:{version.digest}"
+
     def lineage(self, ref: str) -> dict[str, Any]:
         """The upstream graph of a version: ``{"root": ref, "nodes": {ref: {...}}, "edges": [[src, dst]]}``."""
         return build_lineage(self.get, ref)

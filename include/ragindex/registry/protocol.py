@@ -200,6 +200,12 @@ class Registry(Protocol):
         """Every recorded move of ``alias`` within ``name``, oldest first."""
         ...
 
+    def alias_token(self, name: str, alias: str) -> str:
+        """What ``name:alias`` names now, read as cheaply as the backend can (a server following the alias polls
+        it): an equal token means the same version, a move changes it (then ``get`` says to what); an alias no
+        version holds has a token too."""
+        ...
+
     def update_metadata(self, ref: str, patch: dict[str, Any]) -> ArtifactVersion:
         """Merge ``patch`` into a version's metadata (files and digest stay immutable)."""
         ...

@@ -724,6 +724,12 @@ class WandbRegistry(RegistryBase):
                       if m.get("name") == name and m.get("alias") == alias]
         return moves
 
+    def alias_token(self, name: str, alias: str) -> str:
+        """The holder's version and digest from one artifact query (no history: that is a run query), so a
+        server polling it every few seconds learns of a move within its poll interval plus that query."""
+        artifact = self._fetch_or_none(name, alias)
+        return "absent" if artifact is None else f"{artifact.version}:{artifact.digest}"
+
     def _set_alias(self, version: ArtifactVersion, alias: str, actor: str, reason: str) -> ArtifactVersion:
         """A plain alias move is a record run too, so the alias history lives in W&B."""
         return self._move_aliases(version, [alias], actor=actor, reason=reason)
