@@ -178,7 +178,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve /search for the version behind an alias, following it when it moves."""
     from ragindex.serve import serve
 
-    serve(args.registry, name=args.name, alias=args.alias, host=args.host, port=args.port, poll_s=args.poll_seconds)
+    serve(args.registry, name=args.name, alias=args.alias, host=args.host, port=args.port, poll_s=args.poll_seconds,
+          trace_log=args.trace_log, log_questions=args.log_questions)
     return 0
 
 
@@ -388,8 +389,14 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
 
     p = sub.add_parser("serve", parents=[registry],
                        help="HTTP /search for the version behind an alias (default production), following it")
-    p.add_argument("--name", default=DEFAULT_NAMES.index)
+    p.add_argument("--name", default=None,
+                   help="what to follow: rag-release (index, prompt and settings as one; the default once a release "
+                        "holds the alias) or vector-index")
     p.add_argument("--alias", default=PRODUCTION)
+    p.add_argument("--trace-log", default=None,
+                   help="JSON-lines log of every answer (default $RAGINDEX_HOME/traces/serve-PORT.jsonl; rotates)")
+    p.add_argument("--log-questions", action="store_true",
+                   help="keep each question's text (PII masked) in the trace log; default: its hash and length only")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll-seconds", type=float, default=None,

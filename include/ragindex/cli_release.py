@@ -156,6 +156,45 @@ def cmd_at(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """One served answer from the trace log: its release, index and prompt, and the decisions behind them."""
+    from ragindex.cli import _print_json, _registry
+    from ragindex.history import parse_time, production_at
+    from ragindex.review import describe
+    from ragindex.settings import ragindex_home
+    from ragindex.tracelog import find_trace
+
+    logs = [Path(args.log)] if args.log else sorted((ragindex_home() / "traces").glob("*.jsonl"))
+    entry = next((e for e in (find_trace(path, args.trace_id) for path in logs) if e), None)
+    if entry is None:
+        raise RagindexError(f"trace {args.trace_id!r}: not in {', '.join(map(str, logs)) or 'any trace log'} "
+                            "(give --log PATH)")
+    registry = _registry(args)
+    name = args.ref_name(entry)
+    served = production_at(registry, name, parse_time(entry["at"])) if entry.get("arm") == "production" else None
+    decision = served.decision if served and served.ref == entry["ref"] else None
+    if args.json:
+        _print_json({"trace": entry, "decision": decision.to_json() if decision else None})
+        return 0
+    print(f"trace {entry['trace_id']} at {entry['at']} ({entry.get('endpoint')}, {entry.get('arm')} arm, "
+          f"{entry.get('latency_ms')} ms)")
+    for part in ("release", "index", "prompt"):
+        if isinstance(entry.get(part), dict):
+            print(f"  {part:8} {entry[part]['ref']:28} {entry[part]['digest'][:12]}")
+    if "release" not in entry:
+        print(f"  index    {entry['ref']:28} {entry['digest'][:12]}")
+    print("  hits     " + ", ".join(f"{h['chunk_id']} ({h['score']:.3f})" for h in entry.get("hits", [])))
+    if decision is not None:
+        print(f"  serving since {decision.kind} ({describe(decision)})"
+              + (f" [run {decision.pipeline_run}]" if decision.pipeline_run else ""))
+    return 0
+
+
+def _traced_name(entry: dict[str, Any]) -> str:
+    """The artifact name an answer was served from."""
+    return str(entry["ref"]).partition(":")[0]
+
+
 def add_release_commands(sub: Any, shared: Any) -> None:
     """``prompt log`` and ``release create|show|diff``, with the shared --registry and --json options."""
     from ragindex.settings import ChunkingSettings, GateSettings
@@ -193,6 +232,12 @@ def add_release_commands(sub: Any, shared: Any) -> None:
     p = release_sub.add_parser("show", parents=[registry, as_json], help="print a release's manifest")
     p.add_argument("ref")
     p.set_defaults(func=cmd_release_show)
+
+    p = sub.add_parser("trace", parents=[registry, as_json],
+                       help="one served answer (by trace id): its release, index, prompt and the decisions behind them")
+    p.add_argument("trace_id")
+    p.add_argument("--log", default=None, help="the trace log (default: every log under $RAGINDEX_HOME/traces)")
+    p.set_defaults(func=cmd_trace, ref_name=_traced_name)
 
     p = sub.add_parser("at", parents=[registry, as_json],
                        help="what was production at a moment (release, index, prompt) and the decision behind it")

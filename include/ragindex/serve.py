@@ -10,9 +10,16 @@ included; W&B: one artifact query, every 5 s, so within 5 s plus that query plus
 load), and ``POST /refresh`` reads the alias at once: the ``rag_deploy`` DAG, scheduled on the production-index
 Asset, calls it on every endpoint it is given.
 
-    POST /search   {"question": "...", "k": 5}  →  {"ref", "digest", "alias", "hits": [...]}
+    POST /search   {"question": "...", "k": 5}  →  {"ref", "digest", "alias", "hits": [...], "trace_id"}
+    POST /context  {"question": "...", "key"?}  →  the rendered prompt, the hits, the release, index and prompt
+                                                    refs with digests, and a trace id (a release is served)
     GET  /healthz                              →  {"status", "ref", "digest", "alias", "registry", ...}
     POST /refresh                              →  {"changed": bool, "ref", "digest"}
+
+Serving a release (``--name rag-release``, the default once a release holds production): the whole release
+(index, prompt, settings) is loaded and swapped as one ``Served``, so no answer mixes the prompt of one release
+with the index of another; ``/search`` uses the release's k. Every answer is a line of the trace log
+(``ragindex.tracelog``) with its trace id; ``ragindex trace ID`` reads it back with the decisions behind it.
 
 ``Retriever`` stays the library form of the same thing.
 """
@@ -25,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -61,20 +69,43 @@ def load_delay_for_tests_s() -> float:
 
 
 class SearchRequest(BaseModel):
-    """The body of ``POST /search``."""
+    """The body of ``POST /search`` (k: the release's own when a release is served, else 5)."""
 
     question: str = Field(min_length=1)
-    k: int = Field(default=5, ge=1, le=100)
+    k: int | None = Field(default=None, ge=1, le=100)
+
+
+class ContextRequest(BaseModel):
+    """The body of ``POST /context``: a question, and optionally the caller's key for the request."""
+
+    question: str = Field(min_length=1)
+    key: str | None = None
 
 
 @dataclass(frozen=True)
 class Served:
-    """One loaded version."""
+    """One loaded version: an index, or a release with its index and prompt (swapped as one)."""
 
     retriever: Retriever
     ref: str
     digest: str
     loaded_at: str
+    k: int = 5
+    index_ref: str = ""
+    index_digest: str = ""
+    prompt: Any = None  # ragindex.prompts.Prompt of a release
+    prompt_ref: str = ""
+    prompt_digest: str = ""
+    settings: dict[str, Any] | None = None
+
+    def refs(self) -> dict[str, Any]:
+        """What an answer came from, by ref and digest."""
+        body: dict[str, Any] = {"ref": self.ref, "digest": self.digest}
+        if self.prompt is not None:
+            body |= {"release": {"ref": self.ref, "digest": self.digest},
+                     "index": {"ref": self.index_ref, "digest": self.index_digest},
+                     "prompt": {"ref": self.prompt_ref, "digest": self.prompt_digest}}
+        return body
 
 
 class IndexFollower:
@@ -126,13 +157,29 @@ class IndexFollower:
             return True
 
     def _load(self, version: Any) -> Served:
-        """A version loaded and warmed up beside the one serving (which answers meanwhile)."""
-        folder = self.registry.download(version.ref)
+        """A version loaded and warmed up beside the one serving (which answers meanwhile); a release with its
+        exact index and prompt."""
+        from ragindex.promotion import is_release
+
         if self.load_delay_s:
             time.sleep(self.load_delay_s)
-        retriever = Retriever(folder, ref=version.ref)
-        retriever.search("warm-up", k=1)  # encoder and index ready before the first real request
-        return Served(retriever, version.ref, version.digest, datetime.now(timezone.utc).isoformat())
+        now = datetime.now(timezone.utc).isoformat()
+        if not is_release(version):
+            retriever = Retriever(self.registry.download(version.ref), ref=version.ref)
+            retriever.search("warm-up", k=1)  # encoder and index ready before the first real request
+            return Served(retriever, version.ref, version.digest, now, index_ref=version.ref,
+                          index_digest=version.digest)
+        from ragindex.prompts import read_prompt
+        from ragindex.release import read_release
+
+        manifest = read_release(self.registry, version.ref).manifest
+        _prompt_version, prompt = read_prompt(self.registry, manifest.prompt.ref)
+        retriever = Retriever(self.registry.download(manifest.index.ref), ref=manifest.index.ref)
+        retriever.search("warm-up", k=1)
+        return Served(retriever, version.ref, version.digest, now, k=int(manifest.setting("retrieval.k")),
+                      index_ref=manifest.index.ref, index_digest=manifest.index.digest, prompt=prompt,
+                      prompt_ref=manifest.prompt.ref, prompt_digest=manifest.prompt.digest,
+                      settings=manifest.settings)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -155,8 +202,9 @@ class IndexFollower:
             self._thread.join(timeout=5)
 
 
-def create_app(follower: IndexFollower) -> Any:
-    """The FastAPI app around a follower (started and stopped with the app)."""
+def create_app(follower: IndexFollower, trace: Any = None) -> Any:
+    """The FastAPI app around a follower (started and stopped with the app), logging every answer to ``trace``
+    (a ``ragindex.tracelog.TraceLog``) when given."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, HTTPException
@@ -168,6 +216,8 @@ def create_app(follower: IndexFollower) -> Any:
             yield
         finally:
             follower.stop()
+            if trace is not None:
+                trace.close()
 
     app = FastAPI(title="ragindex serve", lifespan=lifespan)
 
@@ -177,14 +227,51 @@ def create_app(follower: IndexFollower) -> Any:
         except RagindexError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
 
+    def log_answer(kind: str, served: Served, trace_id: str, question: str, hits: list[Any], started: float,
+                   key: str | None = None) -> None:
+        if trace is None:
+            return
+        from ragindex.tracelog import question_fields
+
+        trace.write({"at": datetime.now(timezone.utc).isoformat(), "trace_id": trace_id, "endpoint": kind,
+                     "arm": "production" if follower.alias == PRODUCTION else follower.alias, **served.refs(),
+                     "key": key, "hits": [{"chunk_id": h.chunk_id, "score": round(float(h.score), 6)} for h in hits],
+                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                     **question_fields(question, log_text=trace.log_text)})
+
     @app.post("/search")
     def search(request: SearchRequest) -> dict[str, Any]:
+        import uuid
+
+        started = time.perf_counter()
         served = serving()
         try:
-            hits = served.retriever.search(request.question, k=request.k)
+            hits = served.retriever.search(request.question, k=request.k or served.k)
         except RagindexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        return {"ref": served.ref, "digest": served.digest, "alias": follower.alias,
+        trace_id = uuid.uuid4().hex
+        log_answer("search", served, trace_id, request.question, hits, started)
+        return {**served.refs(), "alias": follower.alias, "trace_id": trace_id, "hits": [h.to_json() for h in hits]}
+
+    @app.post("/context")
+    def context(request: ContextRequest) -> dict[str, Any]:
+        """The prompt a model should get for the question: the release's retrieval, rendered through its prompt."""
+        import uuid
+
+        started = time.perf_counter()
+        served = serving()  # one Served: this answer's index and prompt come from the same release
+        if served.prompt is None:
+            raise HTTPException(status_code=409, detail=f"{served.ref} is an index, not a release: /context needs "
+                                                        "`ragindex serve --name rag-release`")
+        try:
+            hits = served.retriever.search(request.question, k=served.k)
+            rendered = served.prompt.render_for(request.question, hits)
+        except RagindexError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        trace_id = uuid.uuid4().hex
+        log_answer("context", served, trace_id, request.question, hits, started, key=request.key)
+        return {**served.refs(), "alias": follower.alias, "trace_id": trace_id, "settings": served.settings,
+                "prompt": {**served.refs()["prompt"], "messages": rendered.messages(), "chars": rendered.chars},
                 "hits": [h.to_json() for h in hits]}
 
     @app.get("/healthz")
@@ -195,7 +282,9 @@ def create_app(follower: IndexFollower) -> Any:
         body = {"status": "ok" if served else "loading", "alias": f"{follower.name}:{follower.alias}",
                 "registry": follower.registry.uri, "ref": served.ref if served else None,
                 "digest": served.digest if served else None, "loaded_at": served.loaded_at if served else None,
-                "last_checked": follower.last_checked, "last_error": follower.last_error, "poll_s": follower.poll_s}
+                "last_checked": follower.last_checked, "last_error": follower.last_error, "poll_s": follower.poll_s,
+                "trace_log": str(trace.path) if trace is not None else None,
+                "trace_dropped": trace.dropped if trace is not None else 0}
         return JSONResponse(body, status_code=200 if served else 503)
 
     @app.post("/refresh")
@@ -211,11 +300,26 @@ def create_app(follower: IndexFollower) -> Any:
     return app
 
 
-def serve(registry_uri: str | None, *, name: str, alias: str, host: str, port: int, poll_s: float | None) -> None:
+def default_name(registry: Any, alias: str = PRODUCTION) -> str:
+    """What to follow when not told: the release once one holds the alias, else the index (as before releases)."""
+    return DEFAULT_NAMES.release if registry.find(f"{DEFAULT_NAMES.release}:{alias}") is not None \
+        else DEFAULT_NAMES.index
+
+
+def serve(registry_uri: str | None, *, name: str | None, alias: str, host: str, port: int, poll_s: float | None,
+          trace_log: str | None = None, log_questions: bool = False) -> None:
     """Run the service until interrupted (uvicorn, one process: the index is in memory once)."""
     import uvicorn
 
+    from ragindex.registry import open_registry
+    from ragindex.settings import ragindex_home
+    from ragindex.tracelog import TraceLog
+
     started = time.monotonic()
-    app = create_app(IndexFollower(registry_uri, name=name, alias=alias, poll_s=poll_s))
-    log.info("ragindex serve on http://%s:%d (set up in %.1f s)", host, port, time.monotonic() - started)
+    name = name or default_name(open_registry(registry_uri, create=False), alias)
+    trace = TraceLog(Path(trace_log) if trace_log else ragindex_home() / "traces" / f"serve-{port}.jsonl",
+                     log_text=log_questions)
+    app = create_app(IndexFollower(registry_uri, name=name, alias=alias, poll_s=poll_s), trace)
+    log.info("ragindex serve %s:%s on http://%s:%d, trace log %s (set up in %.1f s)", name, alias, host, port,
+             trace.path, time.monotonic() - started)
     uvicorn.run(app, host=host, port=port, log_level="warning")
