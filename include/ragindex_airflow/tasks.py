@@ -48,7 +48,7 @@ def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
     log raw-documents and the prompt; skip the rest when neither the corpus nor the release changed. A corpus
     that already has an index with a changed prompt goes on as a prompt-only run: the index is reused (nothing
     parsed or embedded) and a new release pairs it with the prompt."""
-    from ragindex.context import MANUAL
+    from ragindex.context import MANUAL, may_promote
     from ragindex.gate import log_eval_questions
     from ragindex.ingest import log_prompt_folder, release_candidate
     from ragindex.ingest import pull_documents as pull
@@ -61,6 +61,8 @@ def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
     pulled = result.to_json() | {"prompt": prompt, "questions": questions_version.ref}
     if not result.unchanged:
         return pulled
+    if not may_promote(ctx.run_type):  # a backfill over an indexed corpus creates nothing, a release neither
+        raise AirflowSkipException(result.message)
     release, created = release_candidate(ctx, result.existing_index, prompt, questions_version.ref)
     held = PRODUCTION in ctx.registry.get(release).aliases
     if held or (not created and ctx.run_type != MANUAL):

@@ -297,12 +297,13 @@ def production_ref(registry_path: Path) -> str | None:
 
 
 def review_decisions(registry_path: Path, run_id: str) -> list:
-    return [d for d in open_reg(registry_path).decisions("vector-index") if d.kind == "review" and d.pipeline_run == run_id]
+    return [d for d in open_reg(registry_path).decisions("rag-release") if d.kind == "review" and d.pipeline_run == run_id]
 
 
 def version_counts(registry_path: Path) -> dict[str, int]:
     reg = open_reg(registry_path)
-    return {name: len(reg.versions(name)) for name in ("raw-documents", "processed-chunks", "vector-index", "eval-report")}
+    return {name: len(reg.versions(name)) for name in ("raw-documents", "processed-chunks", "vector-index", "eval-report",
+                                                       "prompt-template", "rag-release")}
 
 
 def review_link(live: LiveAirflow, run_id: str) -> str:
@@ -353,12 +354,13 @@ def fleet_doc(corpus: Path) -> Path:
 def approve_corpus_a(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     run_id = live.trigger(conf(corpus, registry_path))
     review = live.wait_for_review(run_id)
-    assert "vector-index:v0" in review["subject"]
+    assert "rag-release:v0" in review["subject"] and "vector-index:v0" in review["subject"]
     body = review["body"] or ""
     assert "Gate: PASSED" in body and "no production index yet" in body and "vector-index:v0" in body
+    assert "### Release" in body and "no production release yet" in body and "prompt-template:v0" in body
     assert review["options"] == ["Approve", "Reject"] and review["defaults"] == ["Reject"], "timeout = Reject"
     assert production_ref(registry_path) is None  # nothing moves before the answer
-    assert open_reg(registry_path).get("vector-index:staging").ref == "vector-index:v0", "staged while in review"
+    assert open_reg(registry_path).get("rag-release:staging").ref == "rag-release:v0", "staged while in review"
     link = review_link(live, run_id)
     assert "_options=%5B%22Approve%22%5D" in link, link
 
@@ -377,12 +379,14 @@ def approve_corpus_a(live: LiveAirflow, corpus: Path, registry_path: Path) -> st
     assert states["review"] == ["success"] and states["promote"] == ["success"]
     assert production_ref(registry_path) == "vector-index:v0"
     reg = open_reg(registry_path)
-    assert "staging" not in reg.get("vector-index:v0").aliases, "approval moves production there, staging off"
+    assert "staging" not in reg.get("rag-release:v0").aliases, "approval moves production there, staging off"
+    assert reg.get("rag-release:production").ref == "rag-release:v0"
+    assert "production" in reg.get("prompt-template:v0").aliases, "the release's prompt moves with it"
     (review_record,) = review_decisions(registry_path, run_id)
     assert (review_record.verdict, review_record.actor, review_record.reason) == (
         "approved", "admin", "first handbook, checked by hand")
-    promote = [d for d in reg.decisions("vector-index") if d.kind == "promote"]
-    assert [(d.ref, d.actor) for d in promote] == [("vector-index:v0", "admin")]
+    promote = [d for d in reg.decisions("rag-release") if d.kind == "promote"]
+    assert [(d.ref, d.actor) for d in promote] == [("rag-release:v0", "admin")]
     return run_id
 
 
@@ -396,7 +400,7 @@ def retried_review_does_not_ask_again(live: LiveAirflow, registry_path: Path, ru
     assert review["try_number"] == 2, review
     assert "on record already" in live.task_log(run_id, "review", try_number=2)
     assert len(review_decisions(registry_path, run_id)) == 1, "exactly one decision"
-    promotions = [d for d in open_reg(registry_path).decisions("vector-index") if d.kind == "promote"]
+    promotions = [d for d in open_reg(registry_path).decisions("rag-release") if d.kind == "promote"]
     assert len(promotions) == 1, "the retried promote found its move on record"
     assert open_reg(registry_path).alias_history("vector-index", "production") == history_before, "one history entry"
 
@@ -411,7 +415,8 @@ def reject_edit_b(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     body = review["body"] or ""
     assert "production is `vector-index:v0`" in body and "1 changed (`fleet_maintenance.md`)" in body
     assert "Tyres are replaced in pairs" in body.replace("\\", ""), "a sample of the changed text"
-    assert open_reg(registry_path).get("vector-index:staging").ref == "vector-index:v1"
+    assert open_reg(registry_path).get("rag-release:staging").ref == "rag-release:v1"
+    assert "Changed since production: index" in body, "the release diff: the index changed, the prompt did not"
     live.answer_review(run_id, "Reject", reason="tyre rule not signed off by fleet")
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
@@ -419,7 +424,8 @@ def reject_edit_b(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     reg = open_reg(registry_path)
     assert production_ref(registry_path) == "vector-index:v0"
     v1 = reg.get("vector-index:v1")
-    assert "staging" not in v1.aliases and any(a.startswith("snapshot-") for a in v1.aliases)
+    assert any(a.startswith("snapshot-") for a in v1.aliases)
+    assert "staging" not in reg.get("rag-release:v1").aliases
     (decision,) = review_decisions(registry_path, run_id)
     assert (decision.verdict, decision.actor, decision.reason) == ("rejected", "admin", "tyre rule not signed off by fleet")
     assert 0 < v1.metadata["embedded"] < v1.metadata["chunks"]
@@ -432,18 +438,24 @@ def rollback_to_the_rejected_version(live: LiveAirflow, registry_path: Path) -> 
     assert run["state"] == "failed"
     log = live.task_log(refused, "rollback_production", "rag_rollback")
     assert "refused" in log and "rejected on" in log and "tyre rule not signed off" in log, log[-2000:]
+    assert "rollback to rag-release:v1 refused" in log and "ragindex/rollback.py" not in log, "a refusal, no crash"
     assert production_ref(registry_path) == "vector-index:v0"
 
     forced = live.trigger({"registry": str(registry_path), "to_version": "v1", "force": True,
                            "reason": "incident drill"}, "rag_rollback")
     run, _ = live.wait_finished(forced, "rag_rollback")
     assert run["state"] == "success" and production_ref(registry_path) == "vector-index:v1"
-    last = open_reg(registry_path).decisions("vector-index")[-1]
+    last = open_reg(registry_path).decisions("rag-release")[-1]
     assert (last.kind, last.verdict, last.reason, last.actor) == ("rollback", "forced_rollback", "incident drill",
                                                                    "admin via rag_rollback")
     back = live.trigger({"registry": str(registry_path), "reason": "drill over"}, "rag_rollback")
     run, _ = live.wait_finished(back, "rag_rollback")
     assert run["state"] == "success" and production_ref(registry_path) == "vector-index:v0"
+    again = live.trigger({"registry": str(registry_path), "to_version": "v1", "reason": "launder it"}, "rag_rollback")
+    run, _ = live.wait_finished(again, "rag_rollback")
+    log = live.task_log(again, "rollback_production", "rag_rollback")
+    assert run["state"] == "failed" and "rollback to rag-release:v1 refused" in log, log[-2000:]
+    assert "rejected on" in log and production_ref(registry_path) == "vector-index:v0", "a forced move launders nothing"
 
 
 def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path, registry_path: Path) -> None:
@@ -451,11 +463,11 @@ def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path,
     run_id = live.trigger(conf(corpus, registry_path))
     review = live.wait_for_review(run_id)
     body = review["body"] or ""
-    assert "vector-index:v1" in review["subject"]
+    assert "vector-index:v1" in review["subject"] and "rag-release:v1" in review["subject"]
     assert "**Warning:**" in body and "rejected on" in body and "tyre rule not signed off by fleet" in body, body
     form = look_at_the_review_form(live, review_link(live, run_id), "review-form-rejected-before.png")
     assert form["quotes"] and "rejected on" in form["quotes"][0], "the warning is the first thing on the form"
-    assert "staging" not in open_reg(registry_path).get("vector-index:v1").aliases, "a rejected version is not staged"
+    assert "staging" not in open_reg(registry_path).get("rag-release:v1").aliases, "a rejected release is not staged"
     live.answer_review(run_id, "Reject", reason="still not signed off")
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success" and states["promote"] == ["skipped"], states
