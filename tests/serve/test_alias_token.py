@@ -94,20 +94,21 @@ def test_the_base_token_is_a_full_read_that_follows_the_holder(local) -> None:
     assert RegistryBase.alias_token(local, NAME, "green") == "absent"
 
 
-def test_the_wandb_token_is_one_artifact_query_with_recording_fake_wandb(tmp_path: Path, monkeypatch) -> None:
+def test_the_wandb_token_is_one_artifact_query_with_fake_wandb_server(tmp_path: Path, monkeypatch) -> None:
     from ragindex.registry.wandb import WandbRegistry
-    from tests.registry.test_wandb_adapter import ENTITY, PROJECT, RecordingFakeWandbApi, RecordingFakeWandbModule
+    from tests.registry.fake_wandb_server import ENTITY, PROJECT, FakeWandbModule, FakeWandbServer
 
     monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "home"))
-    api = RecordingFakeWandbApi()
-    registry = WandbRegistry(ENTITY, PROJECT, wandb_module=RecordingFakeWandbModule(api), api=api,
-                             cache_dir=tmp_path / "cache")
+    server = FakeWandbServer(tmp_path / "server")
+    registry = WandbRegistry(ENTITY, PROJECT, wandb_module=FakeWandbModule(server), cache_dir=tmp_path / "cache")
     for i, text in enumerate(("one", "two")):
         registry.log_artifact(NAME, "data", write_files(tmp_path / f"files-{i}", {"a.txt": text}), run=RunInfo("test"))
     registry.set_alias(f"{NAME}:v0", "blue")
-    del api.calls[:]
+    before = server.requests()
     token = registry.alias_token(NAME, "blue")
-    assert api.calls == [("artifact", f"{ENTITY}/{PROJECT}/{NAME}:blue")], "one artifact query, no run query"
+    after = server.requests()
+    spent = {kind: n - before.get(kind, 0) for kind, n in after.items() if n != before.get(kind, 0)}
+    assert spent == {"artifact_by_name": 1}, f"one artifact query, no run query: {spent}"
     assert token == registry.alias_token(NAME, "blue")
     registry.set_alias(f"{NAME}:v1", "blue")
     assert registry.alias_token(NAME, "blue") != token
