@@ -179,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ragindex.serve import serve
 
     serve(args.registry, name=args.name, alias=args.alias, host=args.host, port=args.port, poll_s=args.poll_seconds,
-          trace_log=args.trace_log, log_questions=args.log_questions)
+          trace_log=args.trace_log, log_questions=args.log_questions, canary=args.canary)
     return 0
 
 
@@ -395,6 +395,8 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("--alias", default=PRODUCTION)
     p.add_argument("--trace-log", default=None,
                    help="JSON-lines log of every answer (default $RAGINDEX_HOME/traces/serve-PORT.jsonl; rotates)")
+    p.add_argument("--canary", default=None, metavar="ALIAS:PERCENT",
+                   help="answer PERCENT of requests (by a hash of their key, else trace id) from ALIAS, e.g. staging:10")
     p.add_argument("--log-questions", action="store_true",
                    help="keep each question's text (PII masked) in the trace log; default: its hash and length only")
     p.add_argument("--host", default="127.0.0.1")

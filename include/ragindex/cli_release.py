@@ -190,6 +190,28 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary_report(args: argparse.Namespace) -> int:
+    """Compare the arms of a canary from a trace log: requests, latency, top score, empty results, feedback."""
+    from ragindex.canary import report
+    from ragindex.cli import _print_json
+    from ragindex.tracelog import read_entries
+
+    if not Path(args.log).exists():
+        raise RagindexError(f"canary report {args.log}: no such trace log")
+    arms = report(read_entries(Path(args.log)))
+    if args.json:
+        _print_json(arms)
+        return 0
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    print(f"{'arm':11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'top score':>9} {'empty':>6} {'rated':>6} "
+          f"{'rating':>7}  releases")
+    for arm, f in arms.items():
+        print(f"{arm:11} {f['requests']:8d} {fmt(f['p50_ms'], '8.1f')} {fmt(f['p99_ms'], '8.1f')} "
+              f"{fmt(f['mean_top_score'], '9.3f')} {f['empty_share']:6.1%} {f['feedback_rate']:6.1%} "
+              f"{fmt(f['mean_rating'], '7.2f')}  {', '.join(r for r in f['releases'] if r)}")
+    return 0
+
+
 def _traced_name(entry: dict[str, Any]) -> str:
     """The artifact name an answer was served from."""
     return str(entry["ref"]).partition(":")[0]
@@ -238,6 +260,12 @@ def add_release_commands(sub: Any, shared: Any) -> None:
     p.add_argument("trace_id")
     p.add_argument("--log", default=None, help="the trace log (default: every log under $RAGINDEX_HOME/traces)")
     p.set_defaults(func=cmd_trace, ref_name=_traced_name)
+
+    canary = sub.add_parser("canary", help="compare the arms of `ragindex serve --canary` from its trace log")
+    canary_sub = canary.add_subparsers(dest="canary_command", required=True)
+    p = canary_sub.add_parser("report", parents=[as_json], help="requests, p50/p99, top score, empty share, feedback")
+    p.add_argument("log", help="the trace log of the server (--trace-log)")
+    p.set_defaults(func=cmd_canary_report)
 
     p = sub.add_parser("at", parents=[registry, as_json],
                        help="what was production at a moment (release, index, prompt) and the decision behind it")

@@ -82,6 +82,13 @@ class ContextRequest(BaseModel):
     key: str | None = None
 
 
+class FeedbackRequest(BaseModel):
+    """The body of ``POST /feedback``: a rating of one answer, by its trace id."""
+
+    trace_id: str = Field(min_length=1)
+    rating: float = Field(ge=-1, le=1)
+
+
 @dataclass(frozen=True)
 class Served:
     """One loaded version: an index, or a release with its index and prompt (swapped as one)."""
@@ -190,9 +197,16 @@ class IndexFollower:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("cannot follow %s:%s: %s", self.name, self.alias, self.last_error)
 
-    def start(self) -> None:
-        """Load the version now, then follow the alias in the background."""
-        self.refresh()
+    def start(self, *, wait: bool = True) -> None:
+        """Load the version now (or, with ``wait`` off, on the first check that finds it), then follow the alias
+        in the background."""
+        if wait:
+            self.refresh()
+        else:
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - a canary arm may have nothing to serve yet
+                self.last_error = f"{type(exc).__name__}: {exc}"
         self._thread = threading.Thread(target=self._follow, name="ragindex-follow", daemon=True)
         self._thread.start()
 
@@ -202,9 +216,10 @@ class IndexFollower:
             self._thread.join(timeout=5)
 
 
-def create_app(follower: IndexFollower, trace: Any = None) -> Any:
+def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFollower, float] | None = None) -> Any:
     """The FastAPI app around a follower (started and stopped with the app), logging every answer to ``trace``
-    (a ``ragindex.tracelog.TraceLog``) when given."""
+    (a ``ragindex.tracelog.TraceLog``) when given; with ``canary`` (a follower of another alias and a percent),
+    that share of requests, chosen by a hash of the request's key (else its trace id), is answered by it."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, HTTPException
@@ -212,10 +227,14 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         follower.start()
+        if canary is not None:
+            canary[0].start(wait=False)
         try:
             yield
         finally:
             follower.stop()
+            if canary is not None:
+                canary[0].stop()
             if trace is not None:
                 trace.close()
 
@@ -227,14 +246,23 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
         except RagindexError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
 
+    def choose(key: str) -> tuple[Served, str]:
+        """The arm answering a request: the canary's share by the key's hash (while the canary has a version)."""
+        from ragindex.canary import CANARY, PRODUCTION_ARM, in_canary
+
+        if canary is not None and canary[0]._current is not None and in_canary(key, canary[1]):
+            return canary[0]._current, CANARY
+        return serving(), PRODUCTION_ARM
+
     def log_answer(kind: str, served: Served, trace_id: str, question: str, hits: list[Any], started: float,
-                   key: str | None = None) -> None:
+                   key: str | None = None, arm: str = "production") -> None:
         if trace is None:
             return
         from ragindex.tracelog import question_fields
 
         trace.write({"at": datetime.now(timezone.utc).isoformat(), "trace_id": trace_id, "endpoint": kind,
-                     "arm": "production" if follower.alias == PRODUCTION else follower.alias, **served.refs(),
+                     "arm": arm, "alias": follower.alias if arm == "production" else canary[0].alias,  # type: ignore
+                     **served.refs(),
                      "key": key, "hits": [{"chunk_id": h.chunk_id, "score": round(float(h.score), 6)} for h in hits],
                      "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                      **question_fields(question, log_text=trace.log_text)})
@@ -244,14 +272,15 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
         import uuid
 
         started = time.perf_counter()
-        served = serving()
+        trace_id = uuid.uuid4().hex
+        served, arm = choose(trace_id)
         try:
             hits = served.retriever.search(request.question, k=request.k or served.k)
         except RagindexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        trace_id = uuid.uuid4().hex
-        log_answer("search", served, trace_id, request.question, hits, started)
-        return {**served.refs(), "alias": follower.alias, "trace_id": trace_id, "hits": [h.to_json() for h in hits]}
+        log_answer("search", served, trace_id, request.question, hits, started, arm=arm)
+        return {**served.refs(), "alias": follower.alias, "arm": arm, "trace_id": trace_id,
+                "hits": [h.to_json() for h in hits]}
 
     @app.post("/context")
     def context(request: ContextRequest) -> dict[str, Any]:
@@ -259,7 +288,8 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
         import uuid
 
         started = time.perf_counter()
-        served = serving()  # one Served: this answer's index and prompt come from the same release
+        trace_id = uuid.uuid4().hex
+        served, arm = choose(request.key or trace_id)  # one Served: index and prompt of the same release
         if served.prompt is None:
             raise HTTPException(status_code=409, detail=f"{served.ref} is an index, not a release: /context needs "
                                                         "`ragindex serve --name rag-release`")
@@ -268,11 +298,20 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
             rendered = served.prompt.render_for(request.question, hits)
         except RagindexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        trace_id = uuid.uuid4().hex
-        log_answer("context", served, trace_id, request.question, hits, started, key=request.key)
-        return {**served.refs(), "alias": follower.alias, "trace_id": trace_id, "settings": served.settings,
+        log_answer("context", served, trace_id, request.question, hits, started, key=request.key, arm=arm)
+        return {**served.refs(), "alias": follower.alias, "arm": arm, "trace_id": trace_id,
+                "settings": served.settings,
                 "prompt": {**served.refs()["prompt"], "messages": rendered.messages(), "chars": rendered.chars},
                 "hits": [h.to_json() for h in hits]}
+
+    @app.post("/feedback")
+    def feedback(request: FeedbackRequest) -> dict[str, Any]:
+        """A rating of an answer (-1 … 1), a line of the trace log beside the answer it rates."""
+        if trace is None:
+            raise HTTPException(status_code=409, detail="no trace log: feedback has nowhere to go")
+        trace.write({"at": datetime.now(timezone.utc).isoformat(), "endpoint": "feedback",
+                     "trace_id": request.trace_id, "rating": request.rating})
+        return {"recorded": True, "trace_id": request.trace_id}
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -284,7 +323,10 @@ def create_app(follower: IndexFollower, trace: Any = None) -> Any:
                 "digest": served.digest if served else None, "loaded_at": served.loaded_at if served else None,
                 "last_checked": follower.last_checked, "last_error": follower.last_error, "poll_s": follower.poll_s,
                 "trace_log": str(trace.path) if trace is not None else None,
-                "trace_dropped": trace.dropped if trace is not None else 0}
+                "trace_dropped": trace.dropped if trace is not None else 0,
+                "canary": None if canary is None else {
+                    "alias": f"{canary[0].name}:{canary[0].alias}", "percent": canary[1],
+                    "ref": canary[0]._current.ref if canary[0]._current else None, "last_error": canary[0].last_error}}
         return JSONResponse(body, status_code=200 if served else 503)
 
     @app.post("/refresh")
@@ -307,7 +349,7 @@ def default_name(registry: Any, alias: str = PRODUCTION) -> str:
 
 
 def serve(registry_uri: str | None, *, name: str | None, alias: str, host: str, port: int, poll_s: float | None,
-          trace_log: str | None = None, log_questions: bool = False) -> None:
+          trace_log: str | None = None, log_questions: bool = False, canary: str | None = None) -> None:
     """Run the service until interrupted (uvicorn, one process: the index is in memory once)."""
     import uvicorn
 
@@ -319,7 +361,13 @@ def serve(registry_uri: str | None, *, name: str | None, alias: str, host: str, 
     name = name or default_name(open_registry(registry_uri, create=False), alias)
     trace = TraceLog(Path(trace_log) if trace_log else ragindex_home() / "traces" / f"serve-{port}.jsonl",
                      log_text=log_questions)
-    app = create_app(IndexFollower(registry_uri, name=name, alias=alias, poll_s=poll_s), trace)
+    from ragindex.canary import CanarySpec
+
+    arm = None
+    if canary:
+        spec = CanarySpec.parse(canary)
+        arm = (IndexFollower(registry_uri, name=name, alias=spec.alias, poll_s=poll_s), spec.percent)
+    app = create_app(IndexFollower(registry_uri, name=name, alias=alias, poll_s=poll_s), trace, arm)
     log.info("ragindex serve %s:%s on http://%s:%d, trace log %s (set up in %.1f s)", name, alias, host, port,
              trace.path, time.monotonic() - started)
     uvicorn.run(app, host=host, port=port, log_level="warning")

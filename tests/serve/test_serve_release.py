@@ -107,3 +107,41 @@ def test_the_trace_log_drops_rather_than_blocks_and_rotates(tmp_path) -> None:
     for n in range(50):
         tiny.write({"trace_id": f"q{n}"})
     assert time.perf_counter() - started < 1.0 and tiny.dropped == 49, "a full queue drops and counts"
+
+
+def test_a_canary_answers_a_deterministic_share_from_staging_and_the_report_compares_the_arms(tmp_path) -> None:
+    from ragindex.canary import in_canary
+    from ragindex.promotion import approve, stage
+
+    registry, first_index, second_index = make_two_versions(tmp_path)
+    first = release(registry, first_index, log_prompt(registry, tmp_path / "p1", "PROMPT-ONE"), "run-r1")
+    approve(registry, first, actor="alice")
+    second = release(registry, second_index, log_prompt(registry, tmp_path / "p2", "PROMPT-TWO"), "run-r2")
+    stage(registry, second, actor="dag", pipeline_run="run-r2")
+    trace_log = tmp_path / "canary.jsonl"
+    keys = [f"user-{n}" for n in range(60)]
+    with running_server(registry.uri, "--canary", "staging:30", "--trace-log", str(trace_log)) as (_s, base):
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/healthz").json()["canary"]["ref"] != second:
+            assert time.monotonic() < deadline, "the canary arm never loaded staging"
+            time.sleep(0.2)
+        answers = {key: httpx.post(f"{base}/context", json={"question": QUESTION, "key": key}).json() for key in keys}
+        again = httpx.post(f"{base}/context", json={"question": QUESTION, "key": keys[0]}).json()
+        for key, answer in answers.items():
+            expected = ("canary", second, second_index) if in_canary(key, 30) else ("production", first, first_index)
+            assert (answer["arm"], answer["release"]["ref"], answer["index"]["ref"]) == expected, key
+        assert again["arm"] == answers[keys[0]]["arm"], "a key stays in its arm"
+        rated = [a["trace_id"] for a in answers.values() if a["arm"] == "canary"][:3]
+        for trace_id in rated:
+            assert httpx.post(f"{base}/feedback", json={"trace_id": trace_id, "rating": 1}).json()["recorded"]
+    canaries = sum(in_canary(k, 30) for k in keys)
+    assert 0 < canaries < len(keys)
+    done = subprocess.run([RAGINDEX, "canary", "report", str(trace_log), "--json"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    arms = json.loads(done.stdout)
+    assert arms["canary"]["requests"] == canaries + (1 if in_canary(keys[0], 30) else 0)
+    assert arms["production"]["requests"] == len(keys) + 1 - arms["canary"]["requests"]
+    assert arms["canary"]["releases"] == [second] and arms["production"]["releases"] == [first]
+    assert arms["canary"]["feedback"] == len(rated) and arms["canary"]["mean_rating"] == 1.0
+    assert arms["production"]["feedback"] == 0 and arms["canary"]["p50_ms"] > 0
