@@ -86,7 +86,7 @@ class IndexReviewOperator(ApprovalOperator):
         production = ctx.registry.find(f"{candidate.partition(':')[0]}:{PRODUCTION}")
         against = production.ref if production else None
         context["ti"].xcom_push(key=AGAINST_XCOM, value=against)
-        for voided in supersede_pending(ctx.registry, candidate, pipeline_run=ctx.pipeline_run_id, names=ctx.names):
+        for voided in supersede_pending(ctx.registry, candidate, pipeline_run=ctx.pipeline_run_id):
             self.log.info("the pending review of %s (run %s) is superseded by %s: a late answer to it will not be "
                           "applied", voided.ref, voided.pipeline_run, candidate)
         self.stage(ctx, candidate, against)

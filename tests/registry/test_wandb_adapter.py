@@ -5,12 +5,10 @@ each behaviour follows). Errors are raised the way the SDK raises them, and clas
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
