@@ -68,7 +68,7 @@ def rag_ingest():
 
     review = IndexReviewOperator(
         task_id="review",
-        subject="Promote {{ ti.xcom_pull(task_ids='evaluate_index')['candidate'] }} "
+        subject="Promote {{ ti.xcom_pull(task_ids='evaluate_index')['release'] }} "
                 "({{ ti.xcom_pull(task_ids='evaluate_index')['index'] }} + "
                 "{{ ti.xcom_pull(task_ids='evaluate_index')['prompt'] }}) to production?",
         body="The summary is written when the review starts.",  # against the production serving then

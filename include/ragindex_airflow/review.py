@@ -29,6 +29,21 @@ REASON_PARAM = "reason"
 AGAINST_XCOM = "review_against"  # the production ref the reviewer is shown, pushed when the review is asked
 
 
+def review_body(ctx: Any, evaluated: dict[str, Any], against: str | None) -> str:
+    """The review form's Markdown from the evaluate task's XCom: the release (its parts, its prompt and settings
+    diff against ``against``) on top of the index's summary."""
+    from ragindex.review import ReviewInput, release_section, review_summary
+
+    given = ReviewInput(raw_ref=evaluated["raw"], chunks_ref=evaluated["chunks"], index_ref=evaluated["index"],
+                        outcome=evaluated, embedded=evaluated.get("embedded"), reused=evaluated.get("reused"),
+                        source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
+    index_part = review_summary(ctx.registry, given, names=ctx.names)
+    release = evaluated.get("release")
+    if not release:
+        return index_part
+    return release_section(ctx.registry, release, against=against, names=ctx.names) + "\n" + index_part
+
+
 class IndexReviewOperator(ApprovalOperator):
     """Ask a reviewer in the Airflow UI (Required Actions) to approve the candidate index.
 
@@ -98,23 +113,13 @@ class IndexReviewOperator(ApprovalOperator):
         return super().execute(context)
 
     def summary(self, context: Any, ctx: Any, evaluated: dict[str, Any], against: str | None) -> str:
-        """What the reviewer reads, written now (against the production that serves now), not carried in XCom: the
-        release (its parts, its prompt and settings diff) on top of the index's summary."""
-        from ragindex.review import ReviewInput, release_section, review_summary
-
-        given = ReviewInput(raw_ref=evaluated["raw"], chunks_ref=evaluated["chunks"], index_ref=evaluated["index"],
-                            outcome=evaluated, embedded=evaluated.get("embedded"), reused=evaluated.get("reused"),
-                            source=ctx.source, as_of=ctx.as_of, pipeline_run=ctx.pipeline_run_id)
-        index_part = review_summary(ctx.registry, given, names=ctx.names)
-        if self.candidate(evaluated) == evaluated["index"]:
-            return index_part
-        return release_section(ctx.registry, self.candidate(evaluated), against=against, names=ctx.names) + \
-            "\n" + index_part
+        """What the reviewer reads, written now (against the production that serves now), not carried in XCom."""
+        return review_body(ctx, evaluated, against)
 
     @staticmethod
     def candidate(evaluated: dict[str, Any]) -> str:
         """What is reviewed and promoted: the run's release (an index alone for older XComs)."""
-        return evaluated.get("candidate") or evaluated["index"]
+        return evaluated.get("release") or evaluated["index"]
 
     def approve_link(self, context: Any) -> str:
         """The Required Actions page of this review with Approve preselected (drawn as the solid button).

@@ -137,7 +137,7 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
         # it; it never promotes (review and promote skip themselves), so this is recorded, not a failure.
         log.warning("%s; %s run: recorded, never promoted", problem, ctx.run_type)
     # Small on purpose: the review task writes the reviewer's summary itself, against the production of that moment.
-    return outcome.to_json() | {"candidate": release, "index": built["index"], "prompt": pulled["prompt"],
+    return outcome.to_json() | {"release": release, "index": built["index"], "prompt": pulled["prompt"],
                                 "raw": pulled["raw"], "chunks": orders[0]["chunks"], "embedded": built["embedded"],
                                 "reused": built["reused"]}
 
@@ -153,7 +153,7 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     if not may_promote(run_type(context)):
         raise AirflowSkipException(f"{run_type(context)} runs never move production")
     ctx = ingest_context(context)
-    candidate = evaluated.get("candidate") or evaluated["index"]
+    candidate = evaluated.get("release") or evaluated["index"]
     review = standing(ctx.registry, ctx.registry.get(candidate)).review
     outcome = move(ctx.registry, candidate, actor=review.actor if review else "unknown",
                    reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",

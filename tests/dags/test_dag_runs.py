@@ -120,7 +120,7 @@ def chunk_texts(registry, ref: str) -> list[str]:
 
 
 def first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
-    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf())
+    state, tis, dr = run_dag(dags["rag_ingest"], scenario.conf())
     assert state == "success", tis
     assert all(s == ["success"] for t, s in tis.items() if t != "embed_chunks"), tis
     assert tis["embed_chunks"] and set(tis["embed_chunks"]) == {"success"}
@@ -155,6 +155,14 @@ def first_run_logs_every_version_with_lineage_and_promotes(dags, scenario):
     decisions = [(d.kind, d.verdict, d.ref, d.pipeline_run) for d in reg.decisions("rag-release")]
     assert decisions == [("review", "auto_approved", "rag-release:v0", run_id),
                          ("promote", "promoted", "rag-release:v0", run_id)], "require_approval=false is on record"
+    # the review form a person would get is written from the evaluate task's XCom (small: no summary in it)
+    from ragindex.context import IngestContext
+    from ragindex_airflow.review import review_body
+
+    evaluated = task_xcom(dr, "evaluate_index")
+    assert evaluated["release"] == "rag-release:v0" and len(json.dumps(evaluated)) < 1500
+    body = review_body(IngestContext(reg, run_id, source=str(scenario.corpus)), evaluated, None)
+    assert body.startswith("### Release `rag-release:v0` — no production release yet") and "Gate: PASSED" in body
 
 
 def second_run_on_unchanged_corpus_is_a_noop(dags, scenario):
