@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the end-to-end tests drive for real: Chromium (UI checks), PostgreSQL + Redis (the
 # CeleryExecutor stack), docker-compose (validates docker-compose.yaml without an engine) and real documents
-# (texlive-latex-base-doc's PDFs for the registry's storage test).
+# (texlive-latex-base-doc's PDFs for the registry's storage test, python3.11-doc's reST sources for the prose
+# rules' test).
 # Installs only what is missing; needs root and apt (as on CI). Elsewhere those tests skip with a reason,
 # except in CI (CI set): there a package that cannot be installed is an error, and so are those tests.
 set -euo pipefail
@@ -11,6 +12,7 @@ missing_packages() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql
   command -v docker-compose >/dev/null || echo docker-compose
   ls /usr/share/doc/texlive-doc/latex/base/*.pdf >/dev/null 2>&1 || echo texlive-latex-base-doc
+  [[ -d /usr/share/doc/python3.11/html/_sources ]] || echo python3.11-doc
 }
 in_ci() { [[ -n "${CI:-}" && "${CI,,}" != "0" && "${CI,,}" != "false" && "${CI,,}" != "no" ]]; }
 mapfile -t need < <(missing_packages)
