@@ -101,3 +101,11 @@ class MotoS3:
 def server_time(s3: Any, bucket: str, key: str) -> datetime:
     """When the server says an object was last written (the clock as-of dates are compared with)."""
     return s3.head_object(Bucket=bucket, Key=key)["LastModified"].astimezone(timezone.utc)
+
+
+def start_or_skip(log_path: Path) -> MotoS3:
+    """The server, or a skip (a failure in CI, where moto[server] is pinned) where moto is not installed."""
+    from tests.conftest import need
+
+    need(MOTO_SERVER.exists(), "moto[server] is not installed (pip install -r requirements.txt)")
+    return MotoS3.start(log_path)

@@ -316,6 +316,7 @@ def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refu
     remote = parse_remote(source)
     fs, root = _open_remote(remote)
     with _storage_errors(remote, "listing"):
+        fs.invalidate_cache()  # a filesystem kept by an earlier snapshot in this process must not list stale keys
         versions = _versions_as_of(fs, root, cutoff) if cutoff is not None else None
         listing = versions if versions is not None else fs.find(root, detail=True)
     entries = []
