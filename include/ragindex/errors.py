@@ -20,6 +20,12 @@ class SourceError(RagindexError):
     """The corpus location cannot be read, is empty, or is not what was expected."""
 
 
+class SourceUnavailable(SourceError):
+    """The corpus's storage could not be reached or did not answer; trying again later may work."""
+
+    retryable = True
+
+
 class IndexDirError(RagindexError):
     """An index directory is missing, incomplete or was built with other settings."""
 

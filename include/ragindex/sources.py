@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ragindex.errors import SourceError
+from ragindex.errors import SourceError, SourceUnavailable
 from ragindex.settings import CorpusLimits
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 2  # 1 also held source, as_of and modification times
 FILES_DIR = "files"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -193,20 +196,129 @@ def snapshot(source: str, dest: Path, as_of: str | datetime | None = None,
     return snap
 
 
-def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refused: list[dict[str, str]],
-                     budget: _Budget) -> list[ManifestEntry]:
-    """Object storage through fsspec (s3://, gs://, memory://, ...): keys are relative to the URL's prefix."""
+@dataclass(frozen=True)
+class RemoteSource:
+    """An object-storage URL taken apart: ``PROTOCOL://[CONN_ID@]BUCKET/PREFIX`` (``CONN_ID@`` names an
+    Airflow connection, the way ``ObjectStoragePath`` reads it; the URL itself never holds a secret)."""
+
+    url: str
+    protocol: str
+    conn_id: str | None
+    path: str
+
+    @property
+    def via(self) -> str:
+        """' through connection X' for messages, so a credentials problem names where to fix it."""
+        return f" through connection {self.conn_id!r}" if self.conn_id else ""
+
+
+def redact(source: str) -> str:
+    """A source URL fit to print: a ``user:password@`` part is shown as ``user:***@``."""
+    scheme, sep, rest = str(source).partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return str(source)
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
+
+
+def parse_remote(source: str) -> RemoteSource:
+    """Split a remote source URL; credentials written into it are refused (they would end up in Params, logs
+    and version metadata), and so is an empty connection id."""
+    protocol, _, rest = source.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at:
+        return RemoteSource(source, protocol, None, rest)
+    if ":" in userinfo:
+        raise SourceError(f"source {redact(source)!r}: credentials in the URL are refused (they would be "
+                          f"recorded with every version); put them in a connection and write "
+                          f"{protocol}://CONN_ID@{host}/...")
+    if not userinfo or not host:
+        raise SourceError(f"source {source!r}: expected {protocol}://CONN_ID@BUCKET/PREFIX")
+    return RemoteSource(source, protocol, userinfo, f"{host}{slash}{tail}")
+
+
+ConnectionOpener = Callable[[str, str], Any]
+_connection_opener: ConnectionOpener | None = None
+
+
+def set_connection_opener(opener: ConnectionOpener | None) -> None:
+    """Say how ``CONN_ID@`` in a source URL becomes a filesystem: ``opener(protocol, conn_id)`` returns an
+    fsspec filesystem or raises ``SourceError``. The Airflow glue installs one; the core knows no Airflow."""
+    global _connection_opener
+    _connection_opener = opener
+
+
+def _open_remote(remote: RemoteSource) -> tuple[Any, str]:
+    """The filesystem and root path of a remote source: through its connection, or plain fsspec."""
     import fsspec
 
+    if remote.conn_id:
+        if _connection_opener is None:
+            raise SourceError(f"source {remote.url!r} names connection {remote.conn_id!r}, but connections are "
+                              "resolved only inside Airflow; outside it use a plain URL "
+                              f"({remote.protocol}://{remote.path}) with credentials from the environment")
+        return _connection_opener(remote.protocol, remote.conn_id), remote.path.rstrip("/")
     try:
-        fs, root = fsspec.core.url_to_fs(source)
+        fs, root = fsspec.core.url_to_fs(remote.url)
     except (ImportError, ValueError) as exc:
-        raise SourceError(f"source {source!r}: cannot open ({exc})") from None
-    root = root.rstrip("/")
+        raise SourceError(f"source {remote.url!r}: cannot open ({exc})") from None
+    return fs, root.rstrip("/")
+
+
+# botocore, aiohttp and requests name "could not reach it" with classes of their own, not ConnectionError
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                "ClientConnectorError", "ServerDisconnectedError", "ServerTimeoutError", "ConnectionError",
+                "ConnectTimeout", "ReadTimeout"}
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failure (or one it was raised from) says the storage did not answer, not that it refused."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        if any(cls.__name__ in _UNREACHABLE for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def _storage_errors(remote: RemoteSource, doing: str) -> Iterator[None]:
+    """What a storage client raised, as a ragindex error: unreachable → ``SourceUnavailable`` (retry);
+    refused, missing or anything else → ``SourceError`` (retrying will not help), naming the connection."""
     try:
-        listing = fs.find(root, detail=True)
+        yield
+    except SourceError:
+        raise
     except FileNotFoundError:
-        raise SourceError(f"source {source!r}: no such location") from None
+        raise SourceError(f"source {remote.url!r}: no such location{remote.via} ({doing})") from None
+    except PermissionError as exc:
+        raise SourceError(f"source {remote.url!r}: access refused{remote.via} while {doing} ({exc}); check the "
+                          "credentials" + (f" of connection {remote.conn_id!r}" if remote.conn_id else "")) from None
+    except Exception as exc:  # noqa: BLE001 - every storage client has its own family; classified here
+        if _unreachable(exc):
+            raise SourceUnavailable(f"source {remote.url!r}: storage did not answer{remote.via} while {doing} "
+                                    f"({type(exc).__name__}: {exc}); retry later") from None
+        raise SourceError(f"source {remote.url!r}: cannot read{remote.via} while {doing} "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refused: list[dict[str, str]],
+                     budget: _Budget) -> list[ManifestEntry]:
+    """Object storage through fsspec (s3://, gs://, memory://, ...): keys are relative to the URL's prefix.
+    As of a date, a versioned S3 bucket gives the object versions that were current then (documents changed
+    or deleted since included); elsewhere an object counts from its modification time on."""
+    remote = parse_remote(source)
+    fs, root = _open_remote(remote)
+    with _storage_errors(remote, "listing"):
+        fs.invalidate_cache()  # a filesystem kept by an earlier snapshot in this process must not list stale keys
+        versions = _versions_as_of(fs, root, cutoff) if cutoff is not None else None
+        listing = versions if versions is not None else fs.find(root, detail=True)
     entries = []
     for key in sorted(listing):
         info = listing[key]
@@ -224,10 +336,57 @@ def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refu
         budget.take(int(info.get("size") or 0))
         target = files_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(key, str(target))
+        with _storage_errors(remote, f"reading {rel}"):
+            if info.get("VersionId"):
+                fs.get_file(key, str(target), version_id=info["VersionId"])
+            else:
+                fs.get_file(key, str(target))
         stamp = (modified or _utc(target.stat().st_mtime)).isoformat()
         entries.append(ManifestEntry(rel, target.stat().st_size, stamp, file_sha256(target)))
     return entries
+
+
+def _versions_as_of(fs: Any, root: str, cutoff: datetime) -> dict[str, dict[str, Any]] | None:
+    """On a versioned S3 bucket, each key's version that was current at ``cutoff`` (a key whose newest
+    change by then is a delete marker is absent); None where the store keeps no versions (or may not say)."""
+    if "s3" not in _protocols(fs) or not hasattr(fs, "call_s3"):
+        return None
+    bucket, _, prefix = root.partition("/")
+    try:
+        status = fs.call_s3("get_bucket_versioning", Bucket=bucket).get("Status")
+    except PermissionError:
+        log.warning("s3://%s: may not read the bucket's versioning; as-of by modification time only", bucket)
+        return None
+    if status not in ("Enabled", "Suspended"):
+        return None
+    current: dict[str, dict[str, Any]] = {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{prefix}/" if prefix else ""}
+    while True:
+        page = fs.call_s3("list_object_versions", **kwargs)
+        # each list is newest first per key; a later one of equal time never replaces an earlier one
+        changes = [dict(v, deleted=False) for v in page.get("Versions", [])]
+        changes += [dict(m, deleted=True) for m in page.get("DeleteMarkers", [])]
+        for change in changes:
+            when = _aware(change["LastModified"])
+            best = current.get(change["Key"])
+            if when <= cutoff and (best is None or when > _aware(best["LastModified"])):
+                current[change["Key"]] = change
+        if not page.get("IsTruncated"):
+            break
+        kwargs["KeyMarker"] = page.get("NextKeyMarker")
+        kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+    return {f"{bucket}/{key}": {"type": "file", "size": change.get("Size", 0),
+                                "LastModified": change["LastModified"], "VersionId": change.get("VersionId")}
+            for key, change in current.items() if not change["deleted"]}
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = getattr(fs, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _remote_mtime(info: dict[str, Any]) -> datetime | None:

@@ -115,16 +115,17 @@ def ingest_context(context: dict[str, Any], *, create_registry: bool = False):
     from ragindex.context import IngestContext
     from ragindex.names import snapshot_alias
     from ragindex.registry import open_registry
+    from ragindex_airflow.connections import checked_source, wandb_registry_uri
 
     params = context["params"]
     as_of = corpus_as_of(context)
     date = run_date(context)
     alias = snapshot_alias(date)
     return IngestContext(
-        registry=open_registry(param_value(params, "registry"), create=create_registry),
+        registry=open_registry(wandb_registry_uri(param_value(params, "registry") or ""), create=create_registry),
         pipeline_run_id=context["dag_run"].run_id,
         settings=build_settings(params),
-        source=render_source(str(params["source"]), as_of, date),
+        source=checked_source(render_source(str(params["source"]), as_of, date)),
         as_of=as_of.isoformat() if as_of else None,
         logical_date=date.isoformat(),
         aliases=(alias,) if alias else (),
