@@ -15,7 +15,9 @@ from ragindex.names import DEFAULT_NAMES, PRODUCTION
 from ragindex.settings import (
     DEFAULT_EMBEDDING_BACKEND,
     DEFAULT_MODEL,
+    DOC_TYPES,
     EMBEDDING_BACKENDS,
+    RETRIEVAL_MODES,
     BuildSettings,
     ChunkingSettings,
     CorpusLimits,
@@ -92,12 +94,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ragindex.retrieval import Retriever
 
     retriever = Retriever.open(args.index, getattr(args, "registry", None))
-    hits = retriever.search(args.question, k=args.k)
+    filters = {"source_prefix": args.source_prefix or (), "doc_type": args.doc_type or ()}
+    hits = retriever.search(args.question, k=args.k, mode=args.mode, filters=filters)
     if args.json:
         _print_json([h.to_json() for h in hits])
         return 0
-    if retriever.ref:
-        print(f"# {retriever.ref}")
+    print(f"# {retriever.ref or retriever.index_dir} ({args.mode or retriever.mode})")
     for rank, h in enumerate(hits, 1):
         where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
         snippet = " ".join(h.text.split())[:160]
@@ -378,6 +380,12 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
     p.add_argument("index")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=gate.k)
+    p.add_argument("--mode", choices=RETRIEVAL_MODES, default=None,
+                   help="dense, sparse (BM25) or hybrid (both, fused); default: the mode the index was built with")
+    p.add_argument("--source-prefix", action="append", metavar="PREFIX",
+                   help="only chunks whose source path starts with PREFIX (e.g. policies/); repeat for several")
+    p.add_argument("--doc-type", action="append", choices=DOC_TYPES,
+                   help="only chunks of this document type; repeat for several")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("ingest", parents=[registry], help="run the versioned pipeline into a registry (no Airflow needed)")

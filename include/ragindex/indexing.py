@@ -1,4 +1,5 @@
-"""Write and read index directories: a FAISS file, a JSON-lines docstore and the settings that made them.
+"""Write and read index directories: a FAISS file, a JSON-lines docstore, the BM25 index (``sparse/``, see
+``ragindex.sparse``) and the settings that made them.
 
 Every file is a pure function of (chunks, vectors, settings): no timestamps, so rebuilding the same
 corpus gives the same bytes and the registry recognises it as the same version.
@@ -11,7 +12,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
+from ragindex.sparse import SPARSE_DIR, TermCounts, write_sparse_index
+
+log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.jsonl"
@@ -30,6 +34,7 @@ def _faiss():
     # faiss's loader logs at INFO every CPU extension it could not load ("Could not load library with AVX512
     # support"): noise in every task log, not the user's concern.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # likewise: "Building index from IDs" on every build
     import faiss  # heavy: imported only where an index is built or read
 
     return faiss
@@ -72,8 +77,11 @@ def write_index_dir(
     index_settings: IndexSettings,
     description: dict[str, Any],
     extra_files: Sequence[Path] = (),
+    sparse_reuse: Mapping[str, TermCounts] | None = None,
 ) -> Path:
-    """Build the index and replace ``out_dir`` atomically; a folder that is not an index is never overwritten."""
+    """Build the index (FAISS, docstore, and the BM25 index unless ``index_settings.sparse`` is off; its term
+    counts are taken from ``sparse_reuse`` for texts already tokenised) and replace ``out_dir`` atomically;
+    a folder that is not an index is never overwritten."""
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
     out_dir = check_output_dir(Path(out_dir))
@@ -82,6 +90,10 @@ def write_index_dir(
         index = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32), index_settings)
         _faiss().write_index(index, str(tmp / INDEX_FILE))
         write_jsonl(tmp / DOCSTORE_FILE, (chunk.to_json() for chunk in chunks))
+        if index_settings.sparse:
+            built = write_sparse_index(tmp / SPARSE_DIR, [c.text for c in chunks], [c.sha256 for c in chunks],
+                                       k1=index_settings.bm25_k1, b=index_settings.bm25_b, reuse=sparse_reuse)
+            log.info("sparse index: %d chunk texts tokenised, %d reused", built.tokenized, built.reused)
         meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
                 "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
                 "index": asdict(index_settings), **description}

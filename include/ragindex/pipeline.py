@@ -227,11 +227,20 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildS
     reused_shas = sorted({c.sha256 for c in chunks if c.sha256 in cache})
     reused = np.stack([cache[s] for s in reused_shas]) if reused_shas else np.zeros((0, 0), np.float32)
     save_vectors(work.reused, reused_shas, reused)
+    # the BM25 term counts of unchanged texts travel the same way: the build step does not tokenise them again
+    from ragindex.sparse import reusable_terms, save_reused_terms
+
+    save_reused_terms(reused_terms_dir(work), reusable_terms(previous_index, {c.sha256 for c in chunks}))
     shard_lists = plan.shards((shards or ShardSettings()).count(len(plan.to_embed)))
     result = EmbedPlan(model=model, model_identity=identity, reused=plan.reused, total_chunks=plan.total_chunks,
                        shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists), backend=backend)
     result.write(work.plan)
     return result
+
+
+def reused_terms_dir(work: WorkDir) -> Path:
+    """Where the plan keeps the previous index's term counts of this run's unchanged texts."""
+    return work.embed / "reused-terms"
 
 
 def embed_shard(work: WorkDir, shard: int) -> int:
@@ -263,6 +272,7 @@ def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Pat
     """Join cached and freshly embedded vectors in chunk order and write the index folder."""
     from ragindex.embedding import assemble_vectors, load_vectors
     from ragindex.indexing import write_index_dir
+    from ragindex.sparse import load_reused_terms
 
     plan = EmbedPlan.read(work.plan)
     chunks = read_chunks_file(work.chunks)
@@ -278,7 +288,7 @@ def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Pat
             "documents": quality["documents"], **{k: chunking.get(k) for k in chunking_key(settings)}}
     # documents.jsonl travels with the index so that the next build can skip unchanged documents
     write_index_dir(out_dir or work.index, chunks, vectors, index_settings=settings.index, description=desc,
-                    extra_files=[work.chunks / DOCUMENTS_FILE])
+                    extra_files=[work.chunks / DOCUMENTS_FILE], sparse_reuse=load_reused_terms(reused_terms_dir(work)))
     return {"chunks": len(chunks), "embedded": plan.to_embed, "reused": plan.reused,
             "documents": quality["documents"]}
 

@@ -20,6 +20,9 @@ EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_EMBEDDING_BACKEND = "onnx"
 SPLITTERS = ("recursive", "markdown")
 INDEX_KINDS = ("flat", "hnsw")
+RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
+FUSIONS = ("rrf", "weighted")
+DOC_TYPES = ("markdown", "html", "pdf", "text")  # what ragindex.parsing.document_kind calls its parsers
 
 
 @dataclass(frozen=True)
@@ -42,19 +45,56 @@ class ChunkingSettings:
 
 
 @dataclass(frozen=True)
+class RetrievalSettings:
+    """How an index is searched unless a query says otherwise: recorded in ``index.json`` so a version's
+    default mode travels with it. Defaults measured in benchmarks/bench_quality.py (see the README)."""
+
+    mode: str = "hybrid"
+    fusion: str = "rrf"  # rrf: sum of 1/(rrf_k + rank); weighted: dense_weight * dense + (1 - it) * sparse, min-max
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+    candidates: int = 50  # how deep each ranking is read before fusion
+
+    def __post_init__(self) -> None:
+        if self.mode not in RETRIEVAL_MODES:
+            raise SettingsError(f"retrieval mode={self.mode!r}: must be one of {', '.join(RETRIEVAL_MODES)}")
+        if self.fusion not in FUSIONS:
+            raise SettingsError(f"fusion={self.fusion!r}: must be one of {', '.join(FUSIONS)}")
+        if self.rrf_k < 1 or self.candidates < 1:
+            raise SettingsError(f"rrf_k={self.rrf_k}, candidates={self.candidates}: both must be at least 1")
+        if not 0 <= self.dense_weight <= 1:
+            raise SettingsError(f"dense_weight={self.dense_weight}: must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class IndexSettings:
-    """Which FAISS index is built over the (normalised) vectors."""
+    """Which FAISS index is built over the (normalised) vectors, whether a BM25 index is built beside it
+    (``sparse``, with its k1 and b), and how the two are searched by default (``retrieval``)."""
 
     kind: str = "flat"
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
+    sparse: bool = True
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
 
     def __post_init__(self) -> None:
+        if isinstance(self.retrieval, dict):  # the form index.json and BuildSettings.to_dict record
+            try:
+                object.__setattr__(self, "retrieval", RetrievalSettings(**self.retrieval))
+            except TypeError as exc:
+                raise SettingsError(f"unknown retrieval setting: {exc}") from None
         if self.kind not in INDEX_KINDS:
             raise SettingsError(f"index kind={self.kind!r}: must be one of {', '.join(INDEX_KINDS)}")
         if self.hnsw_m < 4:
             raise SettingsError(f"hnsw_m={self.hnsw_m}: must be at least 4")
+        if self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
+            raise SettingsError(f"bm25_k1={self.bm25_k1} (>= 0), bm25_b={self.bm25_b} (0..1): out of range")
+        if not self.sparse and self.retrieval.mode != "dense":
+            raise SettingsError(f"retrieval mode={self.retrieval.mode!r} needs the sparse (BM25) index, "
+                                "but sparse=False")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Retrieval sanity on the shipped sample corpus, with every embedding backend: its questions find their
-documents (recall@5 >= 0.8), and queries are encoded with the index's own backend."""
+documents (recall@5 >= 0.8) in every retrieval mode, hybrid (the default) ranks them at least as well as
+dense, and queries are encoded with the index's own backend."""
 
 from __future__ import annotations
 
@@ -102,3 +103,25 @@ def test_switching_backend_re_embeds_and_never_mixes_vectors(tmp_path) -> None:
     again = build(str(CORPUS), tmp_path / "onnx-again", BuildSettings(embedding_backend="onnx"),
                   previous=tmp_path / "onnx")
     assert again.embedded == 0 and again.reused == onnx.chunks
+
+
+def ranks_by_mode(index) -> dict[str, list[int | None]]:
+    """Per mode, each sample question's rank of its expected document among the top-K hits (None: absent)."""
+    retriever = Retriever(index)
+    out = {}
+    for mode in ("dense", "sparse", "hybrid"):
+        ranks = []
+        for q in load_questions():
+            sources = [h.source for h in retriever.search(q["question"], k=K, mode=mode)]
+            ranks.append(sources.index(q["expected_source"]) + 1 if q["expected_source"] in sources else None)
+        out[mode] = ranks
+    return out
+
+
+def test_every_mode_finds_the_sample_documents_and_hybrid_is_not_worse_than_dense(sample_index) -> None:
+    ranks = ranks_by_mode(sample_index[0])
+    recall = {mode: sum(r is not None for r in rs) / len(rs) for mode, rs in ranks.items()}
+    mrr = {mode: sum(1 / r for r in rs if r) / len(rs) for mode, rs in ranks.items()}
+    assert min(recall.values()) >= 0.8, recall
+    assert Retriever(sample_index[0]).mode == "hybrid"
+    assert mrr["hybrid"] >= mrr["dense"], mrr

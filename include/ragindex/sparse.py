@@ -1,0 +1,233 @@
+"""The sparse (BM25) side of an index: a tokenizer for technical text, the per-chunk term counts that make
+updates incremental, and the bm25s index built from them, all in the index folder's ``sparse/``.
+
+Files (every one a pure function of the chunk texts and the BM25 settings, so equal chunks are equal bytes):
+
+- ``sparse.json``: format, tokenizer version, k1, b, number of chunks and terms;
+- ``terms.vocab.json`` (the sorted vocabulary), ``terms.shas.npy``, ``terms.offsets.npy``, ``terms.ids.npy``,
+  ``terms.counts.npy``: per chunk (row order), the sorted ids of its terms and how often each occurs. The
+  next build reads these for the chunks whose text did not change instead of tokenising them again;
+- what ``bm25s.BM25.save`` writes (``params.index.json``, ``vocab.index.json``, ``*.csc.index.npy``): the
+  precomputed BM25 scores, memory-mapped at query time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ragindex.errors import IndexDirError
+
+SPARSE_DIR = "sparse"
+META_FILE = "sparse.json"
+FORMAT_VERSION = 1
+# Bump when ``tokenize`` changes: term counts of another tokenizer are never reused.
+TOKENIZER = "words-1"
+BM25_METHOD = "lucene"
+
+# A word (letters, digits, ``_``), optionally after a backslash (``\alpha``), optionally joined to more words
+# by ``.``, ``-``, ``'`` or ``::`` (``os.path.join``, ``utf-8``, ``don't``, ``std::vector``, ``3.11``).
+_TOKEN = re.compile(r"\\?\w+(?:(?:[.\-'’]|::)\w+)*")
+_PART_SPLIT = re.compile(r"[^\W_]+|\d+")  # the letter/digit runs inside a compound (``foo_bar`` -> foo, bar)
+
+
+def _stopwords() -> frozenset[str]:
+    """Lucene's English stop words, as bm25s ships them (33 function words; IDF handles the rest)."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+STOPWORDS = _stopwords()
+
+
+def tokenize(text: str) -> list[str]:
+    """Terms of a text for BM25: NFKC, lower-case; each token whole (``foo_bar``, ``\\alpha``, ``x.y``) and,
+    when it is a compound, its parts too (``foo``, ``bar``; ``alpha``; ``x``, ``y``), so a question in plain
+    words still meets an identifier; Lucene's English stop words are dropped. Deterministic, no stemming."""
+    out: list[str] = []
+    for match in _TOKEN.finditer(unicodedata.normalize("NFKC", text).lower()):
+        token = match.group()
+        if token not in STOPWORDS:
+            out.append(token)
+        parts = _PART_SPLIT.findall(token)
+        if len(parts) > 1 or (parts and parts[0] != token):
+            out.extend(p for p in parts if p not in STOPWORDS)
+    return out
+
+
+# ---------------------------------------------------------------- per-chunk term counts
+
+TermCounts = tuple[tuple[str, ...], tuple[int, ...]]  # a chunk's distinct terms (sorted) and their counts
+
+
+def count_terms(text: str) -> TermCounts:
+    """A chunk's bag of terms, in the form the term table stores."""
+    counts = sorted(Counter(tokenize(text)).items())
+    return tuple(t for t, _ in counts), tuple(c for _, c in counts)
+
+
+@dataclass(frozen=True)
+class TermTable:
+    """Per-row term counts over a sorted vocabulary (compressed rows), with each row's text sha256."""
+
+    vocab: list[str]
+    shas: list[str]
+    offsets: np.ndarray  # int64, rows + 1
+    ids: np.ndarray  # int32, ids into vocab, sorted within a row
+    counts: np.ndarray  # int32
+
+    @classmethod
+    def from_rows(cls, shas: Sequence[str], rows: Sequence[TermCounts]) -> "TermTable":
+        """The table of these rows; the vocabulary is sorted, so it depends only on the rows' terms."""
+        vocab = sorted({t for terms, _ in rows for t in terms})
+        index = {t: i for i, t in enumerate(vocab)}
+        lengths = np.fromiter((len(terms) for terms, _ in rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter((index[t] for terms, _ in rows for t in terms), dtype=np.int32, count=int(offsets[-1]))
+        counts = np.fromiter((c for _, cs in rows for c in cs), dtype=np.int32, count=int(offsets[-1]))
+        return cls(vocab, list(shas), offsets, ids, counts)
+
+    def row(self, i: int) -> TermCounts:
+        """One row's terms and counts."""
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return tuple(self.vocab[j] for j in self.ids[lo:hi]), tuple(int(c) for c in self.counts[lo:hi])
+
+    def by_sha(self, wanted: Iterable[str] | None = None) -> dict[str, TermCounts]:
+        """sha256 → term counts, for every row or only the wanted texts."""
+        keep = None if wanted is None else set(wanted)
+        return {sha: self.row(i) for i, sha in enumerate(self.shas) if keep is None or sha in keep}
+
+    def token_ids(self) -> list[list[int]]:
+        """Each row as the list of term ids bm25s indexes (a term repeated as often as it occurs)."""
+        return [np.repeat(self.ids[self.offsets[i]:self.offsets[i + 1]],
+                          self.counts[self.offsets[i]:self.offsets[i + 1]]).tolist()
+                for i in range(len(self.shas))]
+
+    def write(self, folder: Path) -> None:
+        """Write the table's files into ``folder`` (np.save: a fixed header and the raw array, no timestamp)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "terms.vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+        np.save(folder / "terms.shas.npy", np.array(self.shas, dtype="S64"))
+        np.save(folder / "terms.offsets.npy", self.offsets)
+        np.save(folder / "terms.ids.npy", self.ids)
+        np.save(folder / "terms.counts.npy", self.counts)
+
+    @classmethod
+    def read(cls, folder: Path) -> "TermTable":
+        """Inverse of ``write``."""
+        vocab = json.loads((folder / "terms.vocab.json").read_text(encoding="utf-8"))
+        shas = [s.decode() for s in np.load(folder / "terms.shas.npy").tolist()]
+        return cls(vocab, shas, np.load(folder / "terms.offsets.npy"), np.load(folder / "terms.ids.npy"),
+                   np.load(folder / "terms.counts.npy"))
+
+
+def reusable_terms(index_dir: Path | None, wanted: Iterable[str] | None = None) -> dict[str, TermCounts]:
+    """The term counts an earlier index offers (sha256 → counts), if its tokenizer is this one."""
+    folder = Path(index_dir) / SPARSE_DIR if index_dir is not None else None
+    if folder is None or not (folder / META_FILE).is_file():
+        return {}
+    meta = json.loads((folder / META_FILE).read_text())
+    if meta.get("tokenizer") != TOKENIZER or meta.get("format") != FORMAT_VERSION:
+        return {}
+    return TermTable.read(folder).by_sha(wanted)
+
+
+def save_reused_terms(path: Path, terms: Mapping[str, TermCounts]) -> None:
+    """Keep reused term counts in a work folder, for the build step that runs after the plan."""
+    from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
+
+    shas = sorted(terms)
+    tmp = fresh_temp_dir(Path(path))
+    TermTable.from_rows(shas, [terms[s] for s in shas]).write(tmp)
+    replace_dir_atomically(tmp, Path(path))
+
+
+def load_reused_terms(path: Path) -> dict[str, TermCounts]:
+    """What ``save_reused_terms`` kept; nothing when the plan kept none."""
+    return TermTable.read(Path(path)).by_sha() if (Path(path) / "terms.shas.npy").is_file() else {}
+
+
+# ---------------------------------------------------------------- build
+
+@dataclass(frozen=True)
+class SparseBuild:
+    """What building the sparse index cost: how many chunk texts were tokenised, how many reused."""
+
+    tokenized: int
+    reused: int
+
+
+def write_sparse_index(folder: Path, texts: Sequence[str], shas: Sequence[str], *, k1: float, b: float,
+                       reuse: Mapping[str, TermCounts] | None = None) -> SparseBuild:
+    """Tokenise the texts not in ``reuse`` (each distinct text once), then write the term table and the
+    bm25s index into ``folder``."""
+    import bm25s
+
+    reuse = dict(reuse or {})
+    tokenized = 0
+    rows: list[TermCounts] = []
+    for text, sha in zip(texts, shas):
+        if sha not in reuse:
+            reuse[sha] = count_terms(text)
+            tokenized += 1
+        rows.append(reuse[sha])
+    table = TermTable.from_rows(shas, rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    table.write(folder)
+    if texts:
+        bm25 = bm25s.BM25(k1=k1, b=b, method=BM25_METHOD)
+        vocab = {t: i for i, t in enumerate(table.vocab)}
+        bm25.index((table.token_ids(), vocab), create_empty_token=False, show_progress=False)
+        bm25.save(folder, show_progress=False)
+    meta = {"format": FORMAT_VERSION, "tokenizer": TOKENIZER, "library": f"bm25s {bm25s.__version__}",
+            "method": BM25_METHOD, "k1": k1, "b": b, "chunks": len(texts), "terms": len(table.vocab)}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return SparseBuild(tokenized, len(texts) - tokenized)
+
+
+# ---------------------------------------------------------------- search
+
+class SparseIndex:
+    """BM25 scores of an index folder's chunks, loaded once (memory-mapped)."""
+
+    def __init__(self, index_dir: Path) -> None:
+        folder = Path(index_dir) / SPARSE_DIR
+        if not (folder / META_FILE).is_file():
+            raise IndexDirError(f"index {index_dir}: has no sparse (BM25) index ({SPARSE_DIR}/{META_FILE})")
+        self.meta = json.loads((folder / META_FILE).read_text())
+        self.size = int(self.meta["chunks"])
+        self.bm25 = None
+        if self.size:
+            import bm25s
+
+            self.bm25 = bm25s.BM25.load(folder, mmap=True, show_progress=False)
+
+    @staticmethod
+    def exists(index_dir: Path) -> bool:
+        """Whether the index folder carries a sparse index (indexes built before it do not)."""
+        return (Path(index_dir) / SPARSE_DIR / META_FILE).is_file()
+
+    def search(self, question: str, n: int, mask: np.ndarray | None = None) -> list[tuple[float, int]]:
+        """(BM25 score, row) of the best ``n`` rows that share a term with the question, among the rows
+        ``mask`` allows (scores of the others are zeroed before the top-n, so a filter never empties it)."""
+        if self.bm25 is None:
+            return []
+        ids = sorted({self.bm25.vocab_dict[t] for t in tokenize(question) if t in self.bm25.vocab_dict})
+        if not ids:
+            return []
+        weights = None if mask is None else mask.astype(np.float32)
+        scores = self.bm25.get_scores(ids, weight_mask=weights)
+        candidates = np.flatnonzero(scores > 0)
+        if len(candidates) > n:
+            candidates = candidates[np.argpartition(-scores[candidates], n - 1)[:n]]
+        order = np.lexsort((candidates, -scores[candidates]))  # best first; ties by row, so results are stable
+        return [(float(scores[r]), int(r)) for r in candidates[order]]

@@ -1,0 +1,124 @@
+"""Modes and filters of ``Retriever.search``: dense, sparse and hybrid per query; filters by source prefix
+and document type applied inside the search (k hits come back when k chunks match, for flat and HNSW
+indexes alike), and clear errors for bad modes and filters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragindex.cli import main
+from ragindex.errors import RagindexError, SettingsError
+from ragindex.pipeline import build
+from ragindex.retrieval import Retriever, SearchFilters, fuse
+from ragindex.settings import BuildSettings, IndexSettings, RetrievalSettings
+
+from .conftest import SMALL, write_files
+
+# Forklift text everywhere, so an unfiltered top-k is full of other folders' chunks.
+FORKLIFT = ("Forklift operators must wear a high-visibility vest and keep the forks lowered while driving "
+            "through the warehouse aisles; the forklift horn is sounded at every blind corner.")
+CORPUS = {
+    "safety/forklifts.md": "# Forklifts\n\n" + "\n\n".join([FORKLIFT] * 4),
+    "safety/ladders.txt": "Ladders are inspected before use. Forklift drivers never lift people on the forks.",
+    "hr/leave.html": "<html><body><h1>Leave</h1><p>Forklift training days count as working days. "
+                     "Holiday requests need a week's notice.</p><p>Sick leave is reported by 9 am.</p></body></html>",
+    "hr/payroll.txt": "Payroll runs on the 25th. Forklift certification bonuses are paid with the next salary.",
+    "hr/benefits.md": "# Benefits\n\nThe forklift team gets safety shoes every year. Dental cover starts after "
+                      "three months.\n\nThe pension plan matches five percent.",
+}
+
+
+@pytest.fixture(scope="module", params=["flat", "hnsw"])
+def hybrid_index(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus above, built once per FAISS index kind with small chunks."""
+    corpus = write_files(tmp_path_factory.mktemp("hybrid") / "corpus", CORPUS)
+    out = corpus.parent / "index"
+    build(str(corpus), out, BuildSettings(chunking=SMALL.chunking, index=IndexSettings(kind=request.param, hnsw_m=8)))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_each_mode_answers_per_query(hybrid_index: Path, mode: str) -> None:
+    retriever = Retriever(hybrid_index)
+    hits = retriever.search("When does dental cover start?", k=3, mode=mode)
+    assert hits and hits[0].source == "hr/benefits.md", [h.source for h in hits]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert retriever.mode == "hybrid"  # a per-query mode does not change the index's default
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_a_prefix_filter_still_gives_k_hits_from_inside_the_prefix(hybrid_index: Path, mode: str) -> None:
+    retriever = Retriever(hybrid_index)
+    unfiltered = retriever.search("forklift vest forks lowered", k=3, mode=mode)
+    assert not any(h.source.startswith("hr/") for h in unfiltered), "the hr/ chunks are not in the plain top-3"
+    hits = retriever.search("forklift vest forks lowered", k=3, mode=mode, filters={"source_prefix": "hr/"})
+    assert len(hits) == 3, "filtering inside the search, not dropping hits after the top-k"
+    assert {h.source for h in hits} <= {"hr/leave.html", "hr/payroll.txt", "hr/benefits.md"}
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_a_doc_type_filter_and_a_combined_filter(hybrid_index: Path, mode: str) -> None:
+    retriever = Retriever(hybrid_index)
+    html = retriever.search("forklift", k=5, mode=mode, filters=SearchFilters(doc_type=("html",)))
+    assert html and {h.source for h in html} == {"hr/leave.html"}
+    both = retriever.search("forklift", k=5, mode=mode, filters={"source_prefix": ["safety/"], "doc_type": "text"})
+    assert both and {h.source for h in both} == {"safety/ladders.txt"}
+    assert retriever.search("forklift", k=5, mode=mode, filters={"source_prefix": "nowhere/"}) == []
+
+
+def test_bad_modes_and_filters_are_named(hybrid_index: Path) -> None:
+    retriever = Retriever(hybrid_index)
+    with pytest.raises(RagindexError, match="mode='bm42'"):
+        retriever.search("forklift", mode="bm42")
+    with pytest.raises(RagindexError, match="doc_type=docx: must be one of"):
+        retriever.search("forklift", filters={"doc_type": "docx"})
+    with pytest.raises(RagindexError, match="unknown key\\(s\\) path"):
+        retriever.search("forklift", filters={"path": "hr/"})
+    with pytest.raises(RagindexError, match="source_prefix"):
+        retriever.search("forklift", filters={"source_prefix": [3]})
+
+
+def test_fusion_orders_by_reciprocal_rank_or_by_weighted_scores() -> None:
+    dense = [(0.9, 1), (0.8, 2), (0.1, 3)]
+    sparse = [(12.0, 2), (6.0, 3)]
+    rrf = fuse(dense, sparse, RetrievalSettings(fusion="rrf", rrf_k=60))
+    assert [r for _, r in rrf] == [2, 3, 1]  # high in both lists beats first in one
+    assert rrf[0][0] == pytest.approx(1 / 62 + 1 / 61)
+    dense_heavy = fuse(dense, sparse, RetrievalSettings(fusion="weighted", dense_weight=0.9))
+    assert [r for _, r in dense_heavy][0] == 1
+    sparse_heavy = fuse(dense, sparse, RetrievalSettings(fusion="weighted", dense_weight=0.1))
+    assert [r for _, r in sparse_heavy][0] == 2 and [r for _, r in sparse_heavy][-1] == 3
+
+
+def test_retrieval_settings_are_checked_and_recorded(hybrid_index: Path) -> None:
+    with pytest.raises(SettingsError, match="retrieval mode='fuzzy'"):
+        RetrievalSettings(mode="fuzzy")
+    with pytest.raises(SettingsError, match="needs the sparse"):
+        IndexSettings(sparse=False)
+    settings = BuildSettings(index=IndexSettings(retrieval=RetrievalSettings(mode="sparse", rrf_k=20)))
+    assert BuildSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    meta = json.loads((hybrid_index / "index.json").read_text())
+    assert meta["index"]["retrieval"] == {**RetrievalSettings().__dict__}
+
+
+def test_dense_only_indexes_can_be_built(tmp_path: Path) -> None:
+    corpus = write_files(tmp_path / "corpus", {"a.txt": CORPUS["hr/payroll.txt"]})
+    settings = BuildSettings(chunking=SMALL.chunking,
+                             index=IndexSettings(sparse=False, retrieval=RetrievalSettings(mode="dense")))
+    build(str(corpus), tmp_path / "index", settings)
+    assert not (tmp_path / "index" / "sparse").exists()
+    with pytest.raises(RagindexError, match="has no sparse"):
+        Retriever(tmp_path / "index").search("payroll", mode="hybrid")
+
+
+def test_search_command_takes_mode_and_filters(hybrid_index: Path, capsys) -> None:
+    code = main(["search", str(hybrid_index), "forklift vest", "-k", "2", "--mode", "sparse",
+                 "--source-prefix", "hr/", "--doc-type", "text", "--json"])
+    hits = json.loads(capsys.readouterr().out)
+    assert code == 0 and [h["source"] for h in hits] == ["hr/payroll.txt"]
+    assert main(["search", str(hybrid_index), "forklift", "--source-prefix", "safety/"]) == 0
+    out = capsys.readouterr().out
+    assert "(hybrid)" in out and "safety/" in out and "hr/" not in out

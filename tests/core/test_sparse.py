@@ -1,0 +1,126 @@
+"""The BM25 side of an index: the tokenizer, the files in ``sparse/`` (same chunks, same bytes), incremental
+term counts (an update tokenises only new texts) and old indexes without a sparse index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragindex import sparse
+from ragindex.chunking import text_sha256
+from ragindex.errors import RagindexError
+from ragindex.indexing import SETTINGS_FILE, read_index_settings
+from ragindex.pipeline import build
+from ragindex.retrieval import Retriever
+from ragindex.sparse import SPARSE_DIR, SparseIndex, TermTable, tokenize, write_sparse_index
+
+from .conftest import SMALL, write_files
+
+TEXTS = ["Forklift operators wear a high-visibility vest.",
+         "Call os.path.join(a, b) or use pathlib; see foo_bar and \\alpha in x.y.",
+         "Returned parcels need a return authorization number.",
+         "Forklift batteries are charged in bay 4, never in the aisle."]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tokenizer_keeps_technical_tokens_whole_and_in_parts() -> None:
+    tokens = tokenize("Use os.path.join, foo_bar, \\alpha and x.y in Python 3.11 (UTF-8). The END.")
+    for whole in ("os.path.join", "foo_bar", "\\alpha", "x.y", "3.11", "utf-8"):
+        assert whole in tokens, whole
+    for part in ("os", "path", "join", "foo", "bar", "alpha", "x", "y", "utf", "python", "end"):
+        assert part in tokens, part
+    assert "the" not in tokens and "and" not in tokens and "in" not in tokens  # Lucene's English stop words
+    assert all(t == t.lower() for t in tokens)
+    assert tokenize("ＦＵＬＬ width") == ["full", "width"]  # NFKC first
+    assert tokenize(TEXTS[1]) == tokenize(TEXTS[1])
+
+
+def test_same_chunks_make_the_same_bytes_whether_counts_are_reused_or_not(tmp_path: Path) -> None:
+    shas = [text_sha256(t) for t in TEXTS]
+    fresh = write_sparse_index(tmp_path / "a", TEXTS, shas, k1=1.5, b=0.75)
+    assert (fresh.tokenized, fresh.reused) == (4, 0)
+    again = write_sparse_index(tmp_path / "b", TEXTS, shas, k1=1.5, b=0.75)
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    reuse = TermTable.read(tmp_path / "a").by_sha(shas[:3])
+    partly = write_sparse_index(tmp_path / "c", TEXTS, shas, k1=1.5, b=0.75, reuse=reuse)
+    assert (partly.tokenized, partly.reused) == (1, 3) and again.tokenized == 4
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "c")
+    other_k1 = write_sparse_index(tmp_path / "d", TEXTS, shas, k1=1.2, b=0.75)
+    assert other_k1.tokenized == 4 and files_of(tmp_path / "d") != files_of(tmp_path / "a")
+
+
+def test_bm25_search_ranks_term_matches_and_masks_inside_the_top_n(tmp_path: Path) -> None:
+    write_sparse_index(tmp_path / SPARSE_DIR, TEXTS, [text_sha256(t) for t in TEXTS], k1=1.5, b=0.75)
+    index = SparseIndex(tmp_path)
+    hits = index.search("forklift vest", n=10)
+    assert [row for _, row in hits] == [0, 3]  # only rows sharing a term; the one with both terms first
+    assert hits[0][0] > hits[1][0] > 0
+    masked = index.search("forklift vest", n=1, mask=np.array([False, True, True, True]))
+    assert [row for _, row in masked] == [3]  # the mask applies before the top-1, so a hit remains
+    assert index.search("join", n=5)[0][1] == 1 and index.search("zebra quantum", n=5) == []
+
+
+def test_an_update_tokenises_only_new_texts(tmp_path: Path, monkeypatch) -> None:
+    corpus = write_files(tmp_path / "corpus", {
+        "a.md": "# Dock\n\nTrailers are chocked before anyone enters them.",
+        "b.txt": "Dock plates are inspected every morning by the shift lead.",
+    })
+    first = tmp_path / "v1"
+    build(str(corpus), first, SMALL)
+    (corpus / "c.txt").write_text("Pallet jacks are parked by the charging wall.", encoding="utf-8")
+    seen: list[str] = []
+    real = sparse.count_terms
+    monkeypatch.setattr(sparse, "count_terms", lambda text: seen.append(text) or real(text))
+    second = build(str(corpus), tmp_path / "v2", SMALL, previous=first)
+    assert seen == ["Pallet jacks are parked by the charging wall."], "unchanged chunks are not tokenised again"
+    assert second.chunks == 3
+    seen.clear()
+    build(str(corpus), tmp_path / "full", SMALL)  # no previous: every text is tokenised ...
+    assert len(seen) == 3
+    assert files_of(tmp_path / "full" / SPARSE_DIR) == files_of(tmp_path / "v2" / SPARSE_DIR)  # ... same bytes
+    meta = json.loads((tmp_path / "v2" / SPARSE_DIR / "sparse.json").read_text())
+    assert meta["tokenizer"] == sparse.TOKENIZER and meta["chunks"] == 3
+
+
+def test_counts_of_another_tokenizer_are_not_reused(tmp_index_copy: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sparse, "TOKENIZER", "words-0")
+    assert sparse.reusable_terms(tmp_index_copy) == {}
+    monkeypatch.undo()
+    assert len(sparse.reusable_terms(tmp_index_copy)) > 0
+
+
+@pytest.fixture
+def tmp_index_copy(tiny_index, tmp_path: Path) -> Path:
+    """A copy of the session's tiny index that a test may change."""
+    copy = tmp_path / "index"
+    shutil.copytree(tiny_index[0], copy)
+    return copy
+
+
+def test_an_index_from_before_the_sparse_index_is_dense_only(tmp_index_copy: Path) -> None:
+    shutil.rmtree(tmp_index_copy / SPARSE_DIR)
+    meta = read_index_settings(tmp_index_copy)
+    meta["index"] = {k: meta["index"][k] for k in ("kind", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search")}
+    (tmp_index_copy / SETTINGS_FILE).write_text(json.dumps(meta))
+    retriever = Retriever(tmp_index_copy)
+    assert retriever.mode == "dense" and retriever.sparse is None
+    assert retriever.search("forklift vest", k=2)
+    for mode in ("sparse", "hybrid"):
+        with pytest.raises(RagindexError, match="has no sparse \\(BM25\\) index"):
+            retriever.search("forklift vest", k=2, mode=mode)
+        with pytest.raises(RagindexError, match="has no sparse"):
+            Retriever(tmp_index_copy, mode=mode)
+
+
+def test_index_json_records_the_sparse_and_retrieval_settings(tiny_index) -> None:
+    meta = read_index_settings(tiny_index[0])
+    assert meta["index"]["sparse"] is True and meta["index"]["bm25_k1"] == 1.5
+    assert meta["index"]["retrieval"]["mode"] == "hybrid"
+    assert (tiny_index[0] / SPARSE_DIR / "params.index.json").is_file()
