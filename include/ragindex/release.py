@@ -133,7 +133,7 @@ def flatten(nested: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def release_settings(prompt_model: str, prompt_temperature: float, *, k: int | None = None,
-                     overrides: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                     overrides: Mapping[str, Any] | None = None, mode: str = "dense") -> dict[str, dict[str, Any]]:
     """The full settings: defaults (the gate's k, dense retrieval, the prompt's model and temperature), then
     ``k``, then the overrides; giving k both ways is an error rather than a silent choice."""
     from ragindex.settings import GateSettings
@@ -142,7 +142,7 @@ def release_settings(prompt_model: str, prompt_temperature: float, *, k: int | N
     if k is not None and "retrieval.k" in overrides and overrides["retrieval.k"] != k:
         raise SettingsError(f"release setting retrieval.k: given twice (--k {k} and --set retrieval.k="
                             f"{overrides['retrieval.k']})")
-    flat = {"retrieval.k": GateSettings().k, "retrieval.mode": "dense", "generation.model": prompt_model,
+    flat = {"retrieval.k": GateSettings().k, "retrieval.mode": mode, "generation.model": prompt_model,
             "generation.temperature": prompt_temperature}
     if k is not None:
         flat["retrieval.k"] = k
@@ -251,6 +251,19 @@ def resolve_questions(registry: Registry, index: ArtifactVersion, questions: str
     return latest.ref
 
 
+def index_mode(registry: Registry, index: ArtifactVersion) -> str:
+    """The retrieval mode an index was built to answer in by default (``dense`` for indexes from before the
+    sparse index): a release's default, so its gate and its serving search as the index would."""
+    import json as _json
+
+    from ragindex.indexing import SETTINGS_FILE
+    from ragindex.retrieval import retrieval_settings_of
+
+    path = registry.download(index.ref) / SETTINGS_FILE
+    recorded = _json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return retrieval_settings_of(recorded).mode
+
+
 def assemble_release(registry: Registry, index_ref: str, prompt_ref: str, *, questions_ref: str | None = None,
                      k: int | None = None, overrides: Mapping[str, Any] | None = None,
                      names: ArtifactNames = DEFAULT_NAMES) -> ReleaseManifest:
@@ -261,7 +274,8 @@ def assemble_release(registry: Registry, index_ref: str, prompt_ref: str, *, que
     index = _part(registry, index_ref, "index", "--index")
     prompt_version, prompt = read_prompt(registry, prompt_ref)
     questions = _part(registry, resolve_questions(registry, index, questions_ref, names), "questions", "--questions")
-    settings = release_settings(prompt.spec.model, prompt.spec.temperature, k=k, overrides=overrides)
+    settings = release_settings(prompt.spec.model, prompt.spec.temperature, k=k, overrides=overrides,
+                                mode=index_mode(registry, index))
     return ReleaseManifest(Part(index.ref, index.digest), Part(prompt_version.ref, prompt_version.digest),
                            Part(questions.ref, questions.digest), settings)
 
@@ -330,13 +344,11 @@ def release_questions(registry: Registry, manifest: ReleaseManifest) -> list[Any
 
 
 def release_retriever(registry: Registry, manifest: ReleaseManifest):
-    """A ``Retriever`` over the release's exact index, for the release's retrieval mode."""
+    """A ``Retriever`` over the release's exact index, in the release's retrieval mode."""
     from ragindex.retrieval import Retriever
 
-    mode = manifest.setting("retrieval.mode")
-    if mode != "dense":
-        raise SettingsError(f"release setting retrieval.mode={mode!r}: this version of ragindex retrieves dense only")
-    return Retriever(registry.download(manifest.index.ref), ref=manifest.index.ref)
+    return Retriever(registry.download(manifest.index.ref), ref=manifest.index.ref,
+                     mode=manifest.setting("retrieval.mode"))
 
 
 def check_release_budget(registry: Registry, manifest: ReleaseManifest):

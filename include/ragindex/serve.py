@@ -181,7 +181,8 @@ class IndexFollower:
 
         manifest = read_release(self.registry, version.ref).manifest
         _prompt_version, prompt = read_prompt(self.registry, manifest.prompt.ref)
-        retriever = Retriever(self.registry.download(manifest.index.ref), ref=manifest.index.ref)
+        retriever = Retriever(self.registry.download(manifest.index.ref), ref=manifest.index.ref,
+                              mode=manifest.setting("retrieval.mode"))
         retriever.search("warm-up", k=1)
         return Served(retriever, version.ref, version.digest, now, k=int(manifest.setting("retrieval.k")),
                       index_ref=manifest.index.ref, index_digest=manifest.index.digest, prompt=prompt,

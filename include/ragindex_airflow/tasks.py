@@ -176,7 +176,9 @@ def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
 
     params = context["params"]
     user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-    registry = open_registry(param_value(params, "registry"), create=False)
+    from ragindex_airflow.connections import wandb_registry_uri
+
+    registry = open_registry(wandb_registry_uri(param_value(params, "registry") or ""), create=False)
     outcome = rollback(registry, to_version=param_value(params, "to_version"),
                        reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback",
                        force=bool(params.get("force", False)), pipeline_run=context["dag_run"].run_id,
