@@ -336,7 +336,7 @@ def release_retriever(registry: Registry, manifest: ReleaseManifest):
     mode = manifest.setting("retrieval.mode")
     if mode != "dense":
         raise SettingsError(f"release setting retrieval.mode={mode!r}: this version of ragindex retrieves dense only")
-    return Retriever(registry.download(manifest.index.ref), ref=manifest.index.ref)
+    return Retriever(registry.download(manifest.index.ref), ref=manifest.index.ref, mode=mode)
 
 
 def check_release_budget(registry: Registry, manifest: ReleaseManifest):
