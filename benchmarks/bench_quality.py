@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
 from ragindex.evaluation import EvalQuestion, load_questions  # noqa: E402
-from ragindex.settings import BuildSettings, RetrievalSettings  # noqa: E402
+from ragindex.settings import BuildSettings  # noqa: E402
 
 PYDOC = Path("/usr/share/doc/python3.11/html/_sources/library")
 SYNOPSIS = re.compile(r"^\s*:synopsis:\s*(.+?)\s*$", re.MULTILINE)

@@ -99,7 +99,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([h.to_json() for h in hits])
         return 0
-    print(f"# {retriever.ref or retriever.index_dir} ({args.mode or retriever.mode})")
+    if retriever.ref:
+        print(f"# {retriever.ref} ({args.mode or retriever.mode})")
     for rank, h in enumerate(hits, 1):
         where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
         snippet = " ".join(h.text.split())[:160]

@@ -121,4 +121,4 @@ def test_search_command_takes_mode_and_filters(hybrid_index: Path, capsys) -> No
     assert code == 0 and [h["source"] for h in hits] == ["hr/payroll.txt"]
     assert main(["search", str(hybrid_index), "forklift", "--source-prefix", "safety/"]) == 0
     out = capsys.readouterr().out
-    assert "(hybrid)" in out and "safety/" in out and "hr/" not in out
+    assert "safety/" in out and "hr/" not in out

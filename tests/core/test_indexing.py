@@ -18,10 +18,11 @@ from ragindex.indexing import (
 from ragindex.pipeline import DOCUMENTS_FILE, build
 from ragindex.retrieval import Retriever
 from ragindex.settings import DEFAULT_MODEL, BuildSettings, IndexSettings
+from ragindex.sparse import SPARSE_DIR
 
 from .conftest import SMALL, TINY_CORPUS, TINY_PDF_PAGES
 
-FILES = (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE, DOCUMENTS_FILE)
+FILES = (INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE, DOCUMENTS_FILE, SPARSE_DIR)
 
 
 def all_vectors(index) -> np.ndarray:
@@ -63,7 +64,10 @@ def test_each_row_holds_the_vector_of_its_docstore_text(tiny_index) -> None:
 def test_two_builds_of_the_same_corpus_are_byte_identical(tiny_corpus: Path, tiny_index, tmp_path: Path) -> None:
     out, _ = tiny_index
     again = build(str(tiny_corpus), tmp_path / "again", SMALL)
-    for name in FILES:
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert Path(SPARSE_DIR, "params.index.json") in files
+    assert files == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*") if p.is_file())
+    for name in files:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     assert again.embedded == again.chunks > 0  # really rebuilt (no previous index given)
 

@@ -56,6 +56,27 @@ def test_same_chunks_make_the_same_bytes_whether_counts_are_reused_or_not(tmp_pa
     assert other_k1.tokenized == 4 and files_of(tmp_path / "d") != files_of(tmp_path / "a")
 
 
+WRITE_IN_SUBPROCESS = """
+import sys
+from ragindex.chunking import text_sha256
+from ragindex.sparse import write_sparse_index
+texts = sys.argv[2:]
+write_sparse_index(__import__("pathlib").Path(sys.argv[1]), texts, [text_sha256(t) for t in texts], k1=1.5, b=0.75)
+"""
+
+
+def test_the_bytes_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-c", WRITE_IN_SUBPROCESS, str(tmp_path / seed), *TEXTS], env=env,
+                       check=True, timeout=120)
+    assert files_of(tmp_path / "1") == files_of(tmp_path / "2")
+
+
 def test_bm25_search_ranks_term_matches_and_masks_inside_the_top_n(tmp_path: Path) -> None:
     write_sparse_index(tmp_path / SPARSE_DIR, TEXTS, [text_sha256(t) for t in TEXTS], k1=1.5, b=0.75)
     index = SparseIndex(tmp_path)
