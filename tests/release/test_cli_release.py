@@ -72,11 +72,11 @@ def test_release_create_show_and_diff(capsys, tmp_path, built):
     index_a, index_b = log_index(registry, built["a"]), log_index(registry, built["b"])
     prompt = run_json(capsys, "prompt", "log", str(SAMPLE_PROMPT), "--registry", r)["ref"]
     first = run_json(capsys, "release", "create", "--registry", r, "--index", index_a, "--prompt", prompt,
-                     "--questions", str(built["questions"]), "--k", "3")
+                     "--questions", str(built["questions"]), "--k", "3", "--set", "mode=dense")
     assert (first["ref"], first["created"]) == ("rag-release:v0", True)
     assert first["manifest"]["questions"]["ref"] == "eval-questions:v0"  # the file became a version
     again = run_json(capsys, "release", "create", "--registry", r, "--index", index_a, "--prompt", prompt,
-                     "--questions", "eval-questions:v0", "--set", "retrieval.k=3")
+                     "--questions", "eval-questions:v0", "--set", "retrieval.k=3", "--set", "mode=dense")
     assert (again["ref"], again["created"]) == ("rag-release:v0", False)
     second = run_json(capsys, "release", "create", "--registry", r, "--index", "vector-index:latest",
                       "--prompt", prompt, "--set", "mode=hybrid", "--set", "temperature=0.4")

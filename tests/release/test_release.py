@@ -67,7 +67,7 @@ def test_a_release_names_exact_versions_by_ref_and_digest_with_its_settings(regi
     for part, ref in expected:
         assert getattr(manifest, part).ref == ref  # aliases resolved to the version they named
         assert getattr(manifest, part).digest == registry.get(ref).digest
-    assert manifest.settings == {"retrieval": {"k": 5, "mode": "dense"},
+    assert manifest.settings == {"retrieval": {"k": 5, "mode": "hybrid"},  # the index's own default mode
                                  "generation": {"model": "small-model", "temperature": 0.2}}  # the prompt's own
 
 
@@ -204,11 +204,14 @@ def test_the_budget_check_renders_every_eval_question_with_the_releases_own_retr
     assert not tight_report.passed and tight_report.over == [max(report.sizes, key=lambda row: row[1])]
 
 
-def test_the_budget_check_refuses_a_mode_it_cannot_run_yet(registry, world):
+def test_the_release_searches_in_its_own_mode(registry, world):
+    from ragindex.release import release_retriever
+
     ref = release(registry, "vector-index:v0", "prompt-template:v0", questions_ref="eval-questions:v0",
                   overrides={"retrieval.mode": "sparse"}).ref
-    with pytest.raises(SettingsError, match="retrieval.mode='sparse'"):
-        check_release_budget(registry, read_release(registry, ref).manifest)
+    manifest = read_release(registry, ref).manifest
+    assert release_retriever(registry, manifest).mode == "sparse"
+    assert check_release_budget(registry, manifest).passed
 
 
 @pytest.mark.parametrize("settings, reason", [
