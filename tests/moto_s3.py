@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key: the only unauthenticated requests
 REGION = "us-east-1"
@@ -109,3 +111,11 @@ def start_or_skip(log_path: Path) -> MotoS3:
 
     need(MOTO_SERVER.exists(), "moto[server] is not installed (pip install -r requirements.txt)")
     return MotoS3.start(log_path)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """A moto S3 server on loopback for the tests of one module (import this fixture where it is used)."""
+    server = start_or_skip(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()

@@ -17,6 +17,7 @@ import pytest
 
 from ragindex.errors import SourceError, SourceUnavailable
 from ragindex.sources import parse_remote, redact, snapshot
+from tests.moto_s3 import moto  # noqa: F401 - the fixture
 from tests.moto_s3 import REGION, free_port, server_time, start_or_skip
 
 CORPUS = {"corpus/forklifts.md": b"Forklift drivers keep the forks lowered.",
@@ -24,12 +25,6 @@ CORPUS = {"corpus/forklifts.md": b"Forklift drivers keep the forks lowered.",
           "corpus/.hidden/draft.md": b"not a document",
           "elsewhere/other.md": b"outside the prefix"}
 
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = start_or_skip(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -17,14 +17,9 @@ import pytest
 
 from ragindex.errors import RegistryError, SourceError, SourceUnavailable
 from tests.dags.conftest import SAMPLE_CORPUS, SAMPLE_QUESTIONS
+from tests.moto_s3 import moto  # noqa: F401 - the fixture
 from tests.moto_s3 import free_port, server_time, start_or_skip
 
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = start_or_skip(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
