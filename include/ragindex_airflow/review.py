@@ -62,7 +62,7 @@ class IndexReviewOperator(ApprovalOperator):
         if REASON_PARAM not in params:
             params[REASON_PARAM] = Param(
                 "", type=["null", "string"], title="Reason", source="task",
-                description="Why you approve or reject this index. Recorded with your decision in the registry.")
+                description="Why you approve or reject this release. Recorded with your decision in the registry.")
         kwargs["params"] = params
         super().__init__(**kwargs)
 
