@@ -19,9 +19,10 @@ grep -o "Skipping task: pull_documents.*\|corpus unchanged: [^;]*" "$AIRFLOW_HOM
 echo
 echo "==> versions in the local registry ($RAGINDEX_HOME/registry)"
 ragindex versions vector-index
+ragindex versions rag-release
 echo
-echo "==> lineage of the production index"
-ragindex lineage vector-index:production
+echo "==> lineage of the production release (index + prompt + eval set)"
+ragindex lineage rag-release:production
 echo
 echo "==> ragindex search vector-index:production \"How long is a forklift certificate valid?\""
 ragindex search vector-index:production "How long is a forklift certificate valid?" -k 3 2>/dev/null
