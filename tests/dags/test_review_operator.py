@@ -98,3 +98,18 @@ def test_an_approval_against_the_production_that_still_serves_goes_on(review_tas
     result = review_task.execute_complete(context, answer("Approve", "checked"))
     assert result["chosen_options"] == ["Approve"] and result["decision"]["verdict"] == "approved"
     assert result["decision"]["details"][AGAINST] == v0
+
+
+def test_the_approve_link_is_built_without_a_base_url_and_says_how_to_set_one(review_task, monkeypatch, caplog,
+                                                                                capfd):
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__API__HOST", "0.0.0.0")
+    monkeypatch.setenv("AIRFLOW__API__PORT", "8123")
+    ti = SimpleNamespace(dag_id="rag_ingest", run_id="manual__1", task_id="review", map_index=-1)
+    with caplog.at_level("INFO"):
+        link = review_task.approve_link({"task": review_task, "task_instance": ti})
+    assert link.startswith("http://localhost:8123/dags/rag_ingest/runs/manual__1/tasks/review/required_actions?")
+    assert link.endswith("&_options=%5B%22Approve%22%5D"), link
+    out, err = capfd.readouterr()
+    said = out + err + "".join(r.getMessage() for r in caplog.records)
+    assert "AIRFLOW__API__BASE_URL" in said and "http://localhost:8123" in said, "the log says how to set it"
