@@ -24,11 +24,6 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _at(text: str) -> datetime:
-    """A stored timestamp as an aware datetime."""
-    return parse_time(text)
-
-
 @dataclass(frozen=True)
 class ServedAt:
     """The production holder at a moment: its ref, the parts it named (a release), and the deciding record."""
@@ -49,7 +44,7 @@ class ServedAt:
 
 def production_at(registry: Registry, name: str, moment: datetime) -> ServedAt:
     """Who held ``production`` of ``name`` at ``moment`` (None before the first promotion)."""
-    moves = [m for m in registry.alias_history(name, PRODUCTION) if _at(m.at) <= moment]
+    moves = [m for m in registry.alias_history(name, PRODUCTION) if parse_time(m.at) <= moment]
     last = moves[-1] if moves else None
     ref = f"{name}:{last.to_version}" if last and last.to_version else None
     decision = None

@@ -15,7 +15,7 @@ from typing import Any
 from ragindex.errors import GovernanceError
 from ragindex.names import ARTIFACT_TYPES, DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
 from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
-from ragindex.review import APPROVED, REVIEW, STALE, SUPERSEDED, describe, record_review, review_key
+from ragindex.review import APPROVED, REVIEW, STALE, SUPERSEDED, describe, record_review, review_key, when
 from ragindex.standing import Standing, gate_passed, standing
 
 STAGE, PROMOTE = "stage", "promote"
@@ -105,7 +105,7 @@ def moved_since(registry: Registry, against: str | None, current: ArtifactVersio
         return None
     history = registry.alias_history(name, PRODUCTION)
     last = history[-1] if history else None
-    how = (f" ({last.reason or 'moved'}, by {last.actor} on {last.at[:16].replace('T', ' ')} UTC)" if last else "")
+    how = (f" ({last.reason or 'moved'}, by {last.actor} on {when(last.at)})" if last else "")
     return (f"production moved from {against or 'none'} to {now or 'none'}{how} while the review waited; "
             f"it was made against {against or 'no production'}")
 

@@ -76,8 +76,8 @@ def latest_review(registry: Registry, version: ArtifactVersion) -> Decision | No
     return latest_reviews(registry, version.name).get(version.ref)
 
 
-def _when(at: str) -> str:
-    """A record's time as messages show it."""
+def when(at: str) -> str:
+    """A record's time as messages show it (one wording for every message that dates a record)."""
     return at[:16].replace("T", " ") + " UTC" if at else "at an unknown time"
 
 
@@ -87,11 +87,11 @@ def describe(decision: Decision | None) -> str:
     if decision is None:
         return "never reviewed"
     why = f": “{decision.reason}”" if decision.reason else ""
-    text = f"{decision.verdict.replace('_', ' ')} on {_when(decision.at)} by {decision.actor}{why}"
+    text = f"{decision.verdict.replace('_', ' ')} on {when(decision.at)} by {decision.actor}{why}"
     overrides = decision.details.get("overrides") if isinstance(decision.details, dict) else None
     if overrides:
         said = f": “{overrides['reason']}”" if overrides.get("reason") else ""
-        text += f", overriding the rejection on {_when(overrides.get('at') or '')} by {overrides.get('actor')}{said}"
+        text += f", overriding the rejection on {when(overrides.get('at') or '')} by {overrides.get('actor')}{said}"
     return text
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ragindex.registry import ArtifactVersion, Decision, Registry
-from ragindex.review import APPROVING, REJECTED, REVIEW, describe
+from ragindex.review import APPROVING, REJECTED, REVIEW, describe, when
 
 FORCED_ROLLBACK = "forced_rollback"
 
@@ -75,7 +75,7 @@ class Standing:
         if self.forced_in is not None and not self.eligible:
             forced = self.forced_in
             why = f": “{forced.reason}”" if forced.reason else ""
-            return (f"forced in by {forced.actor} on {forced.at[:16].replace('T', ' ')} UTC{why}, never approved since "
+            return (f"forced in by {forced.actor} on {when(forced.at)}{why}, never approved since "
                     f"(its review: {review})")
         if self.review is not None and self.review.verdict in APPROVING and self.gate is not True:
             return f"{review}, but it " + ("was never evaluated" if self.gate is None else "failed its gate")
