@@ -247,22 +247,26 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
         except RagindexError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
 
+    from ragindex.canary import CANARY, PRODUCTION_ARM
+
+    arm_alias = {PRODUCTION_ARM: follower.alias, CANARY: canary[0].alias if canary is not None else None}
+
     def choose(key: str) -> tuple[Served, str]:
         """The arm answering a request: the canary's share by the key's hash (while the canary has a version)."""
-        from ragindex.canary import CANARY, PRODUCTION_ARM, in_canary
+        from ragindex.canary import in_canary
 
         if canary is not None and canary[0]._current is not None and in_canary(key, canary[1]):
             return canary[0]._current, CANARY
         return serving(), PRODUCTION_ARM
 
     def log_answer(kind: str, served: Served, trace_id: str, question: str, hits: list[Any], started: float,
-                   key: str | None = None, arm: str = "production") -> None:
+                   key: str | None = None, arm: str = PRODUCTION_ARM) -> None:
         if trace is None:
             return
         from ragindex.tracelog import question_fields
 
         trace.write({"at": datetime.now(timezone.utc).isoformat(), "trace_id": trace_id, "endpoint": kind,
-                     "arm": arm, "alias": follower.alias if arm == "production" else canary[0].alias,  # type: ignore
+                     "arm": arm, "alias": arm_alias[arm],
                      **served.refs(),
                      "key": key, "hits": [{"chunk_id": h.chunk_id, "score": round(float(h.score), 6)} for h in hits],
                      "latency_ms": round((time.perf_counter() - started) * 1000, 3),
