@@ -161,7 +161,7 @@ def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, st
 
 
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
-                   settings: GateSettings | None = None) -> EvalOutcome:
+                   settings: GateSettings | None = None, mode: str | None = None) -> EvalOutcome:
     """Score candidate and production on the versioned question set, apply the gate, compare their content
     (the data gate), log ``eval-report``."""
     from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
@@ -173,7 +173,7 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     steps.done("questions")
     index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
-    candidate = evaluate(Retriever(candidate_dir, ref=index_ref), questions, gs.k)
+    candidate = evaluate(Retriever(candidate_dir, ref=index_ref, mode=mode), questions, gs.k)  # None: the index's own
     steps.done("score candidate")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
     production, data_gate, changes = None, None, []
@@ -230,7 +230,7 @@ def evaluate_release(ctx: IngestContext, release_ref: str, settings: GateSetting
     manifest = release.manifest
     gs = replace(settings or ctx.gate, k=int(manifest.setting("retrieval.k")))
     questions_file = ctx.registry.download(manifest.questions.ref) / QUESTIONS_FILE
-    outcome = evaluate_index(ctx, manifest.index.ref, questions_file, gs)
+    outcome = evaluate_index(ctx, manifest.index.ref, questions_file, gs, mode=manifest.setting("retrieval.mode"))
     budget = check_release_budget(ctx.registry, manifest)
     passed = outcome.passed and budget.passed
     reason = outcome.reason if budget.passed else (

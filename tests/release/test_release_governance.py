@@ -98,3 +98,27 @@ def test_at_a_moment_says_which_release_served_and_which_decision_put_it_there(r
     assert served.decision is not None and (served.decision.kind, served.decision.actor) == ("promote", "alice")
     now = production_at(registry, RELEASE, datetime.now(timezone.utc))
     assert now.ref == second and now.decision.actor == "bob"
+
+
+def test_the_gate_scores_the_index_in_the_releases_own_mode(registry, world, monkeypatch):
+    from ragindex.evaluation import evaluate, load_questions
+    from ragindex.retrieval import Retriever
+
+    searched: list[str] = []
+    original = Retriever.search
+
+    def recording(self, question, k=5, mode=None, filters=None):
+        searched.append(mode or self.mode)
+        return original(self, question, k=k, mode=mode, filters=filters)
+
+    ref = release(registry, world["index_a"], world["prompt_a"], k=1, overrides={"retrieval.mode": "sparse"}).ref
+    monkeypatch.setattr(Retriever, "search", recording)
+    evaluate_release(IngestContext(registry, "eval-sparse"), ref)
+    monkeypatch.undo()
+    assert searched and set(searched) == {"sparse"}, f"every gate query in the release's mode: {set(searched)}"
+    meta = registry.get(ref).metadata["eval"]
+    questions = load_questions(registry.download(world["questions"]))
+    sparse = evaluate(Retriever(registry.download(world["index_a"]), mode="sparse"), questions, 1)
+    assert (meta["recall_at_k"], meta["mrr"]) == (sparse["recall_at_k"], sparse["mrr"])
+    report = registry.get(meta["report"]).metadata
+    assert (report["recall_at_k"], report["k"]) == (sparse["recall_at_k"], 1)
