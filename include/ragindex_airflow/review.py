@@ -72,6 +72,7 @@ class IndexReviewOperator(ApprovalOperator):
         from ragindex.context import may_promote
         from ragindex.names import PRODUCTION
         from ragindex.promotion import supersede_pending
+        from ragindex.registry import split_ref
         from ragindex.review import AUTO_APPROVED, describe, record_review, review_key, review_needed
 
         params = context["params"]
@@ -98,23 +99,19 @@ class IndexReviewOperator(ApprovalOperator):
             self.log.info("require_approval=false: %s approved automatically, on record as %s", candidate,
                           decision.record_id)
             return self.conclude(context, decision.to_json())
-        production = ctx.registry.find(f"{candidate.partition(':')[0]}:{PRODUCTION}")
+        production = ctx.registry.find(f"{split_ref(candidate)[0]}:{PRODUCTION}")
         against = production.ref if production else None
         context["ti"].xcom_push(key=AGAINST_XCOM, value=against)
         for voided in supersede_pending(ctx.registry, candidate, pipeline_run=ctx.pipeline_run_id):
             self.log.info("the pending review of %s (run %s) is superseded by %s: a late answer to it will not be "
                           "applied", voided.ref, voided.pipeline_run, candidate)
         self.stage(ctx, candidate, against)
-        self.body = self.summary(context, ctx, evaluated, against)
+        self.body = review_body(ctx, evaluated, against)  # written now, against the production serving now
         self.response_timeout = timedelta(hours=settings.timeout_hours)
         link = self.approve_link(context)
         self.log.info("asking for a review of %s against production %s (timeout %g h, then Reject): %s", candidate,
                       against or "none", settings.timeout_hours, link)
         return super().execute(context)
-
-    def summary(self, context: Any, ctx: Any, evaluated: dict[str, Any], against: str | None) -> str:
-        """What the reviewer reads, written now (against the production that serves now), not carried in XCom."""
-        return review_body(ctx, evaluated, against)
 
     @staticmethod
     def candidate(evaluated: dict[str, Any]) -> str:
@@ -163,6 +160,7 @@ class IndexReviewOperator(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from ragindex.names import PRODUCTION
         from ragindex.promotion import AGAINST, moved_since
+        from ragindex.registry import split_ref
         from ragindex.review import APPROVED, APPROVING, REJECTED, STALE, TIMED_OUT, describe, record_review
 
         if "error" in event:
@@ -179,8 +177,8 @@ class IndexReviewOperator(ApprovalOperator):
         against = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=AGAINST_XCOM)
         candidate = self.candidate(evaluated)
         if verdict == APPROVED:
-            current = ctx.registry.find(f"{candidate.partition(':')[0]}:{PRODUCTION}")
-            stale = moved_since(ctx.registry, against, current, candidate.partition(":")[0])
+            current = ctx.registry.find(f"{split_ref(candidate)[0]}:{PRODUCTION}")
+            stale = moved_since(ctx.registry, against, current, split_ref(candidate)[0])
             if stale:  # the reviewer compared the candidate with a production that no longer serves
                 verdict, reason = STALE, (f"approval by {actor} not applied: {stale}. Trigger rag_ingest again to "
                                           f"review {candidate} against {current.ref if current else 'none'}"
