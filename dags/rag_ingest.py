@@ -41,10 +41,12 @@ MAX_ACTIVE_RUNS = int(os.environ.get("RAGINDEX_MAX_ACTIVE_RUNS", "4"))
     doc_md=__doc__,
 )
 def rag_ingest():
-    @task
-    def pull_documents() -> dict[str, Any]:
-        """Snapshot the corpus and log raw-documents; skip the rest when nothing changed."""
-        return tasks.pull_documents(get_current_context())
+    @task.branch
+    def pull_documents() -> list[str]:
+        """Snapshot the corpus and log raw-documents (XCom ``pulled``); a prompt-only run branches straight to the
+        gate; everything is skipped when nothing changed."""
+        context = get_current_context()
+        return tasks.route(context, tasks.pull_documents(context))
 
     @task
     def chunk_documents(pulled: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,8 +63,9 @@ def rag_ingest():
         """Build the FAISS index + docstore from all shards and log vector-index."""
         return tasks.build_index(get_current_context(), pulled, orders)
 
-    @task
-    def evaluate_index(pulled: dict[str, Any], orders: list[dict[str, Any]], built: dict[str, Any]) -> dict[str, Any]:
+    @task(trigger_rule="none_failed_min_one_success")  # a prompt-only run skips chunk/embed/build
+    def evaluate_index(pulled: dict[str, Any], orders: list[dict[str, Any]] | None,
+                       built: dict[str, Any] | None) -> dict[str, Any]:
         """Score candidate vs production on eval-questions, log eval-report, apply the gate."""
         return tasks.evaluate_index(get_current_context(), pulled, orders, built)
 
@@ -79,7 +82,7 @@ def rag_ingest():
         """Move production to the approved index (and the versions it came from); emit the Asset event."""
         return tasks.promote(get_current_context(), evaluated, decision)
 
-    pulled = pull_documents()
+    pulled = pull_documents()["pulled"]
     orders = chunk_documents(pulled)
     built = build_index(pulled, orders, embed_chunks.expand(order=orders))
     evaluated = evaluate_index(pulled, orders, built)

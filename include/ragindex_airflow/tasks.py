@@ -73,15 +73,23 @@ def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
     return pulled | {"index": result.existing_index, "release": release, "reuse_index": True}
 
 
+CORPUS_PATH = ["chunk_documents", "build_index", "evaluate_index"]
+PROMPT_ONLY_PATH = ["evaluate_index"]
+
+
+def route(context: dict[str, Any], pulled: dict[str, Any]) -> list[str]:
+    """The branch pull_documents takes: a prompt-only run goes straight to the gate, so the parse, embed and
+    build tasks are skipped by the scheduler instead of each starting a process only to do nothing."""
+    context["ti"].xcom_push(key="pulled", value=pulled)
+    return PROMPT_ONLY_PATH if pulled.get("reuse_index") else CORPUS_PATH
+
+
 @fail_fast
 def chunk_documents(context: dict[str, Any], pulled: dict[str, Any]) -> list[dict[str, Any]]:
     """Parse + chunk, log processed-chunks, and plan the embedding: one small work order per shard."""
     from ragindex.ingest import chunk_documents as chunk
 
     ctx = ingest_context(context)
-    if pulled.get("reuse_index"):  # prompt-only: the chunks of the index reused
-        chunks = ctx.registry.get(pulled["index"]).metadata["chunks_ref"]
-        return [{"shard": 0, "chunks": chunks, "reuse": True}]
     result = chunk(ctx, pulled["raw"])
     return [result.to_json() | {"shard": i} for i in range(result.shards)]
 
@@ -91,8 +99,6 @@ def embed_chunks(context: dict[str, Any], order: dict[str, Any]) -> int:
     """Embed one shard of new texts (cached texts are never embedded again)."""
     from ragindex.ingest import embed_chunks as embed
 
-    if order.get("reuse"):
-        return 0
     return embed(ingest_context(context), int(order["shard"]))
 
 
@@ -101,22 +107,24 @@ def build_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[di
     """Build the FAISS index + docstore from all shards and log vector-index."""
     from ragindex.ingest import build_index as build
 
-    ctx = ingest_context(context)
-    if pulled.get("reuse_index"):
-        index = ctx.registry.get(pulled["index"])
-        return {"index": index.ref, "embedded": 0, "reused": index.metadata.get("chunks")}
-    return build(ctx, pulled["raw"], orders[0]["chunks"]).to_json()
+    return build(ingest_context(context), pulled["raw"], orders[0]["chunks"]).to_json()
 
 
 @fail_fast
-def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[dict[str, Any]],
-                   built: dict[str, Any]) -> dict[str, Any]:
+def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[dict[str, Any]] | None,
+                   built: dict[str, Any] | None) -> dict[str, Any]:
     """Pair the index with the run's prompt as a release, score it with its own settings against production (the
-    index on the eval set, every question rendered within the prompt's budget), log eval-report, apply the gate."""
+    index on the eval set, every question rendered within the prompt's budget), log eval-report, apply the gate.
+    A prompt-only run comes here straight from pull_documents (``orders``/``built`` None: those tasks skipped)."""
     from ragindex.gate import evaluate_release
     from ragindex.ingest import release_candidate
 
     ctx = ingest_context(context)
+    if pulled.get("reuse_index"):
+        index = ctx.registry.get(pulled["index"])
+        orders = [{"chunks": index.metadata["chunks_ref"]}]
+        built = {"index": index.ref, "embedded": 0, "reused": index.metadata.get("chunks")}
+    assert orders is not None and built is not None, "a corpus run evaluates what build_index built"
     release = pulled.get("release") or release_candidate(ctx, built["index"], pulled["prompt"], pulled["questions"])[0]
     outcome = evaluate_release(ctx, release)
     log.info("gate %s for %s (%s + %s): %s (report %s)", "passed" if outcome.passed else "FAILED", release,

@@ -94,6 +94,19 @@ def test_ingest_tasks_and_order(dagbag):
     assert isinstance(dag.task_dict["review"], ApprovalOperator)
 
 
+def test_prompt_only_runs_branch_past_parsing_and_embedding(dagbag):
+    """pull_documents is a branch: a prompt-only run follows only evaluate_index, whose trigger rule lets it run
+    over the skipped chunk/build tasks (and still fail when one of them failed)."""
+    from ragindex_airflow.tasks import CORPUS_PATH, PROMPT_ONLY_PATH
+
+    dag = dagbag.dags["rag_ingest"]
+    assert callable(getattr(dag.task_dict["pull_documents"], "do_branch", None)), "a branch operator"
+    assert set(CORPUS_PATH) == dag.task_dict["pull_documents"].downstream_task_ids
+    assert PROMPT_ONLY_PATH == ["evaluate_index"]
+    assert dag.task_dict["evaluate_index"].trigger_rule == "none_failed_min_one_success"
+    assert dag.task_dict["build_index"].trigger_rule == "all_success"
+
+
 def test_ingest_schedule_and_run_limits(dagbag):
     from airflow.sdk import CronDataIntervalTimetable
 

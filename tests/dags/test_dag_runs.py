@@ -99,8 +99,20 @@ def run_dag(dag, conf: dict, **kwargs) -> tuple[str, dict[str, list[str]], objec
     return str(getattr(dr.state, "value", dr.state)), states, dr
 
 
-def task_xcom(dr, task_id: str, map_index: int = -1):
-    """A task's return value in a finished run, from the metadata DB."""
+def try_numbers(dr) -> dict[str, int]:
+    """How many times each task of a run was started (0: the scheduler skipped it without starting it)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.try_number).where(
+            TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id)).all()
+    return {task_id: max(n for t, n in rows if t == task_id) for task_id, _ in rows}
+
+
+def task_xcom(dr, task_id: str, map_index: int = -1, key: str = "return_value"):
+    """A task's return value (or another XCom key) in a finished run, from the metadata DB."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -108,7 +120,7 @@ def task_xcom(dr, task_id: str, map_index: int = -1):
     with create_session() as session:
         value = session.execute(select(XComModel.value).where(
             XComModel.dag_id == dr.dag_id, XComModel.run_id == dr.run_id, XComModel.task_id == task_id,
-            XComModel.map_index == map_index, XComModel.key == "return_value")).scalar_one()
+            XComModel.map_index == map_index, XComModel.key == key)).scalar_one()
     return json.loads(value) if isinstance(value, str) else value
 
 
@@ -191,10 +203,17 @@ def prompt_only_change_makes_a_release_on_the_same_index(dags, scenario, tmp_pat
     assert {n: after[n] - before[n] for n in NAMES} == {
         "raw-documents": 0, "processed-chunks": 0, "vector-index": 0, "eval-questions": 0, "eval-report": 1,
         "prompt-template": 1, "rag-release": 1}, "the prompt, the release and its evaluation are new, nothing else"
-    pulled = task_xcom(dr, "pull_documents")
+    pulled = task_xcom(dr, "pull_documents", key="pulled")
     assert pulled["reuse_index"] is True and pulled["index"] == "vector-index:v0"
-    assert task_xcom(dr, "embed_chunks", map_index=0) == 0, "nothing embedded"
-    assert task_xcom(dr, "chunk_documents")[0]["reuse"] is True, "nothing parsed or chunked"
+    started = try_numbers(dr)
+    for task_id in ("chunk_documents", "embed_chunks", "build_index"):
+        assert set(tis[task_id]) == {"skipped"} and started[task_id] == 0, (
+            "skipped by the branch, never started: nothing parsed, chunked or embedded", task_id, tis, started)
+    assert started["pull_documents"] == 1 and started["evaluate_index"] == 1, started
+    assert tis["evaluate_index"] == ["success"] and tis["promote"] == ["success"], tis
+    evaluated = task_xcom(dr, "evaluate_index")
+    assert evaluated["index"] == "vector-index:v0" and evaluated["embedded"] == 0
+    assert evaluated["chunks"] == scenario.registry.get("vector-index:v0").metadata["chunks_ref"]
     reg = scenario.registry
     release = reg.get("rag-release:production")
     assert release.ref == "rag-release:v1" and release.metadata["index"] == "vector-index:v0"
