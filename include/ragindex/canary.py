@@ -80,3 +80,28 @@ def report(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     "feedback": len(ratings), "mean_rating": statistics.fmean(ratings) if ratings else None,
                     "feedback_rate": len(ratings) / len(rows)}
     return out
+
+
+REPORT_COLUMNS = ("arm", "requests", "p50_ms", "p99_ms", "mean_top_score", "empty_share", "feedback",
+                  "feedback_rate", "mean_rating", "releases")
+
+
+def report_rows(arms: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """The report as table rows, one per arm, in ``REPORT_COLUMNS`` order."""
+    return [[arm, *(f[c] for c in REPORT_COLUMNS[1:-1]), ", ".join(r for r in f["releases"] if r)]
+            for arm, f in arms.items()]
+
+
+def log_report(registry: Any, arms: dict[str, dict[str, Any]], *, log_digest: str, log_name: str) -> str:
+    """The comparison as a W&B run with a table, using the releases it compares (so it sits in their lineage);
+    one run per trace-log content, so reporting the same log twice logs once. Returns the run's page."""
+    from ragindex.errors import RagindexError
+
+    log_run = getattr(registry, "log_report_run", None)
+    if log_run is None:
+        raise RagindexError(f"canary report --log-to-wandb: the registry {registry.uri} is not a W&B registry "
+                            "(wandb://ENTITY/PROJECT): the report is logged as a W&B run")
+    releases = sorted({r for f in arms.values() for r in f["releases"] if r})
+    summary = {f"{arm}/{key}": f[key] for arm, f in arms.items() for key in REPORT_COLUMNS[1:-1]}
+    return log_run(job_type="canary-report", key=f"canary-report:{log_digest}", name=f"canary-report/{log_name}",
+                   table="canary", columns=REPORT_COLUMNS, rows=report_rows(arms), summary=summary, uses=releases)

@@ -199,8 +199,9 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
     if not Path(args.log).exists():
         raise RagindexError(f"canary report {args.log}: no such trace log")
     arms = report(read_entries(Path(args.log)))
+    run_url = _log_canary_report(args, arms) if args.log_to_wandb else None
     if args.json:
-        _print_json(arms)
+        _print_json({**arms, "wandb_run": run_url} if run_url else arms)
         return 0
     fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
     print(f"{'arm':11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'top score':>9} {'empty':>6} {'rated':>6} "
@@ -209,7 +210,20 @@ def cmd_canary_report(args: argparse.Namespace) -> int:
         print(f"{arm:11} {f['requests']:8d} {fmt(f['p50_ms'], '8.1f')} {fmt(f['p99_ms'], '8.1f')} "
               f"{fmt(f['mean_top_score'], '9.3f')} {f['empty_share']:6.1%} {f['feedback_rate']:6.1%} "
               f"{fmt(f['mean_rating'], '7.2f')}  {', '.join(r for r in f['releases'] if r)}")
+    if run_url:
+        print(f"logged to W&B: {run_url}")
     return 0
+
+
+def _log_canary_report(args: argparse.Namespace, arms: dict[str, Any]) -> str:
+    """Log the report to the W&B registry of ``--registry`` (one run per content of the log)."""
+    import hashlib
+
+    from ragindex.canary import log_report
+    from ragindex.cli import _registry
+
+    digest = hashlib.sha256(Path(args.log).read_bytes()).hexdigest()
+    return log_report(_registry(args), arms, log_digest=digest, log_name=Path(args.log).name)
 
 
 def _traced_name(entry: dict[str, Any]) -> str:
@@ -263,8 +277,11 @@ def add_release_commands(sub: Any, shared: Any) -> None:
 
     canary = sub.add_parser("canary", help="compare the arms of `ragindex serve --canary` from its trace log")
     canary_sub = canary.add_subparsers(dest="canary_command", required=True)
-    p = canary_sub.add_parser("report", parents=[as_json], help="requests, p50/p99, top score, empty share, feedback")
+    p = canary_sub.add_parser("report", parents=[registry, as_json],
+                              help="requests, p50/p99, top score, empty share, feedback")
     p.add_argument("log", help="the trace log of the server (--trace-log)")
+    p.add_argument("--log-to-wandb", action="store_true",
+                   help="also log the report as a W&B run with a table (the --registry must be wandb://…)")
     p.set_defaults(func=cmd_canary_report)
 
     p = sub.add_parser("at", parents=[registry, as_json],

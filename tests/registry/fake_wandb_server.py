@@ -464,6 +464,7 @@ class FakeWandbRun:
         self.id = uuid.uuid4().hex[:8]
         self.calls: list[tuple] = []
         self.summary = FakeRunSummary()
+        self.history: list[dict[str, Any]] = []  # ``run.log`` rows, fire-and-forget like the summary
         self._cached_public_api: FakeWandbApi | None = None
         self._finished = False
 
@@ -494,6 +495,17 @@ class FakeWandbRun:
         self.server.request("expected_type")
         return FakeLoggedArtifact(self, artifact, list(aliases))
 
+    def log(self, data: dict[str, Any]) -> None:
+        """``run.log``: a history row sent on the file stream (a ``Table`` becomes its columns and rows, as the
+        run-table file W&B stores); here it reaches the server at ``finish``."""
+        self.calls.append(("log", sorted(data)))
+        row = {}
+        for key, value in data.items():
+            if isinstance(value, wandb.Table):
+                value = {"_type": "table", "columns": list(value.columns), "data": [list(r) for r in value.data]}
+            row[key] = value
+        self.history.append(row)
+
     def finish(self, exit_code: int | None = None) -> None:
         self.calls.append(("finish", exit_code))
         self.server.checkpoint("finish:before")
@@ -515,6 +527,7 @@ class FakeWandbRun:
         with self.server.state() as state:
             body = next(r for r in state["runs"] if r["id"] == self.id)
             body["summary"].update(copy.deepcopy(dict(self.summary)))
+            body.setdefault("history", []).extend(copy.deepcopy(self.history))
             body["state"] = "finished" if not exit_code else "failed"
         self._finished = True
 
@@ -524,6 +537,7 @@ class FakeWandbModule:
 
     Artifact = wandb.Artifact
     Settings = wandb.Settings
+    Table = wandb.Table  # a plain data object: the real one
 
     def __init__(self, server: "FakeWandbServer | FakeWandbApi | None" = None) -> None:
         if isinstance(server, FakeWandbApi):

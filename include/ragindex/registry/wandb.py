@@ -63,6 +63,7 @@ from .rules import (
 
 LINEAGE_KEY = f"{RESERVED_PREFIX}lineage"
 RECORD_KEY = f"{RESERVED_PREFIX}record"  # in a run's summary: {"complete": True, "moves": [...]}
+REPORT_KEY = f"{RESERVED_PREFIX}report"  # in a report run's summary: {"complete": True, "table": ...}
 REFERENCES_KEY = "references"
 DEFAULT_BASE_URL = "https://api.forge.coreweave.com"  # wandb 0.31's default (wandb/sdk/lib/urls.py)
 T = TypeVar("T")
@@ -781,3 +782,45 @@ class WandbRegistry(RegistryBase):
         if VERSION_TAG.match(tag) and name in self._types:
             return self._url(self._types[name], name, tag)
         return self.get(ref).url
+
+    # -- report runs: figures about versions, beside them in their lineage ---------------------------------------
+
+    def log_report_run(self, *, job_type: str, key: str, name: str, table: str, columns: Sequence[str],
+                       rows: Sequence[Sequence[Any]], summary: dict[str, Any], uses: Sequence[str]) -> str:
+        """A report as its own run (a W&B Table, summary figures, the versions it is about as used artifacts, so
+        it shows in their lineage); the page's URL. One complete run per ``key``: the same report logged again
+        returns the run already there, and a run whose end did not reach W&B is retried, never counted."""
+        for run in self._runs({"config.ragindex_key": key}):
+            if self._report_complete(run):
+                return self._run_url(str(run.id))
+        wb_run = self._start(RunInfo(job_type=job_type, name=name), {"ragindex_key": key, "ragindex_report": table,
+                                                                    "ragindex_uses": list(uses)})
+        ok = False
+        try:
+            for ref in uses:
+                self._call(f"using {ref}", lambda ref=ref: wb_run.use_artifact(f"{self.entity}/{self.project}/{ref}"),
+                           default=UNAVAILABLE)
+            data = self.wb.Table(columns=list(columns), data=[list(row) for row in rows])
+            self._call(f"logging the {table} table", lambda: wb_run.log({table: data}), default=UNAVAILABLE)
+            for field, value in {**summary, REPORT_KEY: {"complete": True, "table": table}}.items():
+                wb_run.summary[field] = value
+            ok = True
+        finally:
+            failure = self._finish(wb_run, ok)
+        run_id = str(getattr(wb_run, "id", ""))
+        stored = self._call(f"reading back report run {run_id}", lambda: self.api.run(
+            f"{self.entity}/{self.project}/{run_id}"), default=UNAVAILABLE)
+        if not self._report_complete(stored):
+            raise RegistryUnavailable(f"logging {key} to {self.uri}: W&B holds no complete report run {run_id}"
+                                      + (f" (finishing it failed: {failure})" if failure else "") + "; run it again")
+        return self._run_url(run_id)
+
+    @staticmethod
+    def _report_complete(run: Any) -> bool:
+        summary = getattr(run, "summary_metrics", None)
+        if not isinstance(summary, dict):
+            summary = dict(getattr(run, "summary", {}) or {})
+        return bool((summary.get(REPORT_KEY) or {}).get("complete"))
+
+    def _run_url(self, run_id: str) -> str:
+        return f"{self.web_base()}/{self.entity}/{self.project}/runs/{run_id}"
