@@ -160,6 +160,16 @@ def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, st
     return replace_dir_atomically(tmp, target)
 
 
+def warm_questions(retriever: Any, questions: list[EvalQuestion]) -> int:
+    """The eval questions' vectors ready before scoring: each encoded once per model identity, ever (kept on
+    disk), so a gate over a known eval set loads no model; how many had to be encoded."""
+    from ragindex.queries import warm
+
+    if retriever.mode == "sparse":
+        return 0
+    return warm(retriever.model, retriever.backend, [q.question for q in questions])
+
+
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
                    settings: GateSettings | None = None, mode: str | None = None) -> EvalOutcome:
     """Score candidate and production on the versioned question set, apply the gate, compare their content
@@ -173,15 +183,19 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     steps.done("questions")
     index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
-    candidate = evaluate(Retriever(candidate_dir, ref=index_ref, mode=mode), questions, gs.k)  # None: the index's own
-    steps.done("score candidate")
+    retriever = Retriever(candidate_dir, ref=index_ref, mode=mode)  # mode None: the index's own
+    encoded = warm_questions(retriever, questions)
+    candidate = evaluate(retriever, questions, gs.k)
+    steps.done(f"score candidate ({encoded} of {len(questions)} questions encoded)")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
     production, data_gate, changes = None, None, []
     if production_version is not None and production_version.ref == index_ref:
         production = candidate  # the candidate is production: scored once
     elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
-        production = evaluate(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
+        production_retriever = Retriever(production_dir, ref=production_version.ref)
+        warm_questions(production_retriever, questions)
+        production = evaluate(production_retriever, questions, gs.k)
         steps.done("score production")
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
         # every document's change, PII masked, beside the report: the review shows part of it and links it

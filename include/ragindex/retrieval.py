@@ -172,9 +172,9 @@ class Retriever:
 
     def _dense(self, question: str, n: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
         """(cosine, row) of the n nearest chunks among the allowed rows (a FAISS ID selector)."""
-        from ragindex.embedding import encode_query
+        from ragindex.queries import query_vector
 
-        query = np.ascontiguousarray(encode_query(self.model, question, self.backend))
+        query = query_vector(self.model, question, self.backend)
         n = min(n, self.index.ntotal if allowed is None else int(allowed.sum()))
         if allowed is None:
             scores, rows = self.index.search(query, n)
