@@ -1,8 +1,14 @@
-"""Score an index on a question set: recall@k and MRR per question set (the gate that uses them is ``gate``)."""
+"""Score an index on a question set: recall@k and MRR (what the gate judges, ``gate``), and recall@1, recall@5,
+MRR@10 and nDCG@10 for the index's default retrieval mode and for each mode it can answer (what users feel).
+
+Relevance is binary and by document: a question's one relevant item is its expected source, at the rank of
+its first hit, so nDCG@10 is the mean of 1/log2(1 + rank) over the questions (0 when absent from the top 10).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -49,15 +55,45 @@ def load_questions(path: Path) -> list[EvalQuestion]:
     return questions
 
 
-def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5) -> dict[str, Any]:
-    """recall@k (the expected source among the top k) and MRR (1/rank of its first hit, 0 if absent)."""
-    rows, hits_at_k, reciprocal = [], 0, 0.0
+RANK_DEPTH = 10  # the deepest cut-off reported (nDCG@10, MRR@10)
+
+
+def figures(ranks: Sequence[int | None], k: int) -> dict[str, float]:
+    """The reported metrics from each question's rank of its expected source (None: not in the top ranks)."""
+    n = max(1, len(ranks))
+
+    def within(cut: int) -> list[int]:
+        return [r for r in ranks if r is not None and r <= cut]
+
+    return {"recall_at_k": round(len(within(k)) / n, 4), "mrr": round(sum(1 / r for r in within(k)) / n, 4),
+            "recall_at_1": round(len(within(1)) / n, 4), "recall_at_5": round(len(within(5)) / n, 4),
+            "mrr_at_10": round(sum(1 / r for r in within(RANK_DEPTH)) / n, 4),
+            "ndcg_at_10": round(sum(1 / math.log2(1 + r) for r in within(RANK_DEPTH)) / n, 4)}
+
+
+def _rank(sources: Sequence[str], expected: str) -> int | None:
+    return sources.index(expected) + 1 if expected in sources else None
+
+
+def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5,
+             modes: Sequence[str] = ()) -> dict[str, Any]:
+    """recall@k (the expected source among the top k), MRR (1/rank of its first hit within k, 0 if absent) and
+    the deeper figures for the searcher's default ranking, plus the same figures per mode in ``modes`` (each
+    one search per question: ``search(question, k, mode=...)``)."""
+    depth = max(k, RANK_DEPTH)
+    rows, ranks = [], []
     for q in questions:
-        sources = [h.source for h in searcher.search(q.question, k=k)]
-        rank = sources.index(q.expected_source) + 1 if q.expected_source in sources else None
-        hits_at_k += rank is not None
-        reciprocal += 1.0 / rank if rank else 0.0
-        rows.append({"question": q.question, "expected_source": q.expected_source, "rank": rank, "top": sources[:3]})
-    n = len(questions)
-    return {"k": k, "questions": n, "recall_at_k": round(hits_at_k / n, 4), "mrr": round(reciprocal / n, 4),
-            "results": rows}
+        sources = [h.source for h in searcher.search(q.question, k=depth)]
+        rank = _rank(sources, q.expected_source)
+        ranks.append(rank)
+        rows.append({"question": q.question, "expected_source": q.expected_source,
+                     "rank": rank if rank is not None and rank <= k else None, "top": sources[:3]})
+    result: dict[str, Any] = {"k": k, "questions": len(questions), **figures(ranks, k)}
+    by_mode = {}
+    for mode in modes:
+        mode_ranks = [_rank([h.source for h in searcher.search(q.question, k=depth, mode=mode)], q.expected_source)
+                      for q in questions]
+        by_mode[mode] = figures(mode_ranks, k)
+    if by_mode:
+        result["by_mode"] = by_mode
+    return {**result, "results": rows}

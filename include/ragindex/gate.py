@@ -185,7 +185,7 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     candidate_dir = ctx.registry.download(index_ref)
     retriever = Retriever(candidate_dir, ref=index_ref, mode=mode)  # mode None: the index's own
     encoded = warm_questions(retriever, questions)
-    candidate = evaluate(retriever, questions, gs.k)
+    candidate = evaluate(retriever, questions, gs.k, modes=retriever.modes) | {"mode": retriever.mode}
     steps.done(f"score candidate ({encoded} of {len(questions)} questions encoded)")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
     production, data_gate, changes = None, None, []
@@ -195,7 +195,8 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
         production_dir = ctx.registry.download(production_version.ref)
         production_retriever = Retriever(production_dir, ref=production_version.ref)
         warm_questions(production_retriever, questions)
-        production = evaluate(production_retriever, questions, gs.k)
+        production = evaluate(production_retriever, questions, gs.k, modes=production_retriever.modes) | {
+            "mode": production_retriever.mode}
         steps.done("score production")
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
         # every document's change, PII masked, beside the report: the review shows part of it and links it
@@ -210,7 +211,9 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
               "candidate_metrics": candidate, "production_metrics": production, "gate": decision.to_json(),
               "drift": data_gate, "changes_file": next(iter(files), None)}
     summary = {"recall_at_k": candidate["recall_at_k"], "mrr": candidate["mrr"], "k": gs.k, "passed": decision.passed,
-               "drift_warnings": warnings}
+               "mode": candidate["mode"], "drift_warnings": warnings,
+               **{f"{m}_{key}": f[key] for m, f in candidate.get("by_mode", {}).items()
+                  for key in ("recall_at_1", "recall_at_5", "ndcg_at_10")}}
     version = ctx.registry.log_artifact(
         ctx.names.report, ARTIFACT_TYPES["report"], write_report(ctx, report, files), run=ctx.run("evaluate_index"),
         uses=[index_ref, questions_version.ref], aliases=ctx.aliases,

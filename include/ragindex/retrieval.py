@@ -136,6 +136,11 @@ class Retriever:
             return cls(target, mode=mode)
         return cls.from_ref(target, registry_uri, mode=mode)
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The retrieval modes this index can answer (sparse and hybrid need its BM25 index)."""
+        return RETRIEVAL_MODES if self.sparse is not None else ("dense",)
+
     def _check_mode(self, mode: str) -> str:
         """A known mode that this index can answer."""
         if mode not in RETRIEVAL_MODES:

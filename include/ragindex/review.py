@@ -251,7 +251,20 @@ class _Summary:
                 row(f"recall@{cand['k']}", f"{cand['recall_at_k']:.3f}", f"{prod['recall_at_k']:.3f}" if prod else None),
                 row("MRR", f"{cand['mrr']:.3f}", f"{prod['mrr']:.3f}" if prod else None),
                 row("documents", len(self.new_docs), len(self.old_docs) if self.production else None),
-                row("chunks", self.index.metadata.get("chunks"), prod_chunks), ""]
+                row("chunks", self.index.metadata.get("chunks"), prod_chunks), "", *self.modes(cand)]
+
+    @staticmethod
+    def modes(cand: dict[str, Any]) -> list[str]:
+        """The candidate's figures in each retrieval mode it can answer (its default one marked)."""
+        by_mode = cand.get("by_mode") or {}
+        if not by_mode:
+            return []
+        lines = ["| mode | recall@1 | recall@5 | MRR@10 | nDCG@10 |", "|---|---:|---:|---:|---:|"]
+        for mode, f in by_mode.items():
+            label = f"{mode} (default)" if mode == cand.get("mode") else mode
+            lines.append(f"| {label} | {f['recall_at_1']:.3f} | {f['recall_at_5']:.3f} | {f['mrr_at_10']:.3f} | "
+                         f"{f['ndcg_at_10']:.3f} |")
+        return [*lines, ""]
 
     def corpus(self) -> list[str]:
         given = self.given

@@ -22,8 +22,9 @@ class FixedRankingSearcher:
     def __init__(self, rankings: dict[str, list[str]]) -> None:
         self.rankings = rankings
 
-    def search(self, question: str, k: int = 5):
-        return [FixedHit(s) for s in self.rankings[question][:k]]
+    def search(self, question: str, k: int = 5, mode: str | None = None):
+        ranking = self.rankings[question] if mode in (None, "dense") else list(reversed(self.rankings[question]))
+        return [FixedHit(s) for s in ranking[:k]]
 
 
 def test_recall_and_mrr_follow_the_rank_of_the_expected_source():
@@ -33,6 +34,27 @@ def test_recall_and_mrr_follow_the_rank_of_the_expected_source():
     assert result["recall_at_k"] == pytest.approx(2 / 3, abs=1e-4)
     assert result["mrr"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-4)
     assert [r["rank"] for r in result["results"]] == [1, 3, None]
+
+
+def test_the_deeper_figures_and_each_mode_follow_the_ranks():
+    """Ranks 1, 3 and 6 (beyond k=5, within 10): recall@1 1/3, recall@5 2/3, MRR@10 (1 + 1/3 + 1/6)/3,
+    nDCG@10 (1/log2(2) + 1/log2(4) + 1/log2(7))/3; another mode (here: the ranking reversed) scored alike."""
+    import math
+
+    questions = [EvalQuestion("q1", "a.md"), EvalQuestion("q2", "b.md"), EvalQuestion("q3", "c.md")]
+    searcher = FixedRankingSearcher({"q1": ["a.md", "x"], "q2": ["x", "y", "b.md"],
+                                     "q3": ["x", "y", "z", "w", "v", "c.md"]})
+    result = evaluate(searcher, questions, k=5, modes=("dense", "sparse"))
+    assert result["recall_at_1"] == pytest.approx(1 / 3, abs=1e-4)
+    assert result["recall_at_5"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["mrr_at_10"] == pytest.approx((1 + 1 / 3 + 1 / 6) / 3, abs=1e-4)
+    assert result["ndcg_at_10"] == pytest.approx((1 + 1 / math.log2(4) + 1 / math.log2(7)) / 3, abs=1e-4)
+    assert result["by_mode"]["dense"] == {k: result[k] for k in result["by_mode"]["dense"]}
+    reversed_ranks = [2, 1, 1]  # "x","a.md" reversed; "b.md","y","x"; "c.md",...
+    sparse = result["by_mode"]["sparse"]
+    assert sparse["recall_at_1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert sparse["mrr_at_10"] == pytest.approx(sum(1 / r for r in reversed_ranks) / 3, abs=1e-4)
+    assert "by_mode" not in evaluate(searcher, questions, k=5), "no modes asked, none reported"
 
 
 def test_gate_refuses_below_the_absolute_threshold():

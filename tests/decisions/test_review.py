@@ -71,6 +71,12 @@ def test_the_first_candidate_s_summary(handbook) -> None:
     text = review_summary(handbook.registry, given)
     assert text.startswith(f"### Candidate `{built['index']}` — no production index yet")
     assert "**Gate: PASSED**" in text and "| recall@5 |" in text
+    by_mode = given.outcome["candidate"]["by_mode"]
+    assert set(by_mode) == {"dense", "sparse", "hybrid"}
+    hybrid = by_mode["hybrid"]
+    assert (f"| hybrid (default) | {hybrid['recall_at_1']:.3f} | {hybrid['recall_at_5']:.3f} | "
+            f"{hybrid['mrr_at_10']:.3f} | {hybrid['ndcg_at_10']:.3f} |") in text, "each mode, the default marked"
+    assert "| dense |" in text and "| sparse |" in text
     assert f"- Source: `{handbook.corpus}`" in text
     assert "2 added (`pallets.md`, `shifts.txt`)" in text
     assert f"This run embedded {built['embedded']} chunk texts and reused 0" in text

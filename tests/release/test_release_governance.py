@@ -105,20 +105,23 @@ def test_the_gate_scores_the_index_in_the_releases_own_mode(registry, world, mon
     from ragindex.retrieval import Retriever
 
     searched: list[str] = []
+    per_mode: list[str] = []
     original = Retriever.search
 
     def recording(self, question, k=5, mode=None, filters=None):
-        searched.append(mode or self.mode)
+        (searched if mode is None else per_mode).append(mode or self.mode)
         return original(self, question, k=k, mode=mode, filters=filters)
 
     ref = release(registry, world["index_a"], world["prompt_a"], k=1, overrides={"retrieval.mode": "sparse"}).ref
     monkeypatch.setattr(Retriever, "search", recording)
     evaluate_release(IngestContext(registry, "eval-sparse"), ref)
     monkeypatch.undo()
-    assert searched and set(searched) == {"sparse"}, f"every gate query in the release's mode: {set(searched)}"
+    assert searched and set(searched) == {"sparse"}, f"every gated query in the release's mode: {set(searched)}"
+    assert set(per_mode) == {"dense", "sparse", "hybrid"}, "and each mode scored beside it, for the report"
     meta = registry.get(ref).metadata["eval"]
     questions = load_questions(registry.download(world["questions"]))
     sparse = evaluate(Retriever(registry.download(world["index_a"]), mode="sparse"), questions, 1)
     assert (meta["recall_at_k"], meta["mrr"]) == (sparse["recall_at_k"], sparse["mrr"])
     report = registry.get(meta["report"]).metadata
-    assert (report["recall_at_k"], report["k"]) == (sparse["recall_at_k"], 1)
+    assert (report["recall_at_k"], report["k"], report["mode"]) == (sparse["recall_at_k"], 1, "sparse")
+    assert report["sparse_recall_at_1"] == sparse["recall_at_1"], "the per-mode figures are the mode's own"
