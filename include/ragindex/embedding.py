@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,8 @@ import numpy as np
 from ragindex.atomic import replace_file_atomically
 from ragindex.chunking import Chunk
 from ragindex.errors import SettingsError
+from ragindex.offline import hugging_face_offline
+from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, onnxruntime_version
 from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def embedding_recipe(backend: str) -> str:
     """How vectors are computed, for a model identity: the backend, its runtime version, the batching."""
     if backend == "torch":
         return EMBEDDING_RECIPE
-    from ragindex.onnx_model import ONNX_INT8, onnxruntime_version
-
     batching = f"single-{LENGTH_BUCKET}" if backend == ONNX_INT8 else f"bucket-{LENGTH_BUCKET}x{TOKENS_PER_BATCH}"
     return f"{backend}-ort{onnxruntime_version()}/{batching}"
 
@@ -91,14 +90,6 @@ def model_identity(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> str:
     folder, fingerprint = model_fingerprint(model)
     name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
     return f"{name}@{fingerprint}/{embedding_recipe(backend)}" if folder else f"{model}/{embedding_recipe(backend)}"
-
-
-def hugging_face_offline() -> None:
-    """Before transformers loads a model: offline (models cannot be downloaded at run time), and no progress
-    bars (they go to stderr, which Airflow logs as ERROR lines)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @lru_cache(maxsize=2)
@@ -196,8 +187,6 @@ def encoder(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> Any:
     if folder is None:
         raise SettingsError(f"model {model!r}: the onnx backends need a local model folder (a hub name cannot be "
                             "exported offline); use embedding_backend=torch")
-    from ragindex.onnx_model import OnnxEncoder
-
     return OnnxEncoder(folder, fingerprint, backend)
 
 

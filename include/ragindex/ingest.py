@@ -19,7 +19,7 @@ from ragindex.context import MANUAL, IngestContext
 from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.pipeline import build_index_from_shards, chunk_snapshot, embed_shard, plan_embeddings
 from ragindex.registry import ArtifactVersion, Registry
-from ragindex.sources import MANIFEST_NAME, snapshot
+from ragindex.sources import MANIFEST_NAME, fetch_folder, is_remote, snapshot
 from ragindex.timing import Steps
 from ragindex.workdir import WorkDir, prune_work_dirs
 
@@ -246,20 +246,17 @@ def ingest(ctx: IngestContext) -> dict[str, Any]:
 # ---------------------------------------------------------------- prompt and release
 
 def local_prompt_folder(ctx: IngestContext, location: str) -> Path:
-    """A prompt folder on this machine: as given, or copied from an object-storage URL into the run's work folder."""
-    if "://" not in location or location.startswith("file://"):
+    """A prompt folder on this machine: as given, or copied from an object-storage URL (``s3://CONN_ID@...``
+    through its connection, like a source) into the run's work folder."""
+    if not is_remote(location):
         return Path(location.removeprefix("file://"))
-    import fsspec
-
-    from ragindex.errors import SourceError
-
     target = ctx.work.root / "prompt-source"
     tmp = fresh_temp_dir(target)
     try:
-        fs, path = fsspec.core.url_to_fs(location)
-        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
-    except Exception as exc:  # noqa: BLE001 - any storage failure, named with the URL
-        raise SourceError(f"prompts {location!r}: cannot be read ({type(exc).__name__}: {exc})") from None
+        fetch_folder(location, tmp, "prompts")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return replace_dir_atomically(tmp, target)
 
 
@@ -273,7 +270,8 @@ def log_prompt_folder(ctx: IngestContext, location: str, questions: Sequence[Any
     chunk_size = ctx.settings.chunking.chunk_size
     budget = check_budget(prompt, questions, placeholder_retriever(chunk_size), ctx.gate.k,
                           retrieval=f"placeholder ({chunk_size} characters)")
-    result = log_prompt(ctx.registry, prompt, budget, run=ctx.run("log_prompt"))
+    result = log_prompt(ctx.registry, prompt, budget, run=ctx.run("log_prompt"),
+                        origin=location if is_remote(location) else None)
     steps.done("log")
     log.info("%s%s from %s: largest prompt %d of %d characters over %d questions; %s", result.ref,
              "" if result.created else " (unchanged)", location, budget.max_chars, budget.budget, len(budget.sizes),

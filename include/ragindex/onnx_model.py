@@ -26,6 +26,7 @@ import numpy as np
 
 from ragindex.atomic import replace_file_atomically
 from ragindex.errors import SettingsError
+from ragindex.offline import hugging_face_offline
 from ragindex.settings import models_home
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ def model_settings(location: Path) -> dict[str, Any]:
 
 def _export_fp32(location: Path, target: Path) -> None:
     """The Hugging Face model of a sentence-transformers folder as ONNX (last_hidden_state), once."""
-    from ragindex.embedding import hugging_face_offline
-
     hugging_face_offline()  # before transformers is imported: huggingface_hub reads these at import
     import warnings
 

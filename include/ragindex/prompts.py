@@ -378,9 +378,10 @@ def existing_with_digest(registry: Registry, name: str, digest: str) -> Artifact
 
 
 def log_prompt(registry: Registry, prompt: Prompt, budget: BudgetReport, *, run: RunInfo,
-               name: str = DEFAULT_NAMES.prompt) -> PromptLogResult:
+               name: str = DEFAULT_NAMES.prompt, origin: str | None = None) -> PromptLogResult:
     """Log a checked prompt whose budget held as ``prompt-template:vN``; identical content is the existing
-    version (``created`` False), whatever the budget check used."""
+    version (``created`` False), whatever the budget check used. ``origin`` is where it was read from, when
+    that is not its folder (an object-storage URL read into a work folder)."""
     from ragindex.registry.digest import dir_digest
     from ragindex.settings import ragindex_home
 
@@ -396,7 +397,7 @@ def log_prompt(registry: Registry, prompt: Prompt, budget: BudgetReport, *, run:
         spec = prompt.spec
         version = registry.log_artifact(
             name, ARTIFACT_TYPES["prompt"], staged, run=run,
-            metadata={"pipeline_run_id": run.group, "origin": str(prompt.folder), "model": spec.model,
+            metadata={"pipeline_run_id": run.group, "origin": origin or str(prompt.folder), "model": spec.model,
                       "temperature": spec.temperature, "context_budget": spec.context_budget,
                       "input_variables": list(spec.input_variables), "templates": dict(spec.templates),
                       "budget_check": budget.summary()})

@@ -134,6 +134,11 @@ def _walk_local(root: Path, refused: list[dict[str, str]]) -> Iterator[tuple[str
             yield rel, p, p.stat()
 
 
+def is_remote(location: str) -> bool:
+    """Whether a source or prompts location is an object-storage URL (not a folder, nor ``file://``)."""
+    return "://" in location and not location.startswith("file://")
+
+
 def _local_root(source: str) -> Path | None:
     if source.startswith("file://"):
         return Path(source[len("file://"):])
@@ -205,6 +210,7 @@ class RemoteSource:
     protocol: str
     conn_id: str | None
     path: str
+    what: str = "source"  # what the URL is, for messages: the corpus source, or a Param such as prompts
 
     @property
     def via(self) -> str:
@@ -222,21 +228,21 @@ def redact(source: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
 
 
-def parse_remote(source: str) -> RemoteSource:
-    """Split a remote source URL; credentials written into it are refused (they would end up in Params, logs
-    and version metadata), and so is an empty connection id."""
+def parse_remote(source: str, what: str = "source") -> RemoteSource:
+    """Split a remote URL (``what`` names it in messages: the source, the prompts); credentials written into
+    it are refused (they would end up in Params, logs and version metadata), and so is an empty connection id."""
     protocol, _, rest = source.partition("://")
     netloc, slash, tail = rest.partition("/")
     userinfo, at, host = netloc.rpartition("@")
     if not at:
-        return RemoteSource(source, protocol, None, rest)
+        return RemoteSource(source, protocol, None, rest, what)
     if ":" in userinfo:
-        raise SourceError(f"source {redact(source)!r}: credentials in the URL are refused (they would be "
+        raise SourceError(f"{what} {redact(source)!r}: credentials in the URL are refused (they would be "
                           f"recorded with every version); put them in a connection and write "
                           f"{protocol}://CONN_ID@{host}/...")
     if not userinfo or not host:
-        raise SourceError(f"source {source!r}: expected {protocol}://CONN_ID@BUCKET/PREFIX")
-    return RemoteSource(source, protocol, userinfo, f"{host}{slash}{tail}")
+        raise SourceError(f"{what} {source!r}: expected {protocol}://CONN_ID@BUCKET/PREFIX")
+    return RemoteSource(source, protocol, userinfo, f"{host}{slash}{tail}", what)
 
 
 ConnectionOpener = Callable[[str, str], Any]
@@ -245,7 +251,8 @@ _connection_opener: ConnectionOpener | None = None
 
 def set_connection_opener(opener: ConnectionOpener | None) -> None:
     """Say how ``CONN_ID@`` in a source URL becomes a filesystem: ``opener(protocol, conn_id)`` returns an
-    fsspec filesystem or raises ``SourceError``. The Airflow glue installs one; the core knows no Airflow."""
+    fsspec filesystem or raises ``SourceError`` saying what is wrong with the connection (the URL is put in
+    front of it here). The Airflow glue installs one; the core knows no Airflow."""
     global _connection_opener
     _connection_opener = opener
 
@@ -256,14 +263,17 @@ def _open_remote(remote: RemoteSource) -> tuple[Any, str]:
 
     if remote.conn_id:
         if _connection_opener is None:
-            raise SourceError(f"source {remote.url!r} names connection {remote.conn_id!r}, but connections are "
-                              "resolved only inside Airflow; outside it use a plain URL "
+            raise SourceError(f"{remote.what} {remote.url!r} names connection {remote.conn_id!r}, but connections "
+                              "are resolved only inside Airflow; outside it use a plain URL "
                               f"({remote.protocol}://{remote.path}) with credentials from the environment")
-        return _connection_opener(remote.protocol, remote.conn_id), remote.path.rstrip("/")
+        try:
+            return _connection_opener(remote.protocol, remote.conn_id), remote.path.rstrip("/")
+        except SourceError as exc:
+            raise type(exc)(f"{remote.what} {remote.url!r}: {exc}") from None
     try:
         fs, root = fsspec.core.url_to_fs(remote.url)
     except (ImportError, ValueError) as exc:
-        raise SourceError(f"source {remote.url!r}: cannot open ({exc})") from None
+        raise SourceError(f"{remote.what} {remote.url!r}: cannot open ({exc})") from None
     return fs, root.rstrip("/")
 
 
@@ -296,15 +306,16 @@ def _storage_errors(remote: RemoteSource, doing: str) -> Iterator[None]:
     except SourceError:
         raise
     except FileNotFoundError:
-        raise SourceError(f"source {remote.url!r}: no such location{remote.via} ({doing})") from None
+        raise SourceError(f"{remote.what} {remote.url!r}: no such location{remote.via} ({doing})") from None
     except PermissionError as exc:
-        raise SourceError(f"source {remote.url!r}: access refused{remote.via} while {doing} ({exc}); check the "
-                          "credentials" + (f" of connection {remote.conn_id!r}" if remote.conn_id else "")) from None
+        whose = f" of connection {remote.conn_id!r}" if remote.conn_id else ""
+        raise SourceError(f"{remote.what} {remote.url!r}: access refused{remote.via} while {doing} ({exc}); check "
+                          f"the credentials{whose}") from None
     except Exception as exc:  # noqa: BLE001 - every storage client has its own family; classified here
         if _unreachable(exc):
-            raise SourceUnavailable(f"source {remote.url!r}: storage did not answer{remote.via} while {doing} "
-                                    f"({type(exc).__name__}: {exc}); retry later") from None
-        raise SourceError(f"source {remote.url!r}: cannot read{remote.via} while {doing} "
+            raise SourceUnavailable(f"{remote.what} {remote.url!r}: storage did not answer{remote.via} while "
+                                    f"{doing} ({type(exc).__name__}: {exc}); retry later") from None
+        raise SourceError(f"{remote.what} {remote.url!r}: cannot read{remote.via} while {doing} "
                           f"({type(exc).__name__}: {exc})") from None
 
 
@@ -344,6 +355,34 @@ def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refu
         stamp = (modified or _utc(target.stat().st_mtime)).isoformat()
         entries.append(ManifestEntry(rel, target.stat().st_size, stamp, file_sha256(target)))
     return entries
+
+
+def fetch_folder(url: str, dest: Path, what: str) -> list[str]:
+    """Copy the objects under an object-storage URL into the empty folder ``dest`` (through the URL's
+    connection when it names one), for a folder read as a whole, such as a prompt: hidden keys are left out
+    as a snapshot leaves them out, a key escaping the prefix is refused, and ``what`` names the URL in errors."""
+    remote = parse_remote(url, what)
+    fs, root = _open_remote(remote)
+    with _storage_errors(remote, "listing"):
+        fs.invalidate_cache()
+        listing = fs.find(root, detail=True)
+    copied: list[str] = []
+    for key in sorted(listing):
+        if listing[key].get("type") != "file":
+            continue
+        rel = key[len(root):].lstrip("/") if key.startswith(root) else key
+        if not rel or _is_hidden(rel):
+            continue
+        if ".." in rel.split("/") or rel.startswith("/"):
+            raise SourceError(f"{what} {url!r}: key {rel!r} escapes the prefix")
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _storage_errors(remote, f"reading {rel}"):
+            fs.get_file(key, str(target))
+        copied.append(rel)
+    if not copied:
+        raise SourceError(f"{what} {url!r}: no objects under it{remote.via}")
+    return copied
 
 
 def _versions_as_of(fs: Any, root: str, cutoff: datetime) -> dict[str, dict[str, Any]] | None:

@@ -1,9 +1,9 @@
 """Airflow connections → what the core needs, so no secret ever travels in a Param, an XCom, a log line or a
 version's metadata; only the connection's id does.
 
-- Sources: ``PROTOCOL://CONN_ID@BUCKET/PREFIX/`` (the form ``ObjectStoragePath`` reads) opens the filesystem
-  through that connection with the provider's own ``get_fs`` (``s3://`` → the amazon provider's s3fs, with
-  the connection's keys, region and ``endpoint_url``); a plain fsspec URL is left to fsspec.
+- Sources and prompts: ``PROTOCOL://CONN_ID@BUCKET/PREFIX/`` (the form ``ObjectStoragePath`` reads) opens the
+  filesystem through that connection with the provider's own ``get_fs`` (``s3://`` → the amazon provider's
+  s3fs, with the connection's keys, region and ``endpoint_url``); a plain fsspec URL is left to fsspec.
 - W&B: ``wandb://[CONN_ID@][ENTITY/PROJECT]`` takes the API key (password), base URL (host), entity and
   project (extra) from the connection, ``wandb_default`` when none is named and it exists; environment
   variables (``WANDB_API_KEY``, ``WANDB_BASE_URL``, ``WANDB_ENTITY``, ``WANDB_PROJECT``) are the fallback.
@@ -23,47 +23,53 @@ CONN_TYPES = {"s3": "aws", "s3a": "aws", "s3n": "aws", "gs": "google_cloud_platf
               "gcs": "google_cloud_platform", "abfs": "wasb", "az": "wasb"}
 
 
-def _connection(conn_id: str, error: type[Exception], what: str) -> Any:
-    """The Airflow connection ``conn_id``; a missing one is ``error`` (permanent) naming it and ``what``."""
+def _connection(conn_id: str, error: type[Exception], what: str | None) -> Any:
+    """The Airflow connection ``conn_id``; a missing one is ``error`` (permanent) naming it (and ``what``)."""
     from airflow.sdk.definitions.connection import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         return Connection.get(conn_id)
     except AirflowNotFoundException:
-        raise error(f"{what}: Airflow connection {conn_id!r} is not defined (add it in Admin > Connections, "
-                    f"or as the environment variable AIRFLOW_CONN_{conn_id.upper()})") from None
+        raise error(f"{what + ': ' if what else ''}Airflow connection {conn_id!r} is not defined (add it in Admin > "
+                    f"Connections, or as the environment variable AIRFLOW_CONN_{conn_id.upper()})") from None
 
 
 def open_filesystem(protocol: str, conn_id: str) -> Any:
     """The fsspec filesystem of ``protocol`` with the credentials of connection ``conn_id`` (what
     ``ObjectStoragePath("PROTOCOL://CONN_ID@...")`` would use). Checks the connection exists and is of the
-    protocol's type first: the provider would otherwise fall back to whatever credentials the worker has."""
+    protocol's type first: the provider would otherwise fall back to whatever credentials the worker has.
+    Errors say what is wrong with the connection; the core puts the URL (and whose it is) in front."""
     from airflow.sdk.io.fs import get_fs
 
-    what = f"source {protocol}://{conn_id}@..."
-    conn = _connection(conn_id, SourceError, what)
+    conn = _connection(conn_id, SourceError, None)
     expected = CONN_TYPES.get(protocol)
     if expected and conn.conn_type != expected:
-        raise SourceError(f"{what}: connection {conn_id!r} is of type {conn.conn_type!r}, {protocol}:// needs "
-                          f"an {expected!r} connection")
+        raise SourceError(f"connection {conn_id!r} is of type {conn.conn_type!r}, {protocol}:// needs an "
+                          f"{expected!r} connection")
     try:
         return get_fs(protocol, conn_id)
     except ValueError as exc:  # no provider registers the protocol
-        raise SourceError(f"{what}: {exc} (is the provider for {protocol}:// installed?)") from None
+        raise SourceError(f"{exc} (is the provider for {protocol}:// installed?)") from None
     except ImportError as exc:
-        raise SourceError(f"{what}: {exc}") from None
+        raise SourceError(str(exc)) from None
 
 
-def checked_source(source: str) -> str:
-    """A rendered ``source`` Param, unchanged, once it is known to carry no credentials; connection ids in
-    it resolve through Airflow from now on in this process."""
-    from ragindex.sources import parse_remote, set_connection_opener
+def checked_location(location: str, what: str = "source") -> str:
+    """A source or prompts location, unchanged, once it is known to carry no credentials (``what`` names it
+    in the error); a folder passes as it is."""
+    from ragindex.sources import is_remote, parse_remote
 
-    if "://" in source and not source.startswith("file://"):
-        parse_remote(source)  # refuses user:password@ with the password redacted
-        set_connection_opener(open_filesystem)
-    return source
+    if is_remote(location):
+        parse_remote(location, what)  # refuses user:password@ with the password redacted
+    return location
+
+
+def use_connections() -> None:
+    """From now on in this process, ``CONN_ID@`` in a source or prompts URL resolves through Airflow."""
+    from ragindex.sources import set_connection_opener
+
+    set_connection_opener(open_filesystem)
 
 
 def wandb_registry_uri(uri: str) -> str:

@@ -1,19 +1,32 @@
-"""The Params forms of the DAGs: every field has a title and a description; defaults come from the core's
-settings dataclasses (one source for each default) or from the deployment's environment."""
+"""The Params forms of the DAGs, and the one place their values are read: every field has a title and a
+description; defaults come from the core's settings dataclasses (one source for each default) or from the
+deployment's environment.
+
+At task entry, ``run_settings`` (``rollback_settings`` for rag_rollback) reads the Params of the run once, checks
+each against its field's schema and the core's rules, and gives one frozen settings object that the task body
+passes down; nothing reads Params after it. A Param that cannot be used fails the task at once
+(``InvalidParam``, an AirflowFailException: not retried), naming the Param and the reason.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, TypeVar
 
 from airflow.sdk import Param
+from airflow.sdk.exceptions import AirflowFailException
 
+from ragindex.context import BACKFILL, MANUAL, SCHEDULED
+from ragindex.errors import RagindexError
 from ragindex.settings import (
     DEFAULT_EMBEDDING_BACKEND,
     DEFAULT_MODEL,
     EMBEDDING_BACKENDS,
     INDEX_KINDS,
+    BuildSettings,
     ChunkingSettings,
     CorpusLimits,
     DocumentLimits,
@@ -212,7 +225,179 @@ def rollback_params() -> dict[str, Param]:
     }
 
 
-def param_value(params: dict[str, Any], name: str, default: Any = None) -> Any:
-    """A param with blanks read as 'not set'."""
-    value = params.get(name, default)
-    return default if value in (None, "") else value
+# ---------------------------------------------------------------- the values of a run, read once
+
+T = TypeVar("T")
+
+
+class InvalidParam(AirflowFailException):
+    """A Param whose value cannot be used: the same value fails again, so the task fails without retries."""
+
+    def __init__(self, names: str | tuple[str, ...], reason: str) -> None:
+        self.params = (names,) if isinstance(names, str) else tuple(names)
+        quoted = ", ".join(repr(n) for n in self.params)
+        super().__init__(f"Param{'s' if len(self.params) > 1 else ''} {quoted}: {reason}")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One rag_ingest task's view of its run: the Params typed and checked, with the run's id, kind and dates,
+    read from the Airflow context once at task entry. Task bodies pass it down; nothing reads Params again."""
+
+    run_id: str
+    run_type: str  # scheduled, manual, backfill, ...
+    date: datetime  # what the run's versions are tagged with
+    as_of: datetime | None  # the corpus as of then; None: now
+    source: str  # rendered ({{ ds }} filled in) and free of credentials
+    prompts: str
+    eval_questions: Path
+    registry: str  # "": the deployment's default
+    build: BuildSettings
+    shards: ShardSettings
+    gate: GateSettings
+    drift: DriftSettings
+    review: ReviewSettings
+    promote: bool
+
+
+@dataclass(frozen=True)
+class RollbackSettings:
+    """rag_rollback's Params, read once at task entry, with the run's id and who triggered it."""
+
+    run_id: str
+    actor: str
+    to_version: str | None
+    name: str | None
+    reason: str
+    force: bool
+    registry: str
+
+
+def run_settings(context: Mapping[str, Any]) -> RunSettings:
+    """The settings of a rag_ingest task, from its Airflow context: every Param read here, once."""
+    values = _checked_values(context["params"], ingest_params())
+    kind, date = _run_type(context), _run_date(context)
+    as_of = _corpus_as_of(values["as_of"], kind, context)
+    template = _checked_location(str(values["source"]), "source")  # before rendering: no message shows a password
+    chunking = _made(("chunk_size", "chunk_overlap"), lambda: ChunkingSettings(
+        int(values["chunk_size"]), int(values["chunk_overlap"])))
+    index = _made("index_kind", lambda: IndexSettings(kind=values["index_kind"]))
+    documents = _made(("max_document_chars", "max_document_chunks"), lambda: replace(
+        DocumentLimits(), max_chars=int(values["max_document_chars"]), max_chunks=int(values["max_document_chunks"])))
+    corpus = _made(("max_documents", "max_corpus_chars"), lambda: replace(
+        CorpusLimits(), max_documents=int(values["max_documents"]), max_chars=int(values["max_corpus_chars"])))
+    build = _made(("embedding_model", "embedding_backend"), lambda: BuildSettings(
+        chunking=chunking, index=index, model=str(values["embedding_model"]),
+        embedding_backend=values["embedding_backend"], documents=documents, corpus=corpus))
+    drift_names = tuple(f.name for f in fields(DriftSettings))
+    return RunSettings(
+        run_id=context["dag_run"].run_id, run_type=kind, date=date, as_of=as_of,
+        source=_checked_location(_render_source(template, as_of, date), "source"),
+        prompts=_checked_location(str(values["prompts"]), "prompts"),
+        eval_questions=Path(str(values["eval_questions"])),
+        registry=values["registry"] or "",
+        build=build,
+        shards=_made(("embed_shard_size", "max_embed_shards"), lambda: ShardSettings(
+            shard_size=int(values["embed_shard_size"]), max_shards=int(values["max_embed_shards"]))),
+        gate=_made(("eval_k", "min_recall", "max_regression"), lambda: GateSettings(
+            k=int(values["eval_k"]), min_recall=float(values["min_recall"]),
+            max_regression=float(values["max_regression"]))),
+        drift=_made(drift_names, lambda: DriftSettings(**{f.name: type(f.default)(values[f.name])
+                                                          for f in fields(DriftSettings)})),
+        review=_made("review_timeout_hours", lambda: ReviewSettings(
+            require_approval=bool(values["require_approval"]), timeout_hours=float(values["review_timeout_hours"]))),
+        promote=bool(values["promote"]),
+    )
+
+
+def rollback_settings(context: Mapping[str, Any]) -> RollbackSettings:
+    """The settings of a rag_rollback task, from its Airflow context: every Param read here, once."""
+    values = _checked_values(context["params"], rollback_params())
+    dag_run = context["dag_run"]
+    user = getattr(dag_run, "triggering_user_name", None) or "airflow"
+    return RollbackSettings(run_id=dag_run.run_id, actor=f"{user} via rag_rollback",
+                            to_version=values["to_version"] or None, name=values["name"] or None,
+                            reason=values["reason"] or "", force=bool(values["force"]),
+                            registry=values["registry"] or "")
+
+
+def _checked_values(params: Mapping[str, Any], form: Mapping[str, Param]) -> dict[str, Any]:
+    """Each field of ``form`` read from ``params`` once (its default where the run gives none), checked against
+    the field's schema: Airflow checks them too when it starts a task, this names the Param wherever the
+    values come from. A blank in a field that may be blank is None."""
+    from jsonschema import FormatChecker, ValidationError, validate
+
+    values: dict[str, Any] = {}
+    for name, param in form.items():
+        value = params[name] if name in params else param.value
+        try:
+            validate(value, param.schema, format_checker=FormatChecker())
+        except ValidationError as exc:
+            raise InvalidParam(name, exc.message) from None
+        values[name] = None if value == "" and "null" in _types(param) else value
+    return values
+
+
+def _types(param: Param) -> tuple[str, ...]:
+    kind = param.schema.get("type", ())
+    return (kind,) if isinstance(kind, str) else tuple(kind)
+
+
+def _made(names: str | tuple[str, ...], make: Callable[[], T]) -> T:
+    """A core settings object from Param values; a rule of the core it breaks names those Params."""
+    try:
+        return make()
+    except RagindexError as exc:
+        raise InvalidParam(names, str(exc)) from None
+
+
+def _checked_location(location: str, name: str) -> str:
+    """A source or prompts location free of credentials (``user:password@`` is refused, the password hidden)."""
+    from ragindex_airflow.connections import checked_location
+
+    try:
+        return checked_location(location, name)
+    except RagindexError as exc:
+        raise InvalidParam(name, str(exc)) from None
+
+
+def _run_type(context: Mapping[str, Any]) -> str:
+    """'scheduled', 'manual', 'backfill', ... as a plain string."""
+    value = getattr(context["dag_run"], "run_type", MANUAL)
+    return str(getattr(value, "value", value))
+
+
+def _run_date(context: Mapping[str, Any]) -> datetime:
+    """The date a run's versions are tagged with: logical date, else when it was due to run."""
+    if context.get("logical_date"):
+        return context["logical_date"]
+    return getattr(context["dag_run"], "run_after", None) or datetime.now(timezone.utc)
+
+
+def _corpus_as_of(explicit: str | None, kind: str, context: Mapping[str, Any]) -> datetime | None:
+    """The 'corpus as of' instant: the Param if given; else the data interval's end for scheduled and
+    backfill runs (CronDataIntervalTimetable gives them a real interval); else None (now) for manual runs."""
+    if explicit:
+        from ragindex.sources import parse_as_of
+
+        try:
+            return parse_as_of(explicit)
+        except RagindexError as exc:
+            raise InvalidParam("as_of", str(exc)) from None
+    if kind in (SCHEDULED, BACKFILL):
+        return context.get("data_interval_end") or context.get("logical_date")
+    return None
+
+
+def _render_source(template: str, as_of: datetime | None, date: datetime) -> str:
+    """Fill ``{{ ds }}`` / ``{{ ds_nodash }}`` / ``{{ as_of_date }}`` so a source can name a dated folder."""
+    import jinja2
+
+    as_of_date = (as_of or date).strftime("%Y-%m-%d")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    try:
+        return env.from_string(template).render(ds=date.strftime("%Y-%m-%d"), ds_nodash=date.strftime("%Y%m%d"),
+                                                as_of_date=as_of_date)
+    except jinja2.TemplateError as exc:
+        raise InvalidParam("source", f"{template!r} is not a template this field renders ({exc}); it may use "
+                                     "{{ ds }}, {{ ds_nodash }} and {{ as_of_date }}") from None

@@ -22,7 +22,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, ParamsDict
 from airflow.sdk.exceptions import AirflowSkipException
 
-from ragindex_airflow.context import ingest_context, review_settings, run_type
+from ragindex_airflow.context import ingest_context
+from ragindex_airflow.params import run_settings
 
 AUTO_APPROVER = {"id": "ragindex", "name": "auto-approved (require_approval=false)"}
 REASON_PARAM = "reason"
@@ -75,13 +76,12 @@ class IndexReviewOperator(ApprovalOperator):
         from ragindex.registry import split_ref
         from ragindex.review import AUTO_APPROVED, describe, record_review, review_key, review_needed
 
-        params = context["params"]
-        kind = run_type(context)
-        if not may_promote(kind):
-            raise AirflowSkipException(f"{kind} runs never move production: review and promotion skipped")
-        if not params.get("promote", True):
+        run = run_settings(context)  # every Param read here, once; a bad one fails the task at once
+        if not may_promote(run.run_type):
+            raise AirflowSkipException(f"{run.run_type} runs never move production: review and promotion skipped")
+        if not run.promote:
             raise AirflowSkipException("promote=false: review and promotion skipped")
-        ctx, evaluated = ingest_context(context), self.evaluated(context)
+        ctx, evaluated = ingest_context(run), self.evaluated(context)
         candidate = self.candidate(evaluated)
         recorded = ctx.registry.decision(review_key(ctx.pipeline_run_id, candidate))
         if recorded is not None:  # a retry of this task: the reviewer answered already
@@ -91,7 +91,7 @@ class IndexReviewOperator(ApprovalOperator):
         why_not = review_needed(ctx.registry, candidate, ctx.names)
         if why_not:
             raise AirflowSkipException(why_not)
-        settings = review_settings(params)
+        settings = run.review
         if not settings.require_approval:
             decision = record_review(ctx.registry, candidate, AUTO_APPROVED, actor=AUTO_APPROVER["id"],
                                      reason="require_approval=false and the gate passed",
@@ -163,6 +163,7 @@ class IndexReviewOperator(ApprovalOperator):
         from ragindex.registry import split_ref
         from ragindex.review import APPROVED, APPROVING, REJECTED, STALE, TIMED_OUT, describe, record_review
 
+        run = run_settings(context)
         if "error" in event:
             return super().execute_complete(context, event)
         self.validate_chosen_options(event["chosen_options"])
@@ -172,8 +173,8 @@ class IndexReviewOperator(ApprovalOperator):
         actor = who.get("name") or who.get("id") or ("timeout" if timed_out else "unknown")
         reason = ((event.get("params_input") or {}).get(REASON_PARAM) or "").strip()
         if timed_out and not reason:
-            reason = f"no answer within {review_settings(context['params']).timeout_hours:g} h"
-        ctx, evaluated = ingest_context(context), self.evaluated(context)
+            reason = f"no answer within {run.review.timeout_hours:g} h"
+        ctx, evaluated = ingest_context(run), self.evaluated(context)
         against = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=AGAINST_XCOM)
         candidate = self.candidate(evaluated)
         if verdict == APPROVED:

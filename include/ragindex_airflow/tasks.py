@@ -1,5 +1,6 @@
-"""The bodies of the DAGs' tasks: each reads the run's context, calls one step of the core and turns its
-result into a small XCom value, or its outcome into an Airflow state (skip, fail at once).
+"""The bodies of the DAGs' tasks: each reads its run's settings from the context once, at entry (``run_settings``:
+Params checked, a bad one fails at once), calls one step of the core and turns its result into a small XCom
+value, or its outcome into an Airflow state (skip, fail at once).
 
 Imported by the DAG files at parse time, so only light modules are imported at the top; the core's
 steps (and with them numpy, FAISS, the model) are imported inside each body.
@@ -9,21 +10,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ragindex_airflow.context import ingest_context, review_settings, run_type
-from ragindex_airflow.params import param_value
+from ragindex_airflow.context import ingest_context
+from ragindex_airflow.params import InvalidParam, rollback_settings, run_settings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail_fast(body: F) -> F:
-    """An input error or a governance refusal cannot succeed on retry: fail the task at once, with the core's
-    one-line message logged as one line (a refusal is a decision, not a crash: no traceback of the core)."""
+    """An input error (a Param among them) or a governance refusal cannot succeed on retry: fail the task at
+    once, with the one-line message logged as one line (a refusal is a decision, not a crash: no traceback)."""
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,6 +31,9 @@ def fail_fast(body: F) -> F:
 
         try:
             return body(*args, **kwargs)
+        except InvalidParam as exc:
+            log.error("failed: %s", exc)
+            failure = exc
         except RagindexError as exc:
             if exc.retryable:
                 raise
@@ -54,9 +57,10 @@ def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
     from ragindex.ingest import pull_documents as pull
     from ragindex.names import PRODUCTION
 
-    ctx = ingest_context(context, create_registry=True)  # settings are checked here (SettingsError)
-    questions_version, questions = log_eval_questions(ctx, Path(context["params"]["eval_questions"]))
-    prompt = log_prompt_folder(ctx, str(param_value(context["params"], "prompts")), questions)
+    settings = run_settings(context)  # every Param checked here, before any work
+    ctx = ingest_context(settings, create_registry=True)
+    questions_version, questions = log_eval_questions(ctx, settings.eval_questions)
+    prompt = log_prompt_folder(ctx, settings.prompts, questions)
     result = pull(ctx)
     pulled = result.to_json() | {"prompt": prompt, "questions": questions_version.ref}
     if not result.unchanged:
@@ -89,7 +93,7 @@ def chunk_documents(context: dict[str, Any], pulled: dict[str, Any]) -> list[dic
     """Parse + chunk, log processed-chunks, and plan the embedding: one small work order per shard."""
     from ragindex.ingest import chunk_documents as chunk
 
-    ctx = ingest_context(context)
+    ctx = ingest_context(run_settings(context))
     result = chunk(ctx, pulled["raw"])
     return [result.to_json() | {"shard": i} for i in range(result.shards)]
 
@@ -99,7 +103,7 @@ def embed_chunks(context: dict[str, Any], order: dict[str, Any]) -> int:
     """Embed one shard of new texts (cached texts are never embedded again)."""
     from ragindex.ingest import embed_chunks as embed
 
-    return embed(ingest_context(context), int(order["shard"]))
+    return embed(ingest_context(run_settings(context)), int(order["shard"]))
 
 
 @fail_fast
@@ -107,7 +111,7 @@ def build_index(context: dict[str, Any], pulled: dict[str, Any], orders: list[di
     """Build the FAISS index + docstore from all shards and log vector-index."""
     from ragindex.ingest import build_index as build
 
-    return build(ingest_context(context), pulled["raw"], orders[0]["chunks"]).to_json()
+    return build(ingest_context(run_settings(context)), pulled["raw"], orders[0]["chunks"]).to_json()
 
 
 @fail_fast
@@ -119,7 +123,8 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
     from ragindex.gate import evaluate_release
     from ragindex.ingest import release_candidate
 
-    ctx = ingest_context(context)
+    settings = run_settings(context)
+    ctx = ingest_context(settings)
     if pulled.get("reuse_index"):
         index = ctx.registry.get(pulled["index"])
         orders = [{"chunks": index.metadata["chunks_ref"]}]
@@ -134,8 +139,7 @@ def evaluate_index(context: dict[str, Any], pulled: dict[str, Any], orders: list
     problem = None
     if not outcome.passed:
         problem = f"evaluation gate failed for {release}: {outcome.reason} (report {outcome.report})"
-    elif outcome.warnings and not review_settings(context["params"]).require_approval and context["params"].get(
-            "promote", True):
+    elif outcome.warnings and not settings.review.require_approval and settings.promote:
         problem = (f"data gate for {built['index']}: {'; '.join(outcome.warnings)} (report {outcome.report}); "
                    "require_approval=false, so nobody can approve it explicitly")
     if problem:
@@ -158,9 +162,10 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     from ragindex.standing import standing
     from ragindex_airflow.assets import announce_production_move
 
-    if not may_promote(run_type(context)):
-        raise AirflowSkipException(f"{run_type(context)} runs never move production")
-    ctx = ingest_context(context)
+    settings = run_settings(context)
+    if not may_promote(settings.run_type):
+        raise AirflowSkipException(f"{settings.run_type} runs never move production")
+    ctx = ingest_context(settings)
     candidate = evaluated.get("release") or evaluated["index"]
     review = standing(ctx.registry, ctx.registry.get(candidate)).review
     outcome = move(ctx.registry, candidate, actor=review.actor if review else "unknown",
@@ -181,16 +186,12 @@ def rollback_production(context: dict[str, Any]) -> dict[str, Any]:
     from ragindex.registry import open_registry
     from ragindex.rollback import rollback
     from ragindex_airflow.assets import announce_production_move
-
-    params = context["params"]
-    user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
     from ragindex_airflow.connections import wandb_registry_uri
 
-    registry = open_registry(wandb_registry_uri(param_value(params, "registry") or ""), create=False)
-    outcome = rollback(registry, to_version=param_value(params, "to_version"),
-                       reason=param_value(params, "reason", ""), actor=f"{user} via rag_rollback",
-                       force=bool(params.get("force", False)), pipeline_run=context["dag_run"].run_id,
-                       name=param_value(params, "name") or None)
+    settings = rollback_settings(context)
+    registry = open_registry(wandb_registry_uri(settings.registry), create=False)
+    outcome = rollback(registry, to_version=settings.to_version, reason=settings.reason, actor=settings.actor,
+                       force=settings.force, pipeline_run=settings.run_id, name=settings.name)
     if not outcome["changed"]:
         raise AirflowSkipException(f"{outcome['to']} already holds production: nothing moved")
     announce_production_move(context, registry, kind="forced_rollback" if outcome["forced"] else "rollback",

@@ -34,11 +34,12 @@ def no_aws_env(monkeypatch):
 
 
 def snapshot_through(source: str, dest: Path, as_of=None):
-    """What pull_documents does with the rendered source Param: check it, then snapshot it."""
+    """What pull_documents does with the rendered source Param: check it, resolve connections, snapshot it."""
     from ragindex.sources import snapshot
-    from ragindex_airflow.connections import checked_source
+    from ragindex_airflow.connections import checked_location, use_connections
 
-    return snapshot(checked_source(source), dest, as_of)
+    use_connections()
+    return snapshot(checked_location(source), dest, as_of)
 
 
 def test_a_source_through_a_connection_reads_with_the_connections_credentials(moto, no_aws_env,
@@ -89,12 +90,82 @@ def test_an_unreachable_endpoint_is_retried_by_airflow_not_failed_at_once(moto, 
 
 
 def test_credentials_written_into_the_source_param_are_refused_before_anything_runs() -> None:
-    from ragindex_airflow.connections import checked_source
+    from ragindex_airflow.connections import checked_location
 
     with pytest.raises(SourceError, match=r"credentials in the URL are refused") as err:
-        checked_source("s3://AKIAKEY:Sup3rSecret@bucket/corpus/")
+        checked_location("s3://AKIAKEY:Sup3rSecret@bucket/corpus/")
     assert "Sup3rSecret" not in str(err.value)
-    assert checked_source("/some/folder") == "/some/folder"
+    assert checked_location("/some/folder") == "/some/folder"
+
+
+# ---------------------------------------------------------------- prompts through a connection
+
+SAMPLE_PROMPTS = SAMPLE_CORPUS.parent / "prompts"
+
+
+def upload(s3, bucket: str, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes())
+
+
+def pull_with(params: dict, run_id: str) -> dict:
+    """The real pull_documents body with the form's defaults and ``params`` (it logs the run's prompt)."""
+    from types import SimpleNamespace
+
+    from ragindex_airflow import tasks
+    from ragindex_airflow.params import ingest_params
+
+    form = {name: param.value for name, param in ingest_params().items()}
+    return tasks.pull_documents({"params": form | params, "logical_date": None,
+                                 "dag_run": SimpleNamespace(run_id=run_id, run_type="manual", run_after=None)})
+
+
+def test_prompts_through_a_connection_are_the_version_the_same_folder_gives_locally(moto, no_aws_env, tmp_path: Path,
+                                                                                   caplog, capfd) -> None:
+    from ragindex.registry import open_registry
+
+    s3 = moto.bucket("prompt-docs")
+    upload(s3, "prompt-docs", SAMPLE_PROMPTS, "prompts/support")
+    no_aws_env.setenv("AIRFLOW_CONN_PROMPTS_S3", moto.connection_json())
+    url = "s3://prompts_s3@prompt-docs/prompts/support/"
+    with caplog.at_level(logging.INFO):
+        remote = pull_with({"prompts": url, "registry": str(tmp_path / "remote"), "source": str(SAMPLE_CORPUS)},
+                           "manual__s3-prompt")
+        local = pull_with({"prompts": str(SAMPLE_PROMPTS), "registry": str(tmp_path / "local"),
+                           "source": str(SAMPLE_CORPUS)}, "manual__local-prompt")
+    from_s3 = open_registry(str(tmp_path / "remote")).get(remote["prompt"])
+    from_folder = open_registry(str(tmp_path / "local")).get(local["prompt"])
+    assert from_s3.digest == from_folder.digest, "the same prompt, read from S3 or from a folder, is the same content"
+    assert from_s3.metadata["origin"] == url, "the version says where it came from (the URL, no secret)"
+    assert f"{remote['prompt']} from {url}" in caplog.text, "the prompt-template version logged, from the bucket"
+    again = pull_with({"prompts": str(SAMPLE_PROMPTS), "registry": str(tmp_path / "remote"),
+                       "source": str(SAMPLE_CORPUS)}, "manual__local-again")
+    assert again["prompt"] == remote["prompt"], "the local folder finds the version logged from S3: unchanged"
+
+    secrets = (moto.secret, moto.key_id)
+    out, err = capfd.readouterr()
+    assert not [s for s in secrets if s in caplog.text + out + err], "a credential reached the logs"
+    assert not [s for s in secrets if s in json.dumps([remote, again])], "a credential in the XCom value"
+    assert not secrets_in(tmp_path / "remote", secrets), "a credential reached the registry"
+
+
+def test_prompts_through_a_missing_connection_fail_at_once_naming_it_and_the_prompts(no_aws_env, tmp_path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    no_aws_env.delenv("AIRFLOW_CONN_NO_SUCH_CONN", raising=False)
+    with pytest.raises(AirflowFailException, match=r"^prompts 's3://no_such_conn@prompt-docs/p/': Airflow "
+                                                   r"connection 'no_such_conn' is not defined"):
+        pull_with({"prompts": "s3://no_such_conn@prompt-docs/p/", "registry": str(tmp_path / "registry"),
+                   "source": str(SAMPLE_CORPUS)}, "manual__no-conn")
+
+
+def test_prompts_from_an_unreachable_endpoint_are_retried_not_failed_at_once(moto, no_aws_env, tmp_path) -> None:
+    no_aws_env.setenv("AIRFLOW_CONN_DOWN_PROMPTS", moto.connection_json(endpoint=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(SourceUnavailable, match=r"^prompts 's3://down_prompts@prompt-docs/p/': storage did not "
+                                                r"answer through connection 'down_prompts'"):
+        pull_with({"prompts": "s3://down_prompts@prompt-docs/p/", "registry": str(tmp_path / "registry"),
+                   "source": str(SAMPLE_CORPUS)}, "manual__down")
 
 
 # ---------------------------------------------------------------- W&B from a connection
@@ -184,10 +255,11 @@ def test_rag_ingest_over_an_s3_source_through_a_connection(moto, no_aws_env, tmp
         if path.is_file():
             s3.put_object(Bucket="dag-docs", Key=f"corpus/{path.relative_to(SAMPLE_CORPUS).as_posix()}",
                           Body=path.read_bytes())
+    upload(s3, "dag-docs", SAMPLE_PROMPTS, "prompts")
     no_aws_env.setenv("AIRFLOW_CONN_DOCS_S3", moto.connection_json())
-    source = "s3://docs_s3@dag-docs/corpus/"
+    source, prompts = "s3://docs_s3@dag-docs/corpus/", "s3://docs_s3@dag-docs/prompts/"
     registry_path = tmp_path / "registry"
-    conf = {"source": source, "registry": str(registry_path), "require_approval": False,
+    conf = {"source": source, "prompts": prompts, "registry": str(registry_path), "require_approval": False,
             "eval_questions": str(SAMPLE_QUESTIONS)}
     dags = FreshDags()
 
@@ -198,6 +270,8 @@ def test_rag_ingest_over_an_s3_source_through_a_connection(moto, no_aws_env, tmp
     assert raw.metadata["source"] == source and raw.metadata["documents"] == corpus_documents(SAMPLE_CORPUS)
     index = registry.get("vector-index:v0")
     assert index.metadata["source"] == source and "production" in index.aliases
+    assert registry.get("prompt-template:v0").metadata["origin"] == prompts
+    assert registry.get("rag-release:production").metadata["prompt"] == "prompt-template:v0"
     before_change = max(server_time(s3, "dag-docs", o["Key"])
                         for o in s3.list_objects_v2(Bucket="dag-docs", Prefix="corpus/")["Contents"])
 
