@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 SAMPLE_CORPUS = REPO / "include" / "sample_data" / "corpus"
 SAMPLE_QUESTIONS = REPO / "include" / "sample_data" / "eval_questions.jsonl"
+SAMPLE_PROMPTS = REPO / "include" / "sample_data" / "prompts"
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="ragindex-dag-tests-"))
 if os.environ.get("RAGINDEX_KEEP_TEST_HOME") != "1":

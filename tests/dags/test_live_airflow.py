@@ -474,6 +474,74 @@ def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path,
     assert version_counts(registry_path) == before, "the same corpus: the same versions, nothing new"
 
 
+def served_release(base: str, want: str, timeout: float = 60) -> dict:
+    """Ask /context until the answer comes from release ``want`` (a client seeing the switch); that answer."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.post(f"{base}/context", json={"question": "How long is a forklift certificate valid?"},
+                            timeout=30).json()
+        if answer["release"]["ref"] == want:
+            return answer
+        assert time.monotonic() < deadline, f"the server still answers from {answer['release']['ref']}, not {want}"
+        time.sleep(0.3)
+
+
+def prompt_only_release_is_reviewed_served_and_rolled_back(live: LiveAirflow, corpus: Path, registry_path: Path,
+                                                           tmp_path: Path, original: str) -> None:
+    """Back on corpus A (production's), only the prompt changes."""
+    import shutil
+
+    from tests.dags.conftest import SAMPLE_PROMPTS
+    from tests.serve.servers import running_server
+
+    fleet_doc(corpus).write_text(original, encoding="utf-8")
+    line = "Name the handbook section you relied on."
+    before = version_counts(registry_path)
+    production = open_reg(registry_path).get("rag-release:production")
+    with running_server(str(registry_path), "--name", "rag-release") as (_server, base):
+        first = served_release(base, production.ref)
+        assert line not in json.dumps(first["prompt"]["messages"])
+        prompts = tmp_path / "prompts-v2"
+        shutil.copytree(SAMPLE_PROMPTS, prompts)
+        user = prompts / "user.j2"
+        user.write_text(user.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
+        run_id = live.trigger(conf(corpus, registry_path) | {"prompts": str(prompts)})
+        review = live.wait_for_review(run_id)
+        states = live.task_states(run_id)
+        assert all(states[t] == ["skipped"] for t in ("chunk_documents", "embed_chunks", "build_index")), states
+        body = review["body"] or ""
+        assert "Changed since production: prompt" in body and f"+{line}" in body, body
+        assert "vector-index:v0" in review["subject"], "the same index, a new prompt"
+        form = look_at_the_review_form(live, review_link(live, run_id), "review-form-prompt-only.png")
+        assert "Prompt diff" in form["headings"], form["headings"]
+        live.answer_review(run_id, "Approve", reason="shorter answers, signed off by support")
+        run, states = live.wait_finished(run_id)
+        assert run["state"] == "success" and states["promote"] == ["success"], states
+        after = version_counts(registry_path)
+        assert {n: after[n] - before[n] for n in after} == {
+            "raw-documents": 0, "processed-chunks": 0, "vector-index": 0, "eval-report": 1, "prompt-template": 1,
+            "rag-release": 1}, "a prompt-only run: a new prompt and release (and its evaluation), nothing else"
+        new = open_reg(registry_path).get("rag-release:production")
+        assert new.ref != production.ref and new.metadata["index"] == "vector-index:v0"
+        switched = served_release(base, new.ref)
+        assert switched["prompt"]["ref"] == new.metadata["prompt"] and line in json.dumps(switched["prompt"]["messages"])
+        assert switched["index"]["ref"] == "vector-index:v0"
+
+        back = live.trigger({"registry": str(registry_path), "name": "rag-release", "reason": "prompt drill"},
+                            "rag_rollback")
+        run, _ = live.wait_finished(back, "rag_rollback")
+        assert run["state"] == "success", live.task_log(back, "rollback_production", "rag_rollback")[-2000:]
+        restored = served_release(base, production.ref)
+        assert restored["prompt"]["ref"] == first["prompt"]["ref"] and line not in json.dumps(
+            restored["prompt"]["messages"]), "the rollback brought the old prompt back with its release"
+    reg = open_reg(registry_path)
+    assert "production" in reg.get(first["prompt"]["ref"]).aliases, "the prompt's own alias moved back too"
+    last = reg.decisions("rag-release")[-1]
+    assert (last.kind, last.ref, last.reason) == ("rollback", production.ref, "prompt drill")
+
+
 def revert_then_a_scheduled_run_does_nothing(live: LiveAirflow, corpus: Path, registry_path: Path,
                                               original: str) -> None:
     doc = fleet_doc(corpus)
@@ -517,5 +585,7 @@ def test_the_governance_loop_through_the_rest_api(live, tmp_path):
         rollback_to_the_rejected_version(live, registry_path)
     with phase("5 a manual re-run over the rejected corpus says it was rejected"):
         manual_rerun_of_the_rejected_corpus_says_so(live, corpus, registry_path)
-    with phase("6 revert to A: the next scheduled run creates nothing and asks nobody"):
+    with phase("6 a prompt-only release: reviewed with its diff, served, rolled back; a client sees each switch"):
+        prompt_only_release_is_reviewed_served_and_rolled_back(live, corpus, registry_path, tmp_path, original)
+    with phase("7 revert to A: the next scheduled run creates nothing and asks nobody"):
         revert_then_a_scheduled_run_does_nothing(live, corpus, registry_path, original)
