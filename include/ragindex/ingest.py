@@ -260,17 +260,34 @@ def local_prompt_folder(ctx: IngestContext, location: str) -> Path:
     return replace_dir_atomically(tmp, target)
 
 
-def log_prompt_folder(ctx: IngestContext, location: str, questions: Sequence[Any]) -> str:
-    """Check a prompt folder (parse, variables, budget with chunk-sized placeholder hits for every eval question)
-    and log it as ``prompt-template:vN``; unchanged content is the existing version."""
-    from ragindex.prompts import check_budget, load_prompt, log_prompt, placeholder_retriever
+@dataclass(frozen=True)
+class CheckedPrompt:
+    """A prompt folder that parsed and kept its budget for every eval question, not yet logged."""
 
-    steps = Steps()
+    prompt: Any
+    budget: Any
+    location: str
+
+
+def check_prompt_folder(ctx: IngestContext, location: str, questions: Sequence[Any]) -> CheckedPrompt:
+    """Check a prompt folder before any work (parse, variables, budget with chunk-sized placeholder hits for
+    every eval question); it is logged only once the run goes on (``log_checked_prompt``)."""
+    from ragindex.prompts import check_budget, load_prompt, placeholder_retriever, require_within_budget
+
     prompt = load_prompt(local_prompt_folder(ctx, location))
     chunk_size = ctx.settings.chunking.chunk_size
     budget = check_budget(prompt, questions, placeholder_retriever(chunk_size), ctx.gate.k,
                           retrieval=f"placeholder ({chunk_size} characters)")
-    result = log_prompt(ctx.registry, prompt, budget, run=ctx.run("log_prompt"),
+    require_within_budget(prompt, budget)
+    return CheckedPrompt(prompt, budget, location)
+
+
+def log_checked_prompt(ctx: IngestContext, checked: CheckedPrompt) -> str:
+    """Log a checked prompt as ``prompt-template:vN``; unchanged content is the existing version."""
+    from ragindex.prompts import log_prompt
+
+    steps, location, budget = Steps(), checked.location, checked.budget
+    result = log_prompt(ctx.registry, checked.prompt, budget, run=ctx.run("log_prompt"),
                         origin=location if is_remote(location) else None)
     steps.done("log")
     log.info("%s%s from %s: largest prompt %d of %d characters over %d questions; %s", result.ref,

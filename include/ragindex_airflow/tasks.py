@@ -52,21 +52,23 @@ def pull_documents(context: dict[str, Any]) -> dict[str, Any]:
     that already has an index with a changed prompt goes on as a prompt-only run: the index is reused (nothing
     parsed or embedded) and a new release pairs it with the prompt."""
     from ragindex.context import MANUAL, may_promote
+    from ragindex.evaluation import load_questions
     from ragindex.gate import log_eval_questions
-    from ragindex.ingest import log_prompt_folder, release_candidate
+    from ragindex.ingest import check_prompt_folder, log_checked_prompt, release_candidate
     from ragindex.ingest import pull_documents as pull
     from ragindex.names import PRODUCTION
 
     settings = run_settings(context)  # every Param checked here, before any work
     ctx = ingest_context(settings, create_registry=True)
-    questions_version, questions = log_eval_questions(ctx, settings.eval_questions)
-    prompt = log_prompt_folder(ctx, settings.prompts, questions)
+    checked = check_prompt_folder(ctx, settings.prompts, load_questions(settings.eval_questions))  # not logged yet
     result = pull(ctx)
+    if result.unchanged and not may_promote(ctx.run_type):
+        raise AirflowSkipException(result.message)  # a backfill over an indexed corpus creates nothing at all
+    questions_version, _questions = log_eval_questions(ctx, settings.eval_questions)
+    prompt = log_checked_prompt(ctx, checked)
     pulled = result.to_json() | {"prompt": prompt, "questions": questions_version.ref}
     if not result.unchanged:
         return pulled
-    if not may_promote(ctx.run_type):  # a backfill over an indexed corpus creates nothing, a release neither
-        raise AirflowSkipException(result.message)
     release, created = release_candidate(ctx, result.existing_index, prompt, questions_version.ref)
     held = PRODUCTION in ctx.registry.get(release).aliases
     if held or (not created and ctx.run_type != MANUAL):

@@ -306,6 +306,19 @@ def backfill_type_run_does_not_promote(dags, scenario, monkeypatch):
     assert any(a.startswith("snapshot-") and a == f"snapshot-{logical_date:%Y-%m-%d}" for a in index.aliases)
     assert scenario.production().ref == "vector-index:v1"
 
+    # The same past week again, with a prompt never seen: the corpus has its index, so the backfill stops at
+    # pull_documents and logs nothing, not even the prompt (a backfill never makes a release of it either).
+    import shutil
+
+    prompts = scenario.prompts.parent / "prompts-backfill"
+    shutil.copytree(SAMPLE_PROMPTS, prompts)
+    (prompts / "user.j2").write_text((prompts / "user.j2").read_text(encoding="utf-8") + "\nBe brief.\n",
+                                     encoding="utf-8")
+    before = scenario.counts()
+    state, tis, _ = run_dag(dags["rag_ingest"], scenario.conf(prompts=str(prompts)), logical_date=logical_date)
+    assert state == "success" and tis["pull_documents"] == ["skipped"], tis
+    assert scenario.counts() == before, "no prompt, eval set or any other version from a backfill that did nothing"
+
 
 def rollback_restores_previous_production(dags, scenario):
     state, tis, _ = run_dag(dags["rag_rollback"], {"registry": str(scenario.registry_path), "reason": "test"})
