@@ -566,3 +566,25 @@ def test_the_governance_lock_is_one_holder_at_a_time_and_reentrant(registry: Reg
             order.append("holder done")
     waiter.join(timeout=30)
     assert order == ["holder done", "other"], "the other waited until the holder let go"
+
+
+def test_a_file_system_without_locks_leaves_the_compare_and_set(
+    registry: Registry, name: str, make_dir, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some mounts refuse file locks (ENOLCK): a governance move then goes on, saying so, guarded by its record's
+    compare-and-set alone."""
+    import errno
+
+    import filelock
+
+    def no_locks_here(self, *args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks_here)
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
+    with caplog.at_level("WARNING"), registry.governance_lock():
+        moved = registry.record_decision(Decision(kind="promote", verdict="promoted", ref=f"{name}:v0", actor="a",
+                                                  changes=(AliasChange(f"{name}:v0", "production"),),
+                                                  expect={f"{name}:production": None}))
+    assert [(m.from_version, m.to_version) for m in moved.moves] == [(None, "v0")]
+    assert "relies on its compare-and-set alone" in caplog.text and "No locks available" in caplog.text

@@ -7,6 +7,7 @@ aliases or metadata, and never re-implements the download swap.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from .rules import (
 # How long a governance move waits for another one holding the lock (a move takes seconds; a task that waited this
 # long fails retryably rather than hanging its worker slot).
 GOVERNANCE_LOCK_TIMEOUT_S = float(os.environ.get("RAGINDEX_GOVERNANCE_LOCK_TIMEOUT_S", "600"))
+log = logging.getLogger(__name__)
 
 
 class RegistryBase:
@@ -215,24 +217,26 @@ class RegistryBase:
     @contextmanager
     def governance_lock(self) -> Iterator[None]:
         """One governance move at a time among the processes sharing ``_governance_lock_path`` (a file lock, so a
-        killed holder releases it); re-entrant in one process (``approve`` holds it around ``promote``)."""
+        killed holder releases it); re-entrant in one process (``approve`` holds it around ``promote``). Where the
+        file system takes no locks (some network or bucket mounts), the move goes on without it, logged: each
+        record's compare-and-set still refuses a move from a holder that is no longer there."""
         from filelock import FileLock, Timeout  # noqa: PLC0415
 
         lock = getattr(self, "_governance_file_lock", None)
         if lock is None:
             path = self._governance_lock_path()
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RegistryError(f"cannot create the governance lock {path} of {self.uri}: {exc}") from exc
             lock = self._governance_file_lock = FileLock(str(path), timeout=GOVERNANCE_LOCK_TIMEOUT_S)
         try:
+            Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise RegistryUnavailable(f"another promotion or rollback in {self.uri} has held {lock.lock_file} for "
                                       f"{GOVERNANCE_LOCK_TIMEOUT_S:g} s; try again once it has ended") from None
         except OSError as exc:
-            raise RegistryError(f"cannot take the governance lock {lock.lock_file} of {self.uri}: {exc}") from exc
+            log.warning("governance lock %s of %s not taken (%s): the move relies on its compare-and-set alone",
+                        lock.lock_file, self.uri, exc)
+            yield
+            return
         try:
             yield
         finally:
