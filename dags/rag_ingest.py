@@ -19,6 +19,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, tas
 from ragindex_airflow import tasks
 from ragindex_airflow.assets import PRODUCTION_INDEX
 from ragindex_airflow.params import ingest_params
+from ragindex_airflow.pools import GOVERNANCE_POOL
 from ragindex_airflow.review import IndexReviewOperator
 
 # A data-interval timetable (not a bare cron string, which means CronTriggerTimetable in Airflow 3 and gives
@@ -77,7 +78,7 @@ def rag_ingest():
         body="The summary is written when the review starts.",  # against the production serving then
     )
 
-    @task(outlets=[PRODUCTION_INDEX])
+    @task(outlets=[PRODUCTION_INDEX], pool=GOVERNANCE_POOL, pool_slots=1)  # one promotion or rollback at a time
     def promote(evaluated: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
         """Move production to the approved index (and the versions it came from); emit the Asset event."""
         return tasks.promote(get_current_context(), evaluated, decision)

@@ -13,6 +13,7 @@ from airflow.sdk import dag, get_current_context, task
 from ragindex_airflow import tasks
 from ragindex_airflow.assets import PRODUCTION_INDEX
 from ragindex_airflow.params import rollback_params
+from ragindex_airflow.pools import GOVERNANCE_POOL
 
 
 @dag(
@@ -26,7 +27,7 @@ from ragindex_airflow.params import rollback_params
     doc_md=__doc__,
 )
 def rag_rollback():
-    @task(outlets=[PRODUCTION_INDEX])
+    @task(outlets=[PRODUCTION_INDEX], pool=GOVERNANCE_POOL, pool_slots=1)  # one promotion or rollback at a time
     def rollback_production() -> dict[str, Any]:
         """Move production back (refused for a version never approved, unless forced); emit the Asset event."""
         return tasks.rollback_production(get_current_context())

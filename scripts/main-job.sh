@@ -8,6 +8,11 @@ source "$ROOT/scripts/airflow-env.sh"
 cd "$ROOT"
 mkdir -p "$AIRFLOW_HOME"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
+# promote and rollback take turns in this pool (ragindex_airflow/pools.py): `dags test` ignores pools, but a
+# scheduler (`airflow standalone` on this home, below) never runs a task whose pool is missing.
+airflow pools set "${RAGINDEX_GOVERNANCE_POOL:-ragindex_governance}" 1 \
+  "ragindex: one promotion or rollback at a time (they read, then move, production)" \
+  >>"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log" >&2; exit 1; }
 echo "==> airflow dags test rag_ingest (sample corpus, require_approval=false; log: $AIRFLOW_HOME/rag_ingest-test.log)"
 if ! airflow dags test rag_ingest -c '{"require_approval": false}' >"$AIRFLOW_HOME/rag_ingest-test.log" 2>&1; then
   tail -40 "$AIRFLOW_HOME/rag_ingest-test.log" >&2

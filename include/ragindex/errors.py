@@ -40,6 +40,11 @@ class RegistryUnavailable(RegistryError):
     retryable = True
 
 
+class ConcurrentMove(RegistryUnavailable):
+    """Another move of a governed alias came between a decision's checks and its move (the compare-and-set
+    found another holder): nothing was moved, and running the step again checks anew against the new holder."""
+
+
 class ArtifactNotFound(RegistryError, KeyError):
     """A ref (``name:vN`` or ``name:alias``) that names no version."""
 

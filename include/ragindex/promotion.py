@@ -10,19 +10,40 @@ report; a release: its index and prompt, and what the index came from).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from ragindex.errors import GovernanceError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from ragindex.errors import ConcurrentMove, GovernanceError
 from ragindex.names import ARTIFACT_TYPES, DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
 from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
 from ragindex.review import APPROVED, REVIEW, STALE, SUPERSEDED, describe, record_review, review_key, when
-from ragindex.standing import Standing, gate_passed, standing
+from ragindex.standing import Standing, gate_passed, standing, standings_from
 
 STAGE, PROMOTE = "stage", "promote"
 AGAINST = "against"  # a review's details: the production ref (or None) the reviewer compared the candidate with
+CONFLICT_ATTEMPTS = 3  # a move checked anew after another mover came first (ConcurrentMove), at most this often
+T = TypeVar("T")
 
-__all__ = ["AGAINST", "PROMOTE", "STAGE", "approve", "gate_passed", "moved_since", "promote", "refuse_rejected",
-           "is_release", "related_versions", "stage", "supersede_pending"]
+__all__ = ["AGAINST", "PROMOTE", "STAGE", "approve", "gate_passed", "governed", "moved_since", "promote",
+           "refuse_rejected", "is_release", "related_versions", "stage", "supersede_pending"]
+
+
+def governed(registry: Registry, move: Callable[[], T]) -> T:
+    """Run a governance move (its reads of the holder, its checks, its record) as one step among movers: under the
+    registry's governance lock (the processes sharing it take turns), and from the start again when the record's
+    compare-and-set finds that a mover the lock does not reach came first (nothing was moved then)."""
+    with registry.governance_lock():
+        for attempt in Retrying(retry=retry_if_exception_type(ConcurrentMove),
+                                stop=stop_after_attempt(CONFLICT_ATTEMPTS), reraise=True):
+            with attempt:
+                return move()
+    raise AssertionError("unreachable: Retrying re-raises the last ConcurrentMove")  # pragma: no cover
+
+
+def holds(name: str, current: ArtifactVersion | None) -> dict[str, str | None]:
+    """The compare-and-set of a move of ``name``'s production: it holds what the checks found (None: nothing)."""
+    return {f"{name}:{PRODUCTION}": current.version if current else None}
 
 
 def refuse_rejected(version: ArtifactVersion, registry: Registry, alias: str,
@@ -121,47 +142,71 @@ def _stale(registry: Registry, index: ArtifactVersion, review: Decision, why: st
                            "(trigger rag_ingest again: it reuses every version), or `ragindex approve` it")
 
 
-def promote(registry: Registry, index_ref: str, *, actor: str, reason: str = "", pipeline_run: str | None = None,
-            names: ArtifactNames = DEFAULT_NAMES, report_ref: str | None = None) -> dict[str, Any]:
+def promote(registry: Registry, index_ref: str, *, actor: str | None = None, reason: str = "",
+            pipeline_run: str | None = None, names: ArtifactNames = DEFAULT_NAMES, report_ref: str | None = None,
+            gate_reason: str | None = None) -> dict[str, Any]:
     """Move ``production`` to an approved index (and the versions it came from). Re-running it for the same
-    pipeline run returns the move on record (``recorded_before``) and moves nothing."""
+    pipeline run returns the move on record (``recorded_before``) and moves nothing. ``actor`` defaults to the
+    reviewer whose approval is promoted; with ``gate_reason`` (the DAG's promote task) the record's reason is the
+    review's and the gate's. One mover at a time (``governed``): the holder read here is the one moved from."""
+    return governed(registry, lambda: _promote(registry, index_ref, actor=actor, reason=reason,
+                                               pipeline_run=pipeline_run, report_ref=report_ref,
+                                               gate_reason=gate_reason))
+
+
+def _promote(registry: Registry, index_ref: str, *, actor: str | None, reason: str, pipeline_run: str | None,
+             report_ref: str | None, gate_reason: str | None) -> dict[str, Any]:
+    """One try of ``promote``; the decisions are read once (the run's record, if any, and the review)."""
     index = registry.get(index_ref)
     key = f"{PROMOTE}/{pipeline_run}/{index.ref}" if pipeline_run else ""
-    done = registry.decision(key) if key else None
+    decisions = registry.decisions(index.name)
+    done = next((d for d in decisions if d.key == key), None) if key else None
     if done is not None:
         return {"promoted": index.ref, "previous": done.details.get("previous"), "changed": True,
                 "recorded_before": True, "related": related_versions(index, report_ref, registry), "digest": index.digest,
-                "decision": done.record_id}
+                "decision": done.record_id, "approved_by": done.actor}
     refuse_ungated(index, "promoted")
-    known = standing(registry, index)
+    known = standings_from([index], decisions)[index.ref]
     if not known.eligible:
         raise GovernanceError(f"{index.ref} cannot be promoted: its review was {known.words()}")
     review = known.review
     assert review is not None  # eligible
     current = registry.find(f"{index.name}:{PRODUCTION}")
     related = related_versions(index, report_ref, registry)
-    resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
-    if current is not None and current.ref == index.ref and not resuming:
-        return {"promoted": index.ref, "previous": None, "changed": False, "related": related, "digest": index.digest}
-    if AGAINST in (review.details or {}) and not resuming:
+
+    def resuming() -> bool:  # an earlier try moved the aliases, then died (asked only where it changes the outcome)
+        return bool(key) and registry.interrupted(key)
+
+    if current is not None and current.ref == index.ref and not resuming():
+        return {"promoted": index.ref, "previous": None, "changed": False, "related": related, "digest": index.digest,
+                "approved_by": review.actor}
+    if AGAINST in (review.details or {}):
         why = moved_since(registry, review.details[AGAINST], current, index.name)
-        if why:
+        if why and not resuming():
             raise _stale(registry, index, review, why, pipeline_run)
+    if gate_reason is not None:
+        reason = f"review: {review.reason or 'approved'}; gate: {gate_reason}"
     changes = (AliasChange(index.ref, PRODUCTION), *(AliasChange(r, PRODUCTION) for r in related),
                AliasChange(index.ref, STAGING, remove=True))
     decision = registry.record_decision(Decision(
-        kind=PROMOTE, verdict="promoted", ref=index.ref, actor=actor, reason=reason, pipeline_run=pipeline_run,
-        key=key, changes=changes,
+        kind=PROMOTE, verdict="promoted", ref=index.ref, actor=actor or review.actor, reason=reason,
+        pipeline_run=pipeline_run, key=key, changes=changes, expect=holds(index.name, current),
         details={"previous": current.ref if current else None, "review": review.record_id}))
     previous = decision.details.get("previous")
     return {"promoted": index.ref, "previous": previous, "changed": True, "recorded_before": False,
-            "related": related, "digest": index.digest, "decision": decision.record_id}
+            "related": related, "digest": index.digest, "decision": decision.record_id, "approved_by": review.actor}
 
 
 def approve(registry: Registry, index_ref: str, *, actor: str, reason: str = "",
             names: ArtifactNames = DEFAULT_NAMES) -> dict[str, Any]:
     """``ragindex approve``: check that the approval can promote, put it on record, then promote. A version that
-    cannot be promoted (never evaluated, failed its gate) is refused before anything is recorded."""
+    cannot be promoted (never evaluated, failed its gate) is refused before anything is recorded. The production
+    the approval is made against is read under the governance lock, held until the promotion is recorded."""
+    with registry.governance_lock():
+        return _approve(registry, index_ref, actor=actor, reason=reason, names=names)
+
+
+def _approve(registry: Registry, index_ref: str, *, actor: str, reason: str, names: ArtifactNames) -> dict[str, Any]:
     index = registry.get(index_ref)
     refuse_ungated(index, "approved")
     current = registry.find(f"{index.name}:{PRODUCTION}")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, STAGING, ArtifactNames
-from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry
+from ragindex.registry import AliasChange, ArtifactVersion, Decision, Registry, split_ref
+from ragindex.registry.rules import VERSION_TAG
 
 if TYPE_CHECKING:
     from ragindex.changes import DocumentChange
@@ -53,7 +54,8 @@ def record_review(registry: Registry, index_ref: str, verdict: str, *, actor: st
     approval of a rejected version records the rejection it overrides."""
     if verdict not in VERDICTS:
         raise ValueError(f"review verdict {verdict!r}: one of {', '.join(VERDICTS)}")
-    ref = registry.get(index_ref).ref
+    # A version ref is already the ref recorded (record_decision resolves and checks it): no lookup of it here.
+    ref = index_ref if VERSION_TAG.match(split_ref(index_ref)[1]) else registry.get(index_ref).ref
     changes = () if verdict in APPROVING else (AliasChange(ref, STAGING, remove=True),)
     details = dict(details or {})
     overrides = _overridden(registry, ref, verdict)

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 from ragindex.errors import GovernanceError, RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION, ArtifactNames
-from ragindex.promotion import related_versions
+from ragindex.promotion import governed, holds, related_versions
 from ragindex.registry import AliasChange, AliasMove, ArtifactVersion, Decision, Registry
-from ragindex.standing import FORCED_ROLLBACK, Standing, standings
+from ragindex.standing import FORCED_ROLLBACK, Standing, standings, standings_from
 
 ROLLBACK = "rollback"
 ROLLED_BACK = "rolled_back"
@@ -72,26 +72,34 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     """Move ``production`` back (to ``to_version`` or the last eligible earlier holder) and record who did it and
     why. Re-running it for the same pipeline run returns the rollback on record (``recorded_before``), so a retry
     never steps back a second time. ``name``: what is rolled back (default: the release once one serves — and
-    with it the index and prompt it names, in one decision — else the index)."""
+    with it the index and prompt it names, in one decision — else the index). One mover at a time
+    (``promotion.governed``): the holder read here is the one moved from."""
+    return governed(registry, lambda: _rollback(registry, to_version=to_version, reason=reason, actor=actor,
+                                                force=force, pipeline_run=pipeline_run, names=names, name=name))
+
+
+def _rollback(registry: Registry, *, to_version: str | None, reason: str, actor: str, force: bool,
+              pipeline_run: str | None, names: ArtifactNames, name: str | None) -> dict[str, Any]:
+    """One try of ``rollback``; the decisions are read once (the run's record, if any, and the standings)."""
     name = name or governed_name(registry, names)
     key = f"{ROLLBACK}/{pipeline_run}" if pipeline_run else ""
-    done = registry.decision(key) if key else None
+    decisions = registry.decisions(name)
+    done = next((d for d in decisions if d.key == key), None) if key else None
     if done is not None:
         return {"from": done.details.get("from"), "to": done.ref, "digest": registry.get(done.ref).digest,
                 "forced": done.verdict == FORCED_ROLLBACK, "changed": True, "recorded_before": True,
                 "decision": done.record_id}
     current = registry.find(f"{name}:{PRODUCTION}")
     moves = registry.alias_history(name, PRODUCTION)  # read once: on W&B it is a query over runs
-    known = standings(registry, name)
+    known = standings_from(registry.versions(name), decisions)
     target_version = (to_version or "").strip() or _undo_target(name, current, moves, known, force)
     target_ref = target_version if ":" in target_version else f"{name}:{target_version}"
     target = registry.find(target_ref)
     if target is None or target.name != name:
         raise RagindexError(f"rollback target {target_ref!r}: no such version of {name}")
     outcome = {"from": current.ref if current else None, "to": target.ref, "digest": target.digest, "forced": False}
-    resuming = bool(key) and registry.interrupted(key)  # an earlier try moved the aliases, then died
-    if current is not None and current.ref == target.ref and not resuming:
-        return {**outcome, "changed": False}
+    if current is not None and current.ref == target.ref and not (bool(key) and registry.interrupted(key)):
+        return {**outcome, "changed": False}  # unless an earlier try moved the aliases, then died
     eligible = known[target.ref].eligible
     if not eligible:
         if not force:
@@ -105,7 +113,7 @@ def rollback(registry: Registry, *, to_version: str | None = None, reason: str =
     decision = registry.record_decision(Decision(
         kind=ROLLBACK, verdict=ROLLED_BACK if eligible else FORCED_ROLLBACK, ref=target.ref,
         actor=actor or "rollback", reason=reason, pipeline_run=pipeline_run,
-        key=key, changes=changes,
+        key=key, changes=changes, expect=holds(name, current),
         details={"from": outcome["from"]}))
     return {**outcome, "from": decision.details.get("from"), "changed": True, "forced": not eligible,
             "recorded_before": False, "decision": decision.record_id}

@@ -161,7 +161,6 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
     """Move production to the approved index (and the versions it came from); announce it on the Asset."""
     from ragindex.context import may_promote
     from ragindex.promotion import promote as move
-    from ragindex.standing import standing
     from ragindex_airflow.assets import announce_production_move
 
     settings = run_settings(context)
@@ -169,16 +168,16 @@ def promote(context: dict[str, Any], evaluated: dict[str, Any], decision: dict[s
         raise AirflowSkipException(f"{settings.run_type} runs never move production")
     ctx = ingest_context(settings)
     candidate = evaluated.get("release") or evaluated["index"]
-    review = standing(ctx.registry, ctx.registry.get(candidate)).review
-    outcome = move(ctx.registry, candidate, actor=review.actor if review else "unknown",
-                   reason=f"review: {(review.reason if review else '') or 'approved'}; gate: {evaluated['reason']}",
-                   pipeline_run=ctx.pipeline_run_id, names=ctx.names, report_ref=evaluated["report"])
+    # The approving reviewer is the record's actor, and the review's reason and the gate's its reason (promote
+    # reads the review itself, in the one read of the decisions it makes anyway).
+    outcome = move(ctx.registry, candidate, gate_reason=evaluated["reason"], pipeline_run=ctx.pipeline_run_id,
+                   names=ctx.names, report_ref=evaluated["report"])
     if not outcome["changed"]:
         raise AirflowSkipException(f"{outcome['promoted']} already holds production: nothing moved")
     announce_production_move(context, ctx.registry, kind="promote", to_ref=outcome["promoted"],
                              digest=outcome["digest"], from_ref=outcome["previous"], decision=outcome.get("decision"))
     log.info("production: %s -> %s (approved by %s)", outcome["previous"] or "none", outcome["promoted"],
-             review.actor if review else "?")
+             outcome.get("approved_by") or "?")
     return outcome
 
 

@@ -49,13 +49,21 @@ import pytest  # noqa: E402
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
 
+def governance_pool_command() -> list[str]:
+    """``airflow pools set`` of the pool the DAGs' promote and rollback tasks share, as scripts/main-job.sh runs it."""
+    from ragindex_airflow.pools import GOVERNANCE_POOL, GOVERNANCE_POOL_DESCRIPTION, GOVERNANCE_POOL_SLOTS
+
+    return [str(AIRFLOW_BIN), "pools", "set", GOVERNANCE_POOL, str(GOVERNANCE_POOL_SLOTS), GOVERNANCE_POOL_DESCRIPTION]
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """``airflow db migrate`` once per session, in a subprocess, into the throw-away AIRFLOW_HOME."""
+    """``airflow db migrate`` once per session, in a subprocess, into the throw-away AIRFLOW_HOME, and the governance
+    pool (``dags test`` runs a task whatever its pool; a scheduler never runs one whose pool is missing)."""
     home = Path(os.environ["AIRFLOW_HOME"])
-    proc = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], capture_output=True, text=True, timeout=600,
-                          env=os.environ.copy())
-    assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    for command in ([str(AIRFLOW_BIN), "db", "migrate"], governance_pool_command()):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+        assert proc.returncode == 0, f"{' '.join(command[1:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return home
 
 

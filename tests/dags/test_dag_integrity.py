@@ -144,6 +144,20 @@ def test_deploy_runs_on_every_production_move_and_retries(dagbag):
     assert producers == {"promote", "rollback_production"}, "the moves rag_deploy hears of"
 
 
+def test_governance_moves_take_turns_in_one_pool_of_one_slot(dagbag):
+    """promote (rag_ingest) and rollback_production (rag_rollback) read who holds production, then move it: both
+    take the one slot of one pool, and no other task does (the review waits for a person for hours)."""
+    from airflow.models.pool import Pool
+
+    from ragindex_airflow.pools import GOVERNANCE_POOL
+
+    in_pool = {(d.dag_id, t.task_id): t.pool_slots for d in dagbag.dags.values() for t in d.tasks
+               if t.pool == GOVERNANCE_POOL}
+    assert in_pool == {("rag_ingest", "promote"): 1, ("rag_rollback", "rollback_production"): 1}
+    pool = Pool.get_pool(GOVERNANCE_POOL)
+    assert pool is not None and pool.slots == 1, "the test set-up (as main-job.sh) created the pool with one slot"
+
+
 PARSE_PROBE = r"""
 import importlib.util, json, sys
 import airflow, airflow.sdk  # already imported by any dag-processor

@@ -162,6 +162,7 @@ class LiveAirflow:
         assert r.status_code == 201, r.text
         self.token = r.json()["access_token"]
         self.client.headers["Authorization"] = f"Bearer {self.token}"
+        self.ensure_governance_pool()
         while time.monotonic() < deadline:
             if self.client.get("/api/v2/dags/rag_ingest").status_code == 200:
                 return
@@ -178,6 +179,18 @@ class LiveAirflow:
             beat = self.client.get("/api/v2/monitor/health").json()["scheduler"]["latest_scheduler_heartbeat"]
             seen.add(beat)
             time.sleep(1)
+
+    def ensure_governance_pool(self) -> None:
+        """The pool promote and rollback take turns in, as an operator creates it (here over the REST API; a
+        restart on the same database finds it there): the scheduler never runs a task whose pool is missing."""
+        from ragindex_airflow.pools import GOVERNANCE_POOL, GOVERNANCE_POOL_DESCRIPTION, GOVERNANCE_POOL_SLOTS
+
+        r = self.client.get(f"/api/v2/pools/{GOVERNANCE_POOL}")
+        if r.status_code == 404:
+            self.api("POST", "/pools", json={"name": GOVERNANCE_POOL, "slots": GOVERNANCE_POOL_SLOTS,
+                                             "description": GOVERNANCE_POOL_DESCRIPTION})
+            r = self.client.get(f"/api/v2/pools/{GOVERNANCE_POOL}")
+        assert r.status_code == 200 and r.json()["slots"] == GOVERNANCE_POOL_SLOTS, r.text
 
     # ------------------------------------------------------------- REST helpers
     def api(self, method: str, path: str, **kwargs):

@@ -377,6 +377,11 @@ class AirflowStack:
         done = self.airflow("db", "migrate")
         if done.returncode != 0:
             raise StackError(f"airflow db migrate failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        from ragindex_airflow.pools import GOVERNANCE_POOL, GOVERNANCE_POOL_DESCRIPTION, GOVERNANCE_POOL_SLOTS
+
+        done = self.airflow("pools", "set", GOVERNANCE_POOL, str(GOVERNANCE_POOL_SLOTS), GOVERNANCE_POOL_DESCRIPTION)
+        if done.returncode != 0:  # as the compose file's airflow-init: promote never runs without it
+            raise StackError(f"airflow pools set failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
     def start_services(self, workers: Iterable[str] = ("w1", "w2"), concurrency: int = 1) -> None:
         """api-server, scheduler, dag-processor, triggerer and one Celery worker per name."""

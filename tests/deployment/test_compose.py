@@ -136,6 +136,11 @@ def test_init_migrates_and_creates_the_admin(resolved):
     script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
     assert "/entrypoint airflow version" in script  # the image entrypoint runs the migration + user creation
     assert "/opt/ragindex" in script  # prepares the shared data volume
+    # and the pool promote and rollback take turns in (the scheduler never runs a task whose pool is missing)
+    from ragindex_airflow.pools import GOVERNANCE_POOL
+
+    pools = re.search(r'airflow pools set[\s\\]+"?\$*\{RAGINDEX_GOVERNANCE_POOL:-([\w.-]+)\}"?[\s\\]+(\d+)\s', script)
+    assert pools and pools.groups() == (GOVERNANCE_POOL, "1"), script
 
 
 def test_celery_executor_settings(resolved):

@@ -19,9 +19,10 @@ source (paths relative to site-packages/wandb):
   entity on the first path it parses (``apis/public/api.py``: ``_parse_*_path`` -> ``default_entity``).
 - ``Api.runs`` caches one ``Runs`` per ``path + str(filters) + str(order)`` until ``Api.flush()``, and a cached
   one is not fetched again; the server sorts by the order asked for; one request per page.
-- ``Artifact.save()`` on a logged version adds and deletes aliases by difference with those it was fetched with,
-  then sends the whole metadata it holds (``Artifact._update``): two saves of copies fetched before the other's
-  save undo each other's metadata.
+- ``Artifact.save()`` on a logged version adds and deletes aliases by difference with those it was fetched with
+  (``_add_aliases``, ``_delete_aliases``: one request each, none for an empty set), then sends the whole metadata
+  it holds (``Artifact._update``): two saves of copies fetched before the other's save undo each other's
+  metadata. The alias mutations alone send no metadata.
 - ``Api().project(p, entity=e).id`` raises ``ValueError("Project p not found")`` for a missing project and
   ``ValueError("Unable to fetch project ID: ...")`` from a transport failure (``apis/public/projects.py``).
 
@@ -231,23 +232,46 @@ class FakeApiArtifact:
 
     def save(self) -> None:
         """``Artifact._update``: add/delete aliases by difference with the fetched ones, then the whole metadata."""
-        collection = self.name.split(":")[0]
         old, new = set(self._saved_aliases), set(self.aliases)
-        if new - old:
-            self._server.request("add_aliases")
-        if old - new:
-            self._server.request("delete_aliases")
+        self._add_aliases(new - old, target=None, checkpoint=False)
+        self._delete_aliases(old - new, target=None, checkpoint=False)
         self._server.request("update_artifact")
         with self._server.state() as state:
-            versions = state["collections"][collection]
-            me = next(v for v in versions if v["id"] == self.id)
-            for other in versions:
-                if other is not me:
-                    other["aliases"] = [a for a in other["aliases"] if a not in new - old]
-            me["aliases"] = [a for a in me["aliases"] if a not in old - new] + sorted(new - old - set(me["aliases"]))
+            me = next(v for v in state["collections"][self._collection] if v["id"] == self.id)
             me["metadata"] = copy.deepcopy(self.metadata)
         self._saved_aliases = list(self.aliases)
         self._server.checkpoint("save:after")
+
+    @property
+    def _collection(self) -> str:
+        return self.name.split(":")[0]
+
+    def _add_aliases(self, alias_names: set[str], target: Any, checkpoint: bool = True) -> None:
+        """``Artifact._add_aliases`` (what ``_update`` sends first): one AddAliases request unless the set is empty;
+        an alias is exclusive within the collection, so it leaves whichever version held it."""
+        if not alias_names:
+            return
+        self._server.request("add_aliases")
+        with self._server.state() as state:
+            versions = state["collections"][self._collection]
+            me = next(v for v in versions if v["id"] == self.id)
+            for other in versions:
+                if other is not me:
+                    other["aliases"] = [a for a in other["aliases"] if a not in alias_names]
+            me["aliases"] = [*me["aliases"], *sorted(set(alias_names) - set(me["aliases"]))]
+        if checkpoint:
+            self._server.checkpoint("aliases:after")
+
+    def _delete_aliases(self, alias_names: set[str], target: Any, checkpoint: bool = True) -> None:
+        """``Artifact._delete_aliases``: one DeleteAliases request unless the set is empty."""
+        if not alias_names:
+            return
+        self._server.request("delete_aliases")
+        with self._server.state() as state:
+            me = next(v for v in state["collections"][self._collection] if v["id"] == self.id)
+            me["aliases"] = [a for a in me["aliases"] if a not in alias_names]
+        if checkpoint:
+            self._server.checkpoint("aliases:after")
 
     def download(self, root: str) -> str:
         for rel, blob in self._files.items():

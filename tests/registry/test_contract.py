@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ from ragindex.registry import (
     AliasChange,
     ArtifactNotFound,
     ArtifactVersion,
+    ConcurrentMove,
     Decision,
     Registry,
     RegistryError,
@@ -510,3 +512,79 @@ def test_one_alias_rule_on_every_backend(registry: Registry, name: str, make_dir
         with pytest.raises(RegistryError, match=why):
             registry.log_artifact(name, "dataset", make_dir({"f": "1"}), run=run_info(), aliases=[bad])
     assert registry.get(f"{name}:v0").aliases == ("latest",)
+
+
+def test_a_decision_moves_only_while_the_holder_it_expects_holds(registry: Registry, name: str, make_dir) -> None:
+    """The compare-and-set of governance moves: a decision whose checks found another holder than the one there
+    now is refused with ConcurrentMove, moves nothing and leaves no record (nor an interrupted try); with the
+    holder found now it is recorded, and its move starts from that holder."""
+    for i in range(3):
+        registry.log_artifact(name, "index", make_dir({"f": str(i)}), run=run_info())
+    production = f"{name}:production"
+    first = registry.record_decision(Decision(kind="promote", verdict="promoted", ref=f"{name}:v0", actor="a",
+                                              changes=(AliasChange(f"{name}:v0", "production"),),
+                                              expect={production: None}))
+    assert [(m.from_version, m.to_version) for m in first.moves] == [(None, "v0")]
+    assert first.expect == {production: None}, "the record says what its move was checked against"
+    late = Decision(kind="rollback", verdict="rolled_back", ref=f"{name}:v1", actor="b", key=f"late/{name}",
+                    changes=(AliasChange(f"{name}:v1", "production"),), expect={production: None})
+    with pytest.raises(ConcurrentMove, match=rf"{production} is held by v0, not no version") as refused:
+        registry.record_decision(late)
+    assert refused.value.retryable, "a conflict is worth a retry: the step checks again"
+    assert registry.get(production).ref == f"{name}:v0", "nothing moved"
+    assert registry.decision(late.key) is None and not registry.interrupted(late.key), "no record, no open try"
+    assert [(m.from_version, m.to_version) for m in registry.alias_history(name, "production")] == [(None, "v0")]
+    recorded = registry.record_decision(replace(late, expect={production: "v0"}))
+    assert [(m.from_version, m.to_version) for m in recorded.moves] == [("v0", "v1")]
+    assert [d.key for d in registry.decisions(name)] == [first.key, late.key], "one record per key"
+    assert [(m.from_version, m.to_version) for m in registry.alias_history(name, "production")] == [
+        (None, "v0"), ("v0", "v1")]
+    with pytest.raises(RegistryError, match="version tag"):
+        registry.record_decision(replace(late, key="", expect={production: "latest"}))
+    with pytest.raises(RegistryError, match="latest"):
+        registry.record_decision(replace(late, key="", expect={name: None}))
+
+
+def test_the_governance_lock_is_one_holder_at_a_time_and_reentrant(registry: Registry) -> None:
+    """Held around a promotion or rollback: another process waits for it (here: a second registry object for the
+    same registry, whose lock is another open file, as another process's is); the holder may take it again."""
+    import copy
+    import threading
+
+    other = copy.copy(registry)  # before either takes the lock: each opens the lock file itself
+    order: list[str] = []
+
+    def other_mover() -> None:
+        with other.governance_lock():
+            order.append("other")
+
+    with registry.governance_lock():
+        with registry.governance_lock():  # approve holds it around promote
+            waiter = threading.Thread(target=other_mover)
+            waiter.start()
+            waiter.join(timeout=1.0)
+            order.append("holder done")
+    waiter.join(timeout=30)
+    assert order == ["holder done", "other"], "the other waited until the holder let go"
+
+
+def test_a_file_system_without_locks_leaves_the_compare_and_set(
+    registry: Registry, name: str, make_dir, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some mounts refuse file locks (ENOLCK): a governance move then goes on, saying so, guarded by its record's
+    compare-and-set alone."""
+    import errno
+
+    import filelock
+
+    def no_locks_here(self, *args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks_here)
+    registry.log_artifact(name, "index", make_dir({"f": "1"}), run=run_info())
+    with caplog.at_level("WARNING"), registry.governance_lock():
+        moved = registry.record_decision(Decision(kind="promote", verdict="promoted", ref=f"{name}:v0", actor="a",
+                                                  changes=(AliasChange(f"{name}:v0", "production"),),
+                                                  expect={f"{name}:production": None}))
+    assert [(m.from_version, m.to_version) for m in moved.moves] == [(None, "v0")]
+    assert "relies on its compare-and-set alone" in caplog.text and "No locks available" in caplog.text

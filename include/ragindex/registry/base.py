@@ -7,12 +7,15 @@ aliases or metadata, and never re-implements the download swap.
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from ragindex.errors import ArtifactNotFound, GovernanceError, RegistryError
+from ragindex.errors import ArtifactNotFound, ConcurrentMove, GovernanceError, RegistryError, RegistryUnavailable
 from ragindex.names import GOVERNANCE_ALIASES
 
 from .digest import dir_digest, manifest_digest, manifest_of
@@ -29,6 +32,7 @@ from .protocol import (
     split_ref,
 )
 from .rules import (
+    VERSION_TAG,
     check_files,
     check_metadata,
     default_actor,
@@ -38,6 +42,12 @@ from .rules import (
     validate_alias,
     validate_name,
 )
+
+
+# How long a governance move waits for another one holding the lock (a move takes seconds; a task that waited this
+# long fails retryably rather than hanging its worker slot).
+GOVERNANCE_LOCK_TIMEOUT_S = float(os.environ.get("RAGINDEX_GOVERNANCE_LOCK_TIMEOUT_S", "600"))
+log = logging.getLogger(__name__)
 
 
 class RegistryBase:
@@ -97,6 +107,10 @@ class RegistryBase:
 
     def _find_record(self, key: str) -> Decision | None:
         """The record stored under ``key``, or None."""
+        raise NotImplementedError
+
+    def _governance_lock_path(self) -> Path:
+        """The lock file governance moves hold (shared by every process that should take turns with this one)."""
         raise NotImplementedError
 
     # -- the protocol --------------------------------------------------------------------------------
@@ -188,7 +202,8 @@ class RegistryBase:
             target = found[change.ref]
             changes.append(AliasChange(target.ref, validate_alias(target.name, change.alias), change.remove))
         to_json(decision.details, f"details of the {decision.kind} decision on {subject.ref}")
-        return self._record(replace(decision, ref=subject.ref, key=key, changes=tuple(changes),
+        expect = {checked_holder_key(where, version): version for where, version in decision.expect.items()}
+        return self._record(replace(decision, ref=subject.ref, key=key, changes=tuple(changes), expect=expect,
                                     actor=decision.actor or default_actor(), at="", record_id="", moves=()))
 
     def decisions(self, name: str) -> list[Decision]:
@@ -198,6 +213,34 @@ class RegistryBase:
     def decision(self, key: str) -> Decision | None:
         """The decision recorded under ``key``, or None."""
         return self._find_record(key)
+
+    @contextmanager
+    def governance_lock(self) -> Iterator[None]:
+        """One governance move at a time among the processes sharing ``_governance_lock_path`` (a file lock, so a
+        killed holder releases it); re-entrant in one process (``approve`` holds it around ``promote``). Where the
+        file system takes no locks (some network or bucket mounts), the move goes on without it, logged: each
+        record's compare-and-set still refuses a move from a holder that is no longer there."""
+        from filelock import FileLock, Timeout  # noqa: PLC0415
+
+        lock = getattr(self, "_governance_file_lock", None)
+        if lock is None:
+            path = self._governance_lock_path()
+            lock = self._governance_file_lock = FileLock(str(path), timeout=GOVERNANCE_LOCK_TIMEOUT_S)
+        try:
+            Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except Timeout:
+            raise RegistryUnavailable(f"another promotion or rollback in {self.uri} has held {lock.lock_file} for "
+                                      f"{GOVERNANCE_LOCK_TIMEOUT_S:g} s; try again once it has ended") from None
+        except OSError as exc:
+            log.warning("governance lock %s of %s not taken (%s): the move relies on its compare-and-set alone",
+                        lock.lock_file, self.uri, exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     def interrupted(self, key: str) -> bool:
         """Whether an earlier try of the record ``key`` began its moves but left no complete record (a retry
@@ -216,10 +259,29 @@ def refuse_governance_alias(alias: str) -> None:
                               "`ragindex evaluate`) or `ragindex rollback`")
 
 
+def checked_holder_key(where: str, version: str | None) -> str:
+    """An ``expect`` entry as the backends read it: ``name:alias`` and ``vN`` (or None), else the error naming it."""
+    name, alias = split_ref(where)
+    validate_name(name)
+    validate_alias(name, alias)
+    if version is not None and not VERSION_TAG.match(str(version)):
+        raise RegistryError(f"expected holder of {where!r} must be a version tag like 'v3' or None, got {version!r}")
+    return f"{name}:{alias}"
+
+
+def move_conflict(decision: Decision, where: str, held: str | None, uri: str) -> ConcurrentMove:
+    """The compare-and-set's refusal, naming the alias, who holds it and who the decision's checks found."""
+    expected = decision.expect[where]
+    return ConcurrentMove(f"{decision.kind} of {decision.ref} in {uri} not recorded: {where} is held by "
+                          f"{held or 'no version'}, not {expected or 'no version'} as its checks found; another move "
+                          "came first and nothing was moved (run it again to check against the new holder)")
+
+
 def refuse_type_change(name: str, wanted: str, existing: str | None) -> None:
     """A name keeps the type of its first version (W&B requires it)."""
     if existing is not None and existing != wanted:
         raise RegistryError(f"cannot log {name!r} as type {wanted!r}: it already has type {existing!r}")
 
 
-__all__ = ["RegistryBase", "refuse_governance_alias", "refuse_type_change", "default_actor"]
+__all__ = ["RegistryBase", "checked_holder_key", "default_actor", "move_conflict", "refuse_governance_alias",
+           "refuse_type_change"]

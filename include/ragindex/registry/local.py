@@ -38,11 +38,12 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
 
-from .base import RegistryBase, refuse_type_change
+from .base import RegistryBase, move_conflict, refuse_type_change
 from .protocol import AliasMove, ArtifactVersion, Decision, LogRequest, RunInfo, split_ref
 from .rules import LATEST, VERSION_TAG, fill_atomically, to_json, utc_now
 
 CATALOG = "catalog.sqlite"
+GOVERNANCE_LOCK = "governance.lock"  # held by promotions and rollbacks (RegistryBase.governance_lock)
 OBJECTS = "objects"  # the layout before content addressing, migrated on open
 BLOBS = "blobs"
 VIEWS = "views"
@@ -504,11 +505,19 @@ class LocalRegistry(RegistryBase):
         return sum(p.stat().st_size for p in self.blobs.rglob("*") if p.is_file())
 
     def _record(self, decision: Decision) -> Decision:
-        """The decision row and its alias moves in one transaction: both or neither survive a crash."""
+        """The decision row and its alias moves in one transaction: both or neither survive a crash. The holders
+        the decision expects are read in that transaction (writers queue on BEGIN IMMEDIATE), so the check and the
+        moves are one compare-and-set."""
         with self._write() as conn:
             row = conn.execute("SELECT record FROM decisions WHERE key = ?", (decision.key,)).fetchone()
             if row is not None:  # another writer recorded it between our check and this transaction
                 return Decision.from_json(json.loads(row["record"]))
+            for where in decision.expect:
+                name, alias = split_ref(where)
+                held = conn.execute("SELECT idx FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+                held_version = None if held is None else f"v{held['idx']}"
+                if held_version != decision.expect[where]:
+                    raise move_conflict(decision, where, held_version, self.uri)
             at = utc_now()
             moves = []
             for change in decision.changes:
@@ -530,6 +539,10 @@ class LocalRegistry(RegistryBase):
         with self._read() as conn:
             rows = conn.execute("SELECT record FROM decisions WHERE name = ? ORDER BY seq", (name,)).fetchall()
         return [Decision.from_json(json.loads(r["record"])) for r in rows]
+
+    def _governance_lock_path(self) -> Path:
+        """In the registry's folder: every process (and machine) that writes this catalogue shares it."""
+        return self.root / GOVERNANCE_LOCK
 
     def _find_record(self, key: str) -> Decision | None:
         with self._read() as conn:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, ContextManager, Protocol, Sequence, runtime_checkable
 
-from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
+from ragindex.errors import ArtifactNotFound, ConcurrentMove, RegistryError, RegistryUnavailable
 
-__all__ = ["DECISION_KINDS", "AliasChange", "AliasMove", "ArtifactNotFound", "ArtifactVersion", "Decision",
-           "LogRequest", "Registry", "RegistryError", "RegistryUnavailable", "RunInfo", "split_ref"]
+__all__ = ["DECISION_KINDS", "AliasChange", "AliasMove", "ArtifactNotFound", "ArtifactVersion", "ConcurrentMove",
+           "Decision", "LogRequest", "Registry", "RegistryError", "RegistryUnavailable", "RunInfo", "split_ref"]
 
 # What a decision record can be about. "alias" records a plain alias move (``set_alias``) on backends whose
 # alias history is made of records (W&B); it is history, not a decision, so ``decisions()`` leaves it out.
@@ -89,7 +89,9 @@ class AliasChange:
 class Decision:
     """A recorded decision about one version: what (kind, verdict), on which version, who, why, in which
     pipeline run, and the alias moves it made. ``key`` makes recording idempotent: recording a decision
-    whose key is already on record returns that record and changes nothing."""
+    whose key is already on record returns that record and changes nothing. ``expect`` makes the moves a
+    compare-and-set: ``{"name:alias": "vN"}`` (``None``: no version) is who must hold each alias when the moves are
+    made, as the caller's checks found it, else ``ConcurrentMove`` and nothing moves."""
 
     kind: str
     verdict: str
@@ -100,6 +102,7 @@ class Decision:
     key: str = ""
     changes: tuple[AliasChange, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    expect: dict[str, str | None] = field(default_factory=dict)
     at: str = ""
     record_id: str = ""
     moves: tuple[AliasMove, ...] = ()
@@ -219,7 +222,14 @@ class Registry(Protocol):
         ...
 
     def record_decision(self, decision: Decision) -> Decision:
-        """Record a decision and make its alias changes, atomically and once per ``decision.key``."""
+        """Record a decision and make its alias changes, atomically and once per ``decision.key``; with
+        ``decision.expect``, only while those holders hold (else ``ConcurrentMove``, nothing moved)."""
+        ...
+
+    def governance_lock(self) -> ContextManager[None]:
+        """Held around a governance move's checks and its record (promote, rollback), so that of the processes
+        sharing the lock (the local registry's folder; on W&B, this machine's RAGINDEX_HOME) one moves at a time;
+        re-entrant in one process."""
         ...
 
     def decisions(self, name: str) -> list[Decision]:

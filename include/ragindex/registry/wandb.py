@@ -14,9 +14,14 @@ How the registry contract maps onto W&B (checked call by call against the wandb 
   versions logged by other tools fall back to ``logged_by()`` / ``used_artifacts()``.
 - **Decisions and alias history are W&B runs.** Each review, staging, promotion, rollback and plain alias
   move is its own run (``job_type`` = its kind, in the pipeline run's group) that uses the version it decides
-  on, makes the alias changes through the public API and writes the moves into its summary. The history
-  (and rollback's "previous holder") is read back from those runs in server order (``created_at``), and a
-  decision's ``key`` (in the run config) makes a retried step find its record instead of writing a second one.
+  on, makes the alias changes with the SDK's alias mutations (``save()`` without its metadata write) and writes
+  the moves into its summary. The history (and rollback's "previous holder") is read back from those runs in
+  server time order (``created_at``), and a decision's ``key`` (in the run config) makes a retried step find its
+  record instead of writing a second one.
+- **Governance moves take turns.** W&B has no compare-and-set on aliases: a promotion or rollback holds a file
+  lock on this machine (``governance_lock``) and the DAGs' moves share one Airflow pool; each record reads the
+  holder it expects again once its run exists and, finding another, closes the run as aborted and moves
+  nothing (``ConcurrentMove``: the step is run again against the new holder).
 - **Failures** are registry errors naming the ref, the URI and the reason (never the API key): a project that
   does not exist or cannot be read is an error, not "no versions yet"; a W&B error is "not found" only when
   the SDK says the artifact is missing, not when the text of an auth or network failure happens to contain
@@ -31,12 +36,13 @@ import logging
 import os
 import re
 from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from ragindex.settings import ragindex_home
 
-from .base import RegistryBase, refuse_type_change
+from .base import RegistryBase, move_conflict, refuse_type_change
 from .digest import dir_digest
 from .protocol import (
     RECORD_KINDS,
@@ -116,6 +122,9 @@ def scrub(text: str) -> str:
     """An error message without the API key in it, wherever the SDK may have put it."""
     key = os.environ.get("WANDB_API_KEY", "")
     return text.replace(key, "***") if len(key) >= 8 else text
+
+
+_PROJECT_MISSING = re.compile(r"project '[^']*' not found under entity")
 
 
 def _missing_artifact(exc: BaseException) -> bool:
@@ -218,10 +227,34 @@ def classify(exc: BaseException, default: str = REFUSED) -> str:
     return default
 
 
+def alias_mutations(artifact: Any) -> tuple[Callable[..., None], Callable[..., None], Any] | None:
+    """The SDK's alias mutations of a logged version and the path they take, as ``Artifact._update`` calls them
+    (wandb 0.31: ``_add_aliases(alias_names, target=FullArtifactPath(...))``, each sends nothing for an empty set),
+    or None when this SDK has none (the caller then uses ``save()``)."""
+    add, delete = getattr(artifact, "_add_aliases", None), getattr(artifact, "_delete_aliases", None)
+    if not (callable(add) and callable(delete) and hasattr(artifact, "_saved_aliases")):
+        return None
+    try:
+        from wandb.sdk.artifacts._validators import FullArtifactPath  # noqa: PLC0415
+    except ImportError:
+        return None
+    path = FullArtifactPath(prefix=artifact.entity, project=artifact.project, name=collection_name(artifact))
+    return add, delete, path
+
+
 def _names_pattern(name: str) -> str:
     """A run filter that finds ``name`` in ``ragindex_names`` ("a|b|c") without regex anchors (some W&B
     servers do not support them); the caller keeps only the runs that name it exactly."""
     return re.escape(name)
+
+
+def _created(run: Any) -> datetime:
+    """A run's server time (``created_at``, ISO 8601 with or without a zone: UTC), the order records are read in."""
+    try:
+        when = datetime.fromisoformat(str(run.created_at).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _names(run: Any) -> list[str]:
@@ -251,6 +284,9 @@ class WandbRegistry(RegistryBase):
         home = ragindex_home()
         self.cache_dir = Path(cache_dir) if cache_dir else home / "cache" / "wandb" / entity / project
         self.run_dir = Path(run_dir) if run_dir else home / "wandb"
+        # W&B has no lock a mover can take; the processes of this machine take turns on a file (across machines the
+        # Airflow pool serialises the DAGs' moves, and each record's compare-and-set catches the rest).
+        self.lock_path = home / "locks" / re.sub(r"[^A-Za-z0-9_.-]", "_", f"wandb-{entity}-{project}.lock")
 
     def __repr__(self) -> str:
         return f"WandbRegistry({self.entity!r}, {self.project!r})"
@@ -306,7 +342,8 @@ class WandbRegistry(RegistryBase):
             raise self._translate(what, exc, default) from None
 
     def check_project(self) -> None:
-        """Fail loudly, naming the URI, when the project does not exist or cannot be read (once per registry)."""
+        """Fail loudly, naming the URI, when the project does not exist or cannot be read (once per registry; an
+        artifact read answers it too, see ``_fetch``, so a task whose first read is one pays no GetProject)."""
         if self._project_checked:
             return
         try:
@@ -315,11 +352,13 @@ class WandbRegistry(RegistryBase):
             raise
         except Exception as exc:  # noqa: BLE001
             if classify(exc) in (MISSING, REFUSED) and "not found" in str(exc).lower():
-                raise RegistryError(f"{self.uri}: no such W&B project, or it is not readable with this API key "
-                                    f"({scrub(str(exc))}); create it with `ragindex init {self.uri}` or in the "
-                                    "W&B UI") from None
+                raise self._no_project(exc) from None
             raise self._translate(f"reading project {self.entity}/{self.project}", exc) from None
         self._project_checked = True
+
+    def _no_project(self, exc: BaseException) -> RegistryError:
+        return RegistryError(f"{self.uri}: no such W&B project, or it is not readable with this API key "
+                             f"({scrub(str(exc))}); create it with `ragindex init {self.uri}` or in the W&B UI")
 
     def create_project(self) -> None:
         """``ragindex init``: make the project (W&B projects are never created by accident here)."""
@@ -331,15 +370,20 @@ class WandbRegistry(RegistryBase):
         return f"{self.entity}/{self.project}/{name}:{tag}"
 
     def _fetch(self, name: str, tag: str) -> Any:
-        """The Api artifact ``name:tag`` names; ArtifactNotFound only when W&B says it has none."""
-        self.check_project()
+        """The Api artifact ``name:tag`` names; ArtifactNotFound only when W&B says it has none. The query names
+        the project, so its answer also says whether the project exists (``Artifact._from_name``: "project 'p' not
+        found under entity 'e'" otherwise): no GetProject beforehand."""
         path = self._path(name, tag)
         try:
             artifact = self.api.artifact(path)
         except Exception as exc:  # noqa: BLE001
             if _missing_artifact(exc):
+                self._project_checked = True  # "artifact membership ... not found in 'e/p'": the project is there
                 raise ArtifactNotFound(f"artifact {path} not found in {self.uri}: {scrub(str(exc))}") from None
+            if _PROJECT_MISSING.search(str(getattr(exc, "exc", None) or exc)):
+                raise self._no_project(exc) from None
             raise self._translate(f"reading artifact {name}:{tag}", exc) from None
+        self._project_checked = True
         self._fetched[f"{name}:{artifact.version}"] = artifact
         return artifact
 
@@ -550,8 +594,8 @@ class WandbRegistry(RegistryBase):
         """An existing identical version, with the requested aliases moved onto it. When the run that logged it
         was interrupted before its record reached W&B, the record is finished now (its planned moves)."""
         version = self._to_version(artifact)
-        runs = self._runs({"config.ragindex_key": key})
-        if runs and not any(self._summary(r).get("complete") for r in runs):
+        runs = self._open_tries(self._runs({"config.ragindex_key": key}))
+        if runs:
             planned = {a for r in runs for a in (m.get("alias") for m in (r.config or {}).get("ragindex_plan") or [])}
             wanted = list(dict.fromkeys([*planned, *aliases]))
             changes = tuple(AliasChange(version.ref, a) for a in wanted)
@@ -578,15 +622,49 @@ class WandbRegistry(RegistryBase):
         holder = self._fetch_or_none(name, alias)
         return None if holder is None else str(holder.version)
 
-    def _plan(self, change: AliasChange, target: Any, actor: str, reason: str) -> AliasMove | None:
+    def _plan(self, change: AliasChange, target: Any, actor: str, reason: str,
+              expect: dict[str, str | None]) -> AliasMove | None:
         """The move a change would make now (None: it is in place already), from the version as this call
-        fetched it; only an alias to add asks who holds it now."""
+        fetched it; only an alias to add asks who holds it now, unless the decision expects a holder (then that one
+        is checked once the run exists, see ``_check_holders``)."""
         name, version = split_ref(change.ref)
         has = change.alias in target.aliases
         if has != change.remove:
             return None
-        held = version if change.remove else self._holder(name, change.alias)
+        where = f"{name}:{change.alias}"
+        held = version if change.remove else expect[where] if where in expect else self._holder(name, change.alias)
         return AliasMove(name, change.alias, held, None if change.remove else version, utc_now(), actor, reason)
+
+    def _check_holders(self, wb_run: Any, decision: Decision, resuming: bool) -> None:
+        """The compare-and-set: with the run on record (its plan in its config), each alias the decision expects
+        is read again; held by another version than the caller's checks found (one the governance lock does not
+        reach moved it), the run is closed as aborted (no record, no open try) and nothing moves. A retry that
+        finishes an interrupted try may find its own target holding it already."""
+        for where, wanted in decision.expect.items():
+            name, alias = split_ref(where)
+            held = self._holder(name, alias)
+            ours = {split_ref(c.ref)[1] for c in decision.changes
+                    if split_ref(c.ref)[0] == name and c.alias == alias and not c.remove}
+            if held == wanted or (resuming and held in ours):
+                continue
+            conflict = move_conflict(decision, where, held, self.uri)
+            body = {"aborted": True, "reason": str(conflict)}
+            self._call("closing the aborted run", lambda: wb_run.summary.__setitem__(RECORD_KEY, body))
+            raise conflict
+
+    @staticmethod
+    def _open_tries(runs: Sequence[Any]) -> list[Any]:
+        """The runs of one key (oldest first) that may have moved aliases without recording it: the incomplete ones
+        after the last try that ended, complete or aborted by a compare-and-set (which found the holder moved on, so
+        the earlier plans are void)."""
+        open_runs: list[Any] = []
+        for run in runs:
+            record = WandbRegistry._summary(run)
+            if record.get("aborted") or record.get("complete"):
+                open_runs = []
+            else:
+                open_runs.append(run)
+        return open_runs
 
     def _interrupted_moves(self, key: str) -> dict[tuple[str, str], AliasMove]:
         """Moves an interrupted earlier try of this record planned (in its run's config, which W&B holds from
@@ -594,16 +672,15 @@ class WandbRegistry(RegistryBase):
         planned: dict[tuple[str, str], AliasMove] = {}
         runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == key else self._runs(
             {"config.ragindex_key": key})
-        for run in runs:
-            if not self._summary(run).get("complete"):
-                for m in (run.config or {}).get("ragindex_plan") or []:
-                    planned[(m["name"], m["alias"])] = AliasMove(**m)
+        for run in self._open_tries(runs):
+            for m in (run.config or {}).get("ragindex_plan") or []:
+                planned[(m["name"], m["alias"])] = AliasMove(**m)
         return planned
 
     def _interrupted_details(self, decision: Decision) -> Decision:
         """The decision with the details its interrupted first try planned (in that run's config)."""
         runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == decision.key else []
-        for run in runs:
+        for run in self._open_tries(runs):
             body = (run.config or {}).get("ragindex_decision")
             if isinstance(body, dict) and isinstance(body.get("details"), dict):
                 return replace(decision, details=body["details"])
@@ -620,7 +697,7 @@ class WandbRegistry(RegistryBase):
         moves: list[AliasMove] = []
         for change in decision.changes:
             name, version = split_ref(change.ref)
-            move = self._plan(change, targets[change.ref], decision.actor, why)
+            move = self._plan(change, targets[change.ref], decision.actor, why, decision.expect)
             if move is None and (name, change.alias) in earlier:  # made by the interrupted try: record it
                 move = earlier[(name, change.alias)]
                 move = replace(move, to_version=None if change.remove else (move.to_version or version))
@@ -634,6 +711,7 @@ class WandbRegistry(RegistryBase):
                                      name=f"{decision.pipeline_run or 'cli'}/{decision.kind}"), config)
         ok = False
         try:
+            self._check_holders(wb_run, decision, resuming=bool(earlier))
             subject = self._fetched.get(decision.ref) or f"{self.entity}/{self.project}/{decision.ref}"
             self._call(f"using {decision.ref}", lambda: wb_run.use_artifact(subject), default=UNAVAILABLE)
             for ref in dict.fromkeys(c.ref for c in decision.changes if c.ref in to_save):
@@ -647,14 +725,28 @@ class WandbRegistry(RegistryBase):
         return stored
 
     def _save_changes(self, target: Any, changes: list[AliasChange]) -> None:
-        """Every alias change on one version in one ``save()`` (it adds and removes aliases by difference with
-        those fetched, and sends the metadata it was fetched with: one fetch and one save per version)."""
-        aliases = list(target.aliases)
+        """Every alias change on one version, by the SDK's own alias mutations: ``Artifact.save()`` on a logged
+        version sends ``_add_aliases`` and ``_delete_aliases`` (by difference with the aliases fetched) and then
+        UpdateArtifact with the whole metadata it was fetched with (sdk/artifacts/artifact.py ``_update``). An
+        alias move needs only the first two: called directly, it costs no UpdateArtifact and cannot undo an
+        ``update_metadata`` made since the fetch. An SDK without them (another version) gets ``save()``."""
+        held = list(target.aliases)
+        aliases = list(held)
         for change in changes:
             aliases = [a for a in aliases if a != change.alias] if change.remove else [*aliases, change.alias]
-        target.aliases = list(dict.fromkeys(aliases))
-        what = ", ".join(f"{'-' if c.remove else '+'}{c.alias!r}" for c in changes)
-        self._call(f"moving aliases {what} of {collection_name(target)}:{target.version}", target.save)
+        aliases = list(dict.fromkeys(aliases))
+        what = f"moving aliases {', '.join(('-' if c.remove else '+') + repr(c.alias) for c in changes)} of " \
+               f"{collection_name(target)}:{target.version}"
+        mutations = alias_mutations(target)
+        if mutations is None:
+            target.aliases = aliases
+            self._call(what, target.save)
+            return
+        add, delete, path = mutations
+        self._call(what, lambda: add(set(aliases) - set(held), target=path))
+        self._call(what, lambda: delete(set(held) - set(aliases), target=path))
+        target.aliases = aliases
+        target._saved_aliases = list(aliases)  # what save() records after its mutations: nothing left to send
 
     def _write_record(self, wb_run: Any, moves: list[AliasMove]) -> None:
         """The run's record: the moves it made, marked complete (a run without it was interrupted and is no
@@ -667,9 +759,10 @@ class WandbRegistry(RegistryBase):
         ``Api.flush()``)."""
         self.check_project()
         self._call("reading the record runs", self.api.flush)
-        return self._call("reading the record runs", lambda: list(self.api.runs(
+        runs = self._call("reading the record runs", lambda: list(self.api.runs(
             f"{self.entity}/{self.project}", filters=filters, order="+created_at", per_page=100, lazy=False)),
             default=REFUSED)
+        return sorted(runs, key=_created)  # by server time whatever order came back (stable among equal times)
 
     @staticmethod
     def _summary(run: Any) -> dict[str, Any]:
@@ -700,7 +793,10 @@ class WandbRegistry(RegistryBase):
         """A run of this key exists (its planned moves in its config) but none finished its record."""
         runs = self._key_runs[1] if self._key_runs and self._key_runs[0] == key else self._runs(
             {"config.ragindex_key": key})
-        return bool(runs) and not any(self._summary(r).get("complete") for r in runs)
+        return bool(self._open_tries(runs)) and not any(self._summary(r).get("complete") for r in runs)
+
+    def _governance_lock_path(self) -> Path:
+        return self.lock_path
 
     def _find_record(self, key: str) -> Decision | None:
         runs = self._runs({"config.ragindex_key": key})
