@@ -192,7 +192,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     create = getattr(registry, "create_project", None)
     if callable(create):
         create()
+    check = getattr(registry, "check_registry", None)  # a W&B Registry to link production into, if configured
+    warnings = check() if callable(check) else []
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"registry ready: {registry.uri}")
+    if getattr(registry, "registry_name", None):
+        print(f"promotions also link production into {registry.registry_path('NAME')} (NAME: rag-release, "
+              "vector-index)")
     return 0
 
 

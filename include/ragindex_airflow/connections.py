@@ -102,8 +102,10 @@ def wandb_registry_uri(uri: str) -> str:
     if not entity or not project:
         where = f"connection {conn_id!r} extra" if conn is not None else "WANDB_ENTITY/WANDB_PROJECT"
         raise RegistryError(f"wandb:// registry URI {_safe(uri)!r}: no entity/project in the URI nor in {where}")
-    query = f"?{parts.query}" if parts.query else ""
-    return f"wandb://{entity}/{project}{query}"
+    query = parts.query
+    if extra.get("registry") and "registry=" not in query:  # the connection names the W&B Registry to link into
+        query = "&".join(q for q in (query, f"registry={extra['registry']}") if q)
+    return f"wandb://{entity}/{project}" + (f"?{query}" if query else "")
 
 
 def _wandb_connection(conn_id: str, *, required: bool) -> Any:

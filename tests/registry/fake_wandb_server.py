@@ -26,6 +26,13 @@ source (paths relative to site-packages/wandb):
 - ``Api().project(p, entity=e).id`` raises ``ValueError("Project p not found")`` for a missing project and
   ``ValueError("Unable to fetch project ID: ...")`` from a transport failure (``apis/public/projects.py``).
 
+- W&B Registry (``apis/public/api.py`` ``registry``, ``sdk/wandb_run.py`` ``link_artifact`` ->
+  ``sdk/artifacts/artifact.py`` ``Artifact.link``): ``Api.registry(name)`` raises ``RuntimeError`` on a server
+  without the Registry feature and ``ValueError("Failed to load registry ...")`` for one it cannot load; linking a
+  logged version into ``wandb-registry-R/C`` makes (or reuses) its membership there and moves the aliases given
+  (an alias is unique within a collection); ``Api.artifact("wandb-registry-R/C:alias")`` is the link, with the
+  source's ``source_name`` (``name:vN``), ``source_version`` and ``source_project``.
+
 Every request is counted (``server.requests()``), with the cost model in ``COSTS`` (what the SDK sends for each
 call, by reading the source; finishing a run costs more when stats, git state and requirements are uploaded).
 Faults are injected per process with ``server.fail(op, exc)``; ``server.kill_at`` SIGKILLs the process at a
@@ -136,6 +143,9 @@ class FakeWandbServer:
             state.setdefault("requests", {})
             state.setdefault("collections", {})
             state.setdefault("runs", [])
+            state.setdefault("registries", {})  # name -> {"types", "members", "collections"}
+            state.setdefault("registry_enabled", True)
+            state.setdefault("viewer", "ragindex-bot")
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -196,6 +206,17 @@ class FakeWandbServer:
 
     def versions(self, name: str) -> list[dict[str, Any]]:
         return self.read()["collections"].get(name, [])
+
+    def create_registry(self, name: str, *, types: list[str] | None = None,
+                        members: dict[str, str] | None = None) -> None:
+        """A W&B Registry (``types`` None: all artifact types allowed), its members' roles by username."""
+        with self.state() as state:
+            state["registries"][name] = {"types": types, "members": members or {state["viewer"]: "admin"},
+                                         "collections": {}}
+
+    def registry_links(self, registry: str, collection: str) -> list[dict[str, Any]]:
+        """The memberships of a Registry collection: {"index", "source", "aliases"}."""
+        return self.read()["registries"].get(registry, {}).get("collections", {}).get(collection, [])
 
 
 # -- the public Api ----------------------------------------------------------------------------------------
@@ -379,8 +400,34 @@ class FakeWandbApi:
             if [entity, name] not in state["projects"]:
                 state["projects"].append([entity, name])
 
+    def registry(self, name: str, organization: str | None = None) -> "FakeRegistry":
+        self.server.request("registry")
+        state = self.server.read()
+        if not state["registry_enabled"]:
+            raise RuntimeError("api.registry() is not enabled on this wandb server version. Please upgrade your "
+                               "server version or contact support at support@wandb.com.")
+        if name not in state["registries"]:
+            raise ValueError(f"Failed to load registry {name!r} in organization {organization or 'fake-org'!r}.")
+        return FakeRegistry(self.server, name, state["registries"][name])
+
+    def viewer(self) -> Any:
+        self.server.request("viewer")
+        return FakeUser(self.server.read()["viewer"])
+
+    def _linked(self, path: str) -> "FakeLinkedArtifact":
+        registry, rest = path[len("wandb-registry-"):].split("/", 1)
+        collection, tag = rest.split(":")
+        self.server.request("artifact_by_name")
+        for body in self.server.registry_links(registry, collection):
+            if f"v{body['index']}" == tag or tag in body["aliases"]:
+                return FakeLinkedArtifact(registry, collection, body)
+        message = f"artifact membership '{collection}:{tag}' not found in 'fake-org/wandb-registry-{registry}'"
+        raise CommError(message, ValueError(message))
+
     def artifact(self, path: str) -> FakeApiArtifact:
         self._entity()
+        if path.startswith("wandb-registry-"):
+            return self._linked(path)  # type: ignore[return-value]
         entity, project, rest = path.split("/", 2)
         name, tag = rest.split(":")
         self.server.request("artifact_by_name")
@@ -427,6 +474,44 @@ class FakeWandbApi:
 
 
 # -- a run --------------------------------------------------------------------------------------------------
+
+
+class FakeUser:
+    def __init__(self, username: str) -> None:
+        self.username = self.name = username
+
+
+class FakeMember:
+    def __init__(self, username: str, role: str) -> None:
+        self.user, self.role = FakeUser(username), role
+
+
+class FakeRegistry:
+    """What ``Api.registry(name)`` returns: allowed types and members (``user_members()`` is one request)."""
+
+    def __init__(self, server: FakeWandbServer, name: str, body: dict[str, Any]) -> None:
+        self._server, self.name = server, name
+        self.allow_all_artifact_types = body["types"] is None
+        self.artifact_types = list(body["types"] or [])
+        self._members = dict(body["members"])
+
+    def user_members(self) -> list[FakeMember]:
+        self._server.request("registry_members")
+        return [FakeMember(u, r) for u, r in self._members.items()]
+
+
+class FakeLinkedArtifact:
+    """A Registry membership as ``Api.artifact("wandb-registry-R/C:tag")`` returns it (``is_link`` True)."""
+
+    def __init__(self, registry: str, collection: str, body: dict[str, Any]) -> None:
+        self.is_link = True
+        self.name = f"{collection}:v{body['index']}"
+        self.version = f"v{body['index']}"
+        self.aliases = list(body["aliases"])
+        self.source_name = body["source"]
+        self.source_version = body["source"].split(":")[1]
+        self.source_project = PROJECT
+        self.source_qualified_name = f"{ENTITY}/{PROJECT}/{body['source']}"
 
 
 class FakeRunSummary(dict):
@@ -518,6 +603,30 @@ class FakeWandbRun:
         self._public_api()
         self.server.request("expected_type")
         return FakeLoggedArtifact(self, artifact, list(aliases))
+
+    def link_artifact(self, artifact: Any, target_path: str, aliases: list[str] | None = None) -> Any:
+        """``Run.link_artifact`` -> ``Artifact.link``: one LinkArtifact request; the source's membership in the
+        Registry collection is made or reused, and each alias given moves to it (``latest``: the newest)."""
+        self.calls.append(("link_artifact", artifact.name, target_path, list(aliases or [])))
+        self.server.checkpoint("link:before")
+        self.server.request("link_artifact")
+        registry, collection = target_path[len("wandb-registry-"):].split("/", 1)
+        source = artifact.name if ":" in artifact.name else f"{artifact.name}:{artifact.version}"
+        with self.server.state() as state:
+            if not state["registry_enabled"] or registry not in state["registries"]:
+                message = f"registry {registry!r} not found"
+                raise CommError(message, ValueError(message))
+            links = state["registries"][registry]["collections"].setdefault(collection, [])
+            body = next((b for b in links if b["source"] == source), None)
+            if body is None:
+                body = {"index": len(links), "source": source, "aliases": []}
+                links.append(body)
+            for alias in [*(aliases or []), "latest"] if body["index"] == len(links) - 1 else (aliases or []):
+                for other in links:
+                    other["aliases"] = [a for a in other["aliases"] if a != alias]
+                body["aliases"].append(alias)
+        self.server.checkpoint("link:after")
+        return FakeLinkedArtifact(registry, collection, body)
 
     def log(self, data: dict[str, Any]) -> None:
         """``run.log``: a history row sent on the file stream (a ``Table`` becomes its columns and rows, as the

@@ -4,7 +4,8 @@
 
 - ``None``/``""``: ``$RAGINDEX_REGISTRY`` if set, else the local folder ``$RAGINDEX_HOME/registry``
   (``RAGINDEX_HOME`` defaults to ``~/.ragindex``);
-- ``wandb://ENTITY/PROJECT`` (``?reference=1`` to add ``metadata["references"]`` URLs by reference):
+- ``wandb://ENTITY/PROJECT`` (``?reference=1`` to add ``metadata["references"]`` URLs by reference;
+  ``?registry=NAME``, else ``$RAGINDEX_WANDB_REGISTRY``, to link production into the W&B Registry NAME too):
   Weights & Biases;
 - ``file://PATH`` or a plain path: the local SQLite-catalogued folder.
 
@@ -70,9 +71,10 @@ def _open_wandb(uri: str) -> Registry:
         raise RegistryError(f"invalid registry URI {uri!r}: expected wandb://ENTITY/PROJECT")
     query = parse_qs(parts.query)
     by_reference = any(v.lower() in _TRUE for v in query.get("reference", []))
+    registry = (query.get("registry") or [os.environ.get("RAGINDEX_WANDB_REGISTRY", "")])[-1].strip() or None
     from .wandb import WandbRegistry  # noqa: PLC0415 - keeps wandb out of package import
 
-    return WandbRegistry(entity, segments[0], by_reference=by_reference)
+    return WandbRegistry(entity, segments[0], by_reference=by_reference, registry=registry)
 
 
 def _is_plain_path(uri: str) -> bool:

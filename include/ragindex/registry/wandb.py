@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from ragindex.names import ARTIFACT_TYPES, PRODUCTION
 from ragindex.settings import ragindex_home
 
 from .base import RegistryBase, move_conflict, refuse_type_change
@@ -242,6 +243,10 @@ def alias_mutations(artifact: Any) -> tuple[Callable[..., None], Callable[..., N
     return add, delete, path
 
 
+REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+REGISTRY_PREFIX = "wandb-registry-"
+
+
 def _names_pattern(name: str) -> str:
     """A run filter that finds ``name`` in ``ragindex_names`` ("a|b|c") without regex anchors (some W&B
     servers do not support them); the caller keeps only the runs that name it exactly."""
@@ -266,13 +271,19 @@ class WandbRegistry(RegistryBase):
 
     def __init__(self, entity: str, project: str, *, wandb_module: Any = None, api: Any = None,
                  by_reference: bool = False, settings: Any = None, cache_dir: Path | None = None,
-                 base_url: str | None = None, run_dir: Path | None = None) -> None:
+                 base_url: str | None = None, run_dir: Path | None = None, registry: str | None = None) -> None:
         if not entity or not project:
             raise RegistryError(f"wandb registry needs ENTITY and PROJECT, got {entity!r}/{project!r}")
+        if registry is not None and not REGISTRY_NAME.match(registry):
+            raise RegistryError(f"W&B Registry name {registry!r}: letters, digits, '-' and '_' only, without the "
+                                "'wandb-registry-' prefix")
         self.entity = entity
         self.project = project
         self.by_reference = by_reference
-        self.uri = f"wandb://{entity}/{project}" + ("?reference=1" if by_reference else "")
+        self.registry_name = registry or None  # a W&B Registry that production is also linked into
+        query = "&".join(q for q in ("reference=1" if by_reference else "",
+                                     f"registry={registry}" if registry else "") if q)
+        self.uri = f"wandb://{entity}/{project}" + (f"?{query}" if query else "")
         self.base_url = (base_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self._wandb = wandb_module
         self._api = api
@@ -703,6 +714,13 @@ class WandbRegistry(RegistryBase):
                 move = replace(move, to_version=None if change.remove else (move.to_version or version))
             if move is not None:
                 moves.append(move)
+        links = self._registry_links(decision)
+        for change in links:
+            move = self._plan_link(change, decision.actor, why)
+            if move is None and (self.registry_path(decision.name), PRODUCTION) in earlier:
+                move = earlier[(self.registry_path(decision.name), PRODUCTION)]  # linked by the interrupted try
+            if move is not None:
+                moves.append(move)
         to_save = {c.ref for c in decision.changes
                    if (c.alias in targets[c.ref].aliases) == c.remove}
         config = {"ragindex_key": decision.key, "ragindex_artifact": decision.name, "ragindex_names": "|".join(names),
@@ -714,6 +732,8 @@ class WandbRegistry(RegistryBase):
             self._check_holders(wb_run, decision, resuming=bool(earlier))
             subject = self._fetched.get(decision.ref) or f"{self.entity}/{self.project}/{decision.ref}"
             self._call(f"using {decision.ref}", lambda: wb_run.use_artifact(subject), default=UNAVAILABLE)
+            for change in links:  # first: a Registry that refuses the link (a protected alias) leaves nothing moved
+                self._link(wb_run, targets[change.ref], change)
             for ref in dict.fromkeys(c.ref for c in decision.changes if c.ref in to_save):
                 self._save_changes(targets[ref], [c for c in decision.changes if c.ref == ref])
             self._write_record(wb_run, moves)
@@ -920,3 +940,106 @@ class WandbRegistry(RegistryBase):
 
     def _run_url(self, run_id: str) -> str:
         return f"{self.web_base()}/{self.entity}/{self.project}/runs/{run_id}"
+
+    # -- W&B Registry: production linked into a registry collection as well ----------------------------------
+
+    def registry_path(self, name: str) -> str:
+        """The Registry collection a governed name is linked into: ``wandb-registry-REGISTRY/NAME``."""
+        return f"{REGISTRY_PREFIX}{self.registry_name}/{name}"
+
+    def _registry_links(self, decision: Decision) -> list[AliasChange]:
+        """The changes of a decision that the Registry mirrors: ``production`` given to a version of the governed
+        name itself (a promotion or a rollback of ``rag-release`` or ``vector-index``), none without a Registry."""
+        if not self.registry_name:
+            return []
+        return [c for c in decision.changes
+                if c.alias == PRODUCTION and not c.remove and split_ref(c.ref)[0] == decision.name]
+
+    def registry_holder(self, name: str) -> str | None:
+        """The version (``vN`` of the source collection) the Registry collection's ``production`` points at."""
+        path = f"{self.registry_path(name)}:{PRODUCTION}"
+        try:
+            linked = self.api.artifact(path)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if _missing_artifact(exc):
+                return None
+            raise self._translate(f"reading {path}", exc) from None
+        source = str(getattr(linked, "source_name", "") or "")
+        if source.split(":")[0] != name or getattr(linked, "source_project", self.project) != self.project:
+            return getattr(linked, "source_qualified_name", source) or None  # linked from elsewhere
+        return str(linked.source_version)
+
+    def _plan_link(self, change: AliasChange, actor: str, reason: str) -> AliasMove | None:
+        """The Registry move a change implies, or None when the Registry's production is that version already."""
+        name, version = split_ref(change.ref)
+        held = self.registry_holder(name)
+        if held == version:
+            return None
+        return AliasMove(name=self.registry_path(name), alias=PRODUCTION, from_version=held, to_version=version,
+                         actor=actor, reason=reason, at="")
+
+    def _link(self, wb_run: Any, target: Any, change: AliasChange) -> None:
+        """Link the version into its Registry collection with ``production`` (moved there from any other)."""
+        name, version = split_ref(change.ref)
+        if self.registry_holder(name) == version:
+            return
+        path = self.registry_path(name)
+        what = f"linking {change.ref} into {path} as {PRODUCTION!r}"
+        try:
+            wb_run.link_artifact(target, path, aliases=[PRODUCTION])
+        except Exception as exc:  # noqa: BLE001 - classified: a refusal names the Registry's rules, not the key
+            error = self._translate(what, exc)
+            if isinstance(error, RegistryUnavailable):
+                raise error from None
+            raise RegistryError(f"{what}: the W&B Registry refused it ({scrub(str(exc))}); if '{PRODUCTION}' is a "
+                                f"protected alias there, only registry admins may set it (`ragindex init {self.uri}` "
+                                "checks this account's role); nothing was moved") from None
+
+    def check_registry(self) -> list[str]:
+        """What ``ragindex init`` says of the configured Registry: an error for a server without Registry, a
+        registry that does not exist, one that refuses the governed types or lets this account only view;
+        warnings (returned) where a protected ``production`` alias may be refused. Without a Registry: nothing."""
+        if not self.registry_name:
+            return []
+        name, keep = self.registry_name, f"drop registry={self.registry_name} from {self.uri} to keep collection " \
+                                           "aliases only"
+        try:
+            registry = self.api.registry(name)
+        except RuntimeError as exc:
+            raise RegistryError(f"{self.uri}: the W&B server at {self.base_url} has no Registry ({exc}); "
+                                f"{keep}") from None
+        except ValueError as exc:
+            raise RegistryError(f"{self.uri}: no W&B Registry {name!r} is visible to this account ({exc}); create "
+                                f"it (W&B App: Registry, New registry) or name another, or {keep}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._translate(f"reading the W&B Registry {name!r}", exc) from None
+        wanted = sorted({ARTIFACT_TYPES["release"], ARTIFACT_TYPES["index"]})
+        allowed = set(getattr(registry, "artifact_types", []) or [])
+        if not getattr(registry, "allow_all_artifact_types", True) and not set(wanted) <= allowed:
+            raise RegistryError(f"{self.uri}: the W&B Registry {name!r} accepts the types {sorted(allowed)}, not "
+                                f"{', '.join(t for t in wanted if t not in allowed)}; add them to its allowed types, "
+                                f"or {keep}")
+        role = self._registry_role(registry)
+        if role in ("viewer", "restricted_viewer"):
+            raise RegistryError(f"{self.uri}: this account is a {role} of the W&B Registry {name!r} and cannot link "
+                                f"versions into it; make it a member (or admin) of the registry, or {keep}")
+        if role != "admin":
+            return [f"W&B Registry {name!r}: this account is {'a ' + role if role else 'not a direct member'} of "
+                    f"it; if '{PRODUCTION}' is a protected alias there, only registry admins may set it and "
+                    "promotions will be refused until the account is one"]
+        return []
+
+    def _registry_role(self, registry: Any) -> str | None:
+        """This account's role in a Registry (user membership), or None when it is no direct member."""
+        try:
+            me = self.api.viewer()
+            members = registry.user_members()
+        except Exception as exc:  # noqa: BLE001
+            raise self._translate(f"reading the members of the W&B Registry {self.registry_name!r}", exc) from None
+        mine = getattr(me, "username", None) or getattr(me, "name", None)
+        for member in members:
+            user = getattr(member, "user", None)
+            if mine and (getattr(user, "username", None) or getattr(user, "name", None)) == mine:
+                role = getattr(member, "role", None)
+                return str(getattr(role, "value", role)).lower() if role is not None else None
+        return None
