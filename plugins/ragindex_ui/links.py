@@ -124,8 +124,9 @@ def link_for(ref: str, registry: str | None) -> str:
     if uri.startswith("wandb://"):
         try:
             from ragindex.registry import open_registry
+            from ragindex_airflow.connections import wandb_registry_uri
 
-            url = open_registry(uri).web_url(ref)
+            url = open_registry(wandb_registry_uri(uri)).web_url(ref)
             if url:
                 return url
         except Exception:  # noqa: BLE001 - fall back to the plugin's own page

@@ -28,9 +28,15 @@ def open_checked(uri: str | None) -> Any:
     which a page view must never do (and ``?registry=`` comes from the browser).
     """
     from ragindex.registry import RegistryError, default_registry_uri, open_registry
+    from ragindex_airflow.connections import wandb_registry_uri
 
     target = (uri or "").strip() or default_registry_uri()
-    if not target.startswith("wandb://"):
+    if target.startswith("wandb://"):
+        try:  # wandb://CONN_ID@… and a bare wandb:// read the Airflow connection, as the DAGs' tasks do
+            target = wandb_registry_uri(target)
+        except RegistryError as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+    else:
         from ragindex.registry.local import CATALOG
 
         if target.startswith("file://"):

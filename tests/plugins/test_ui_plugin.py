@@ -310,6 +310,26 @@ def test_extra_link_goes_to_wandb_for_a_wandb_registry_with_a_fake_url_only_regi
     assert links.IndexVersionLink().get_link(None, ti_key="k") == "https://wandb.ai/acme/rag/artifacts/index/vector-index/v1"
 
 
+def test_a_wandb_registry_named_through_an_airflow_connection_opens_as_the_tasks_open_it(monkeypatch):
+    """``?registry=wandb://wandb_default@`` (and a bare ``wandb://``) read the connection's extra for entity,
+    project and W&B Registry, as the DAGs' tasks do; a connection that is not defined is a clear page error."""
+    import json as _json
+
+    import ragindex_ui.views as views
+
+    for exported in ("WANDB_API_KEY", "WANDB_BASE_URL"):  # the connection exports these: restored afterwards
+        monkeypatch.setenv(exported, "")
+    monkeypatch.setenv("AIRFLOW_CONN_WANDB_DEFAULT", _json.dumps({
+        "conn_type": "generic", "password": "test-key-not-real", "host": "https://api.wandb.ai",
+        "extra": {"entity": "acme", "project": "rag", "registry": "models"}}))
+    for uri in ("wandb://wandb_default@", "wandb://"):
+        opened = views.open_checked(uri)
+        assert (opened.entity, opened.project, opened.registry_name) == ("acme", "rag", "models"), uri
+        assert "test-key-not-real" not in opened.uri
+    with pytest.raises(views.RegistryUnavailable, match="no_such_conn"):
+        views.open_checked("wandb://no_such_conn@acme/rag")
+
+
 # ---------------------------------------------------------------- registration with Airflow
 
 
