@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Sequence
 
-from ragindex.settings import DocumentLimits
+from ragindex.settings import PARSE_TIMEOUT_S, DocumentLimits
 
 # Part of the parse cache's key: bump it whenever a change here changes the text a document parses to,
 # so unchanged documents are parsed again instead of reusing text made by the old parser.
@@ -71,7 +72,7 @@ def document_kind(path: str) -> str:
     return "text"
 
 
-def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory_mb: int = 1536,
+def parse_document(file: Path, rel_path: str, *, timeout_s: float = PARSE_TIMEOUT_S, memory_mb: int = 1536,
                    limits: DocumentLimits = DEFAULT_LIMITS, pdf: "PdfWorkers | None" = None) -> ParsedDocument:
     """Parse one file; raise ParseError with a reason a person can act on (the rule it broke)."""
     kind = document_kind(rel_path)
@@ -104,7 +105,24 @@ def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory
     return document
 
 
-_WORD = re.compile(r"""^["'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*["')\].,;:!?]*$""")
+# A word of prose or of technical text, with the punctuation around it: a natural word (``don't``,
+# ``utf-eight``), a TeX control sequence with its arguments (``\alpha``, ``\let\x\relax``,
+# ``\usepackage{url}``) or a name of code (``foo_bar()``, ``x.y``, ``std::vector``, ``sha256``, ``--verbose``). Not
+# words: numbers, and tokens mixing letters and digits as encoded data does (``a3f4``, ``c3``, base64).
+_LETTERS = r"[^\W\d_]"
+_NATURAL = rf"{_LETTERS}+(?:[-'’]{_LETTERS}+)*"
+_TEX = r"\\[A-Za-z@]+\*?(?:\\[A-Za-z@]+\*?|\{[^\s{}]*\}|\[[^\s\[\]]*\])*"
+_NAME = rf"_*(?:{_LETTERS}{{2,}}\d+|{_LETTERS}+)(?:_+(?:{_LETTERS}+\d*|\d+))*_*"  # each run after a ``_`` is non-empty
+_CODE = rf"{_NAME}(?:(?:\.|::|->){_NAME}|\.\d+)*(?:\(\))?"
+_WORD = re.compile(rf"""[-@$#%"'(\[{{<`*]*(?:{_NATURAL}|{_TEX}|{_CODE})["')\]}}>`*.,;:!?%]*""")
+# Punctuation alone (leader dots of a table of contents or an index, rules, bullets) is neither.
+_PUNCTUATION = re.compile(r"[^\w\\]+")
+
+
+def word_share(tokens: Sequence[str]) -> float:
+    """The share of words among the tokens that are not punctuation alone (0 when there are none)."""
+    counted = [token for token in tokens if not _PUNCTUATION.fullmatch(token)]
+    return sum(1 for token in counted if _WORD.fullmatch(token)) / len(counted) if counted else 0.0
 
 
 def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | None:
@@ -122,10 +140,10 @@ def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | N
     if in_long_lines / len(text) > limits.max_long_line_share:
         return (f"not prose: {in_long_lines / len(text):.0%} of it is in lines of {limits.long_line:,}+ characters "
                 f"(limit {limits.max_long_line_share:.0%}): minified code or a dump?")
-    words = sum(1 for token in tokens if _WORD.match(token)) / len(tokens)
+    words = word_share(tokens)
     if words < limits.min_word_share:
-        return (f"not prose: only {words:.0%} of its tokens are words (limit {limits.min_word_share:.0%}): encoded "
-                "or binary data, numbers or code?")
+        return (f"not prose: only {words:.0%} of its tokens are words of prose or technical text (limit "
+                f"{limits.min_word_share:.0%}): encoded or binary data, a hex dump or numbers?")
     return None
 
 
