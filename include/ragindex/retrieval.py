@@ -72,7 +72,7 @@ class SearchFilters:
         unknown = sorted(set(filters) - {"source_prefix", "doc_type"})
         if unknown:
             raise RagindexError(f"filters: unknown key(s) {', '.join(unknown)} (known: source_prefix, doc_type)")
-        return cls(filters.get("source_prefix") or (), filters.get("doc_type") or ())
+        return cls(filters.get("source_prefix", ()), filters.get("doc_type", ()))  # "" is refused, not ignored
 
     def __bool__(self) -> bool:
         return bool(self.source_prefix or self.doc_type)
