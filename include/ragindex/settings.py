@@ -71,7 +71,8 @@ class RetrievalSettings:
 @dataclass(frozen=True)
 class IndexSettings:
     """Which FAISS index is built over the (normalised) vectors, whether a BM25 index is built beside it
-    (``sparse``, with its k1 and b), and how the two are searched by default (``retrieval``)."""
+    (``sparse``, with its k1 and b), how the two are searched by default (``retrieval``), and whether a
+    chunk's section path is part of what both index (``section_path_in_text``)."""
 
     kind: str = "flat"
     hnsw_m: int = 32
@@ -81,6 +82,9 @@ class IndexSettings:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    # A chunk's section path ("Page title › Section") goes before its text in what is embedded and
+    # BM25-indexed (not in the text a hit shows): measured in benchmarks/bench_quality.py (README).
+    section_path_in_text: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.retrieval, dict):  # the form index.json and BuildSettings.to_dict record

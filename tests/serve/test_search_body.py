@@ -1,6 +1,7 @@
 """``POST /search`` takes what ``Retriever.search`` takes: a mode and filters (source path prefix, document type),
-answered as the library answers them; a bad mode or filter is a 400 naming the field; a served release's own
-``retrieval.mode`` stays the default. In process (FastAPI's TestClient), on a real registry and index."""
+answered as the library answers them (hits with their section path); a bad mode or filter is a 400 naming the
+field; a served release's own ``retrieval.mode`` stays the default. In process (FastAPI's TestClient), on a real
+registry and index."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def test_search_takes_a_mode_and_filters_and_answers_as_the_library_does(served)
         dense, sparse = answer(http, k=2, mode="dense"), answer(http, k=2, mode="sparse")
         assert [h["score"] for h in dense["hits"]] != [h["score"] for h in sparse["hits"]], "the mode is applied"
         assert default["hits"][0]["source"] == "forklifts.md"
+        assert default["hits"][0]["section"] == ["Forklifts"], "a hit carries the headings it is under"
         by_type = answer(http, k=2, filters={"doc_type": "text"})
         assert [h["source"] for h in by_type["hits"]] == ["shifts.txt"], "the filter is applied inside the search"
         by_prefix = answer(http, k=2, mode="dense", filters={"source_prefix": ["shift", "nowhere/"]})
