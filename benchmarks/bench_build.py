@@ -138,7 +138,7 @@ def chunk_texts(source: Path, settings, work: Path) -> tuple[int, int, list[str]
     snapshot(str(source), work / "raw")
     result = chunk_snapshot(work / "raw", work / "chunks", settings)
     chunks = read_chunks_file(work / "chunks")
-    plan = plan_embedding(chunks, {})
+    plan = plan_embedding(chunks, {}, settings.index.section_path_in_text)
     return result.documents, len(chunks), [text for _sha, text in plan.to_embed]
 
 

@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_quality.py [--sets sample,pydoc] [--work /tmp/ragindex-bench-quality]
-                                                 [--pydoc-ranks 90:210] [--json]
+                                                 [--pydoc-ranks 90:210] [--without-section-path] [--json]
 
 Sets:
 
@@ -20,7 +20,8 @@ pydoc   Python 3.11's library reference as Debian's python3.11-doc ships it (reS
         as a miss); they are a proxy for users' questions, not a sample of them.
 
 Each index is built once with the default settings into ``--work`` and reused while the corpus is the
-same; a changed corpus is rebuilt with the old index as ``previous`` (its embeddings are reused). Query
+same (``--without-section-path``: a second index per set, built with ``section_path_in_text=False``, so the
+chunks' section paths are not embedded nor BM25-indexed; its modes are reported as ``… (no section path)``); a changed corpus is rebuilt with the old index as ``previous`` (its embeddings are reused). Query
 vectors are computed once per question and reused across modes.
 
 Figures per mode: recall@1 and recall@5 (the expected page is the source of one of the top 1 / 5 chunk
@@ -82,12 +83,12 @@ def pydoc_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQuesti
     return corpus, questions
 
 
-def built_index(corpus: Path, out: Path) -> Path:
-    """The corpus's index with default settings, rebuilt (reusing embeddings) only when the corpus changed."""
+def built_index(corpus: Path, out: Path, settings: BuildSettings = BuildSettings()) -> Path:
+    """The corpus's index with ``settings`` (the defaults), rebuilt (reusing embeddings) only when the corpus
+    changed."""
     from ragindex.indexing import read_index_settings
     from ragindex.pipeline import build
 
-    settings = BuildSettings()
     previous = out if (out / "index.json").is_file() else None
     fresh = out.with_name(out.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default="sample,pydoc")
     parser.add_argument("--work", default="/tmp/ragindex-bench-quality")
     parser.add_argument("--pydoc-ranks", default="90:210")
+    parser.add_argument("--without-section-path", action="store_true",
+                        help="also measure an index whose section paths are not part of the indexed text")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -151,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             retriever.retrieval = replace(default, **overrides) if overrides else default
             rows[label] = score(retriever, questions, mode)
         retriever.retrieval = default
+        if args.without_section_path:
+            plain = BuildSettings(index=replace(BuildSettings().index, section_path_in_text=False))
+            bare = Retriever(built_index(corpus, work / f"{name}-index-no-section-path", plain))
+            for mode in ("dense", "sparse", "hybrid"):
+                rows[f"{mode} (no section path)"] = score(bare, questions, mode)
         report[name] = {"questions": len(questions), "chunks": retriever.index.ntotal, "modes": rows,
                         "default": {"mode": default.mode, "fusion": default.fusion, "rrf_k": default.rrf_k}}
     if args.json:
@@ -158,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name, body in report.items():
         print(f"\n{name}: {body['questions']} questions, {body['chunks']} chunks (default: {body['default']})")
-        print(f"  {'mode':22} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'nDCG@10':>8} {'ms/q':>6}")
+        print(f"  {'mode':26} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'nDCG@10':>8} {'ms/q':>6}")
         for label, m in body["modes"].items():
-            print(f"  {label:22} {m['recall@1']:6.3f} {m['recall@5']:6.3f} {m['mrr']:6.3f} {m['ndcg@10']:8.3f} "
+            print(f"  {label:26} {m['recall@1']:6.3f} {m['recall@5']:6.3f} {m['mrr']:6.3f} {m['ndcg@10']:8.3f} "
                   f"{m['ms_per_query']:6.1f}")
     return 0
 

@@ -1,19 +1,21 @@
-"""Cut parsed documents into chunks with stable ids and true start offsets."""
+"""Cut parsed documents into chunks with stable ids, true start offsets and the section each lies in."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from ragindex.parsing import ParsedDocument
+from ragindex.parsing import Page, ParsedDocument
+from ragindex.sections import Section
 from ragindex.settings import ChunkingSettings
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A piece of a document: what is embedded, plus where it came from."""
+    """A piece of a document: what is embedded, plus where it came from (``section``: the titles of the
+    headings it is under, outermost first; empty where the document marks none)."""
 
     chunk_id: str
     source: str
@@ -21,20 +23,43 @@ class Chunk:
     start: int
     text: str
     sha256: str
+    section: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """One docstore / chunks.jsonl record."""
-        return asdict(self)
+        return {**asdict(self), "section": list(self.section)}
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> "Chunk":
-        """Inverse of ``to_json``; extra keys (e.g. a row number) are ignored."""
-        return cls(**{k: record[k] for k in ("chunk_id", "source", "page", "start", "text", "sha256")})
+        """Inverse of ``to_json``; extra keys (e.g. a row number) are ignored, and records written before
+        chunks knew their section have none."""
+        return cls(**{k: record[k] for k in ("chunk_id", "source", "page", "start", "text", "sha256")},
+                   section=tuple(record.get("section") or ()))
+
+
+SECTION_SEPARATOR = " › "
+
+
+def section_label(section: Sequence[str]) -> str:
+    """How a section path is shown to people: ``Install › On Linux``."""
+    return SECTION_SEPARATOR.join(section)
 
 
 def text_sha256(text: str) -> str:
     """The embedding cache key's content part."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def indexed_text(chunk: Chunk, with_section: bool) -> str:
+    """What is embedded and BM25-indexed for a chunk: its text, after its section path when ``with_section``
+    (``IndexSettings.section_path_in_text``: measured to help retrieval, see the README)."""
+    return f"{section_label(chunk.section)}\n\n{chunk.text}" if with_section and chunk.section else chunk.text
+
+
+def indexed_key(chunk: Chunk, with_section: bool) -> str:
+    """What the vector and term caches know a chunk's indexed text by: its sha256 (the chunk's own when the
+    indexed text is the chunk's text), so the same indexed text is never embedded or tokenised twice."""
+    return text_sha256(indexed_text(chunk, True)) if with_section and chunk.section else chunk.sha256
 
 
 @lru_cache(maxsize=16)
@@ -94,20 +119,37 @@ def split_with_offsets(splitter, text: str, keep: frozenset[str] = frozenset()) 
     return out
 
 
-def chunk_id(source: str, page: int | None, start: int, sha: str) -> str:
-    """Stable across runs: the same text at the same place always has the same id."""
-    return hashlib.sha256(f"{source}\0{page}\0{start}\0{sha}".encode()).hexdigest()[:32]
+def chunk_id(source: str, section: Sequence[str], sha: str, occurrence: int) -> str:
+    """Stable across runs and edits elsewhere: the same text in the same section of the same document has the
+    same id wherever the section moves (neither page nor offset is part of it; ``occurrence`` tells apart
+    copies of one text within a section, in order)."""
+    key = "\0".join([source, *section, "", sha, str(occurrence)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def section_spans(page: Page) -> list[tuple[int, int, tuple[str, ...]]]:
+    """(start, end, path) of the page's stretches between section marks, covering all its text."""
+    marks = [m for m in page.sections if 0 <= m.start < len(page.text)]
+    if not marks or marks[0].start > 0:
+        marks.insert(0, Section(0, ()))
+    ends = [m.start for m in marks[1:]] + [len(page.text)]
+    return [(m.start, end, m.path) for m, end in zip(marks, ends) if end > m.start]
 
 
 def chunk_document(doc: ParsedDocument, settings: ChunkingSettings) -> list[Chunk]:
-    """Chunks of one document, page by page so every chunk keeps its PDF page."""
+    """Chunks of one document, page by page so every chunk keeps its PDF page, and section by section so
+    every chunk lies in one section (a section's text is split on its own; sections never share a chunk)."""
     splitter = make_splitter(settings, doc.kind)
     keep = MARKDOWN_CUT_CHARS if settings.splitter == "markdown" and doc.kind == "markdown" else frozenset()
     chunks: list[Chunk] = []
+    seen: dict[tuple[tuple[str, ...], str], int] = {}
     for page in doc.pages:
-        for start, piece in split_with_offsets(splitter, page.text, keep):
-            sha = text_sha256(piece)
-            chunks.append(Chunk(chunk_id(doc.path, page.number, start, sha), doc.path, page.number, start, piece, sha))
+        for begin, end, path in section_spans(page):
+            for start, piece in split_with_offsets(splitter, page.text[begin:end], keep):
+                sha = text_sha256(piece)
+                occurrence = seen[path, sha] = seen.get((path, sha), -1) + 1
+                chunks.append(Chunk(chunk_id(doc.path, path, sha, occurrence), doc.path, page.number,
+                                    begin + start, piece, sha, path))
     return chunks
 
 

@@ -91,6 +91,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Top-k hits for a question, from an index folder or a registry ref."""
+    from ragindex.chunking import section_label
     from ragindex.retrieval import Retriever
 
     retriever = Retriever.open(args.index, getattr(args, "registry", None))
@@ -103,6 +104,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"# {retriever.ref} ({args.mode or retriever.mode})")
     for rank, h in enumerate(hits, 1):
         where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
+        where += f" § {section_label(h.section)}" if h.section else ""
         snippet = " ".join(h.text.split())[:160]
         print(f"{rank}. [{h.score:.3f}] {where}\n   {snippet}")
     return 0

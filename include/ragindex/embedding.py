@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ragindex.atomic import replace_file_atomically
-from ragindex.chunking import Chunk
+from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
 from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, onnxruntime_version
@@ -241,16 +241,18 @@ class EmbeddingPlan:
         return out
 
 
-def plan_embedding(chunks: Iterable[Chunk], cached: set[str] | dict) -> EmbeddingPlan:
-    """Only texts whose sha256 is not cached are embedded, each once however often it occurs."""
+def plan_embedding(chunks: Iterable[Chunk], cached: set[str] | dict, with_section: bool = False) -> EmbeddingPlan:
+    """Only indexed texts (``chunking.indexed_text``) whose sha256 is not cached are embedded, each once however
+    often it occurs."""
     new: dict[str, str] = {}
     reused = total = 0
     for chunk in chunks:
         total += 1
-        if chunk.sha256 in cached:
+        key = indexed_key(chunk, with_section)
+        if key in cached:
             reused += 1
         else:
-            new.setdefault(chunk.sha256, chunk.text)
+            new.setdefault(key, indexed_text(chunk, with_section))
     return EmbeddingPlan(sorted(new.items()), reused, total)
 
 
@@ -269,12 +271,14 @@ def load_vectors(path: Path) -> dict[str, np.ndarray]:
         return dict(zip(data["shas"].tolist(), data["vectors"]))
 
 
-def assemble_vectors(chunks: Sequence[Chunk], lookup: dict[str, np.ndarray], dimension: int) -> np.ndarray:
-    """Vectors in chunk order; a missing vector is a bug in the shard wiring, so say which."""
+def assemble_vectors(chunks: Sequence[Chunk], lookup: dict[str, np.ndarray], dimension: int,
+                     with_section: bool = False) -> np.ndarray:
+    """Vectors in chunk order (by the key of each chunk's indexed text); a missing vector is a bug in the shard
+    wiring, so say which."""
     out = np.empty((len(chunks), dimension), dtype=np.float32)
     for i, chunk in enumerate(chunks):
         try:
-            out[i] = lookup[chunk.sha256]
+            out[i] = lookup[indexed_key(chunk, with_section)]
         except KeyError:
             raise RuntimeError(f"no vector for chunk {chunk.chunk_id} ({chunk.source}); a shard result is missing") from None
     return out

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
-from ragindex.chunking import Chunk
+from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
 from ragindex.sparse import SPARSE_DIR, TermCounts, write_sparse_index
@@ -28,6 +28,7 @@ INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.jsonl"
 SETTINGS_FILE = "index.json"
 FORMAT_VERSION = 1
+INDEXED_KEY = "indexed_sha256"  # a docstore record's key of its indexed text, where that is not its text
 
 
 def _faiss():
@@ -89,9 +90,13 @@ def write_index_dir(
     try:
         index = make_faiss_index(np.ascontiguousarray(vectors, dtype=np.float32), index_settings)
         _faiss().write_index(index, str(tmp / INDEX_FILE))
-        write_jsonl(tmp / DOCSTORE_FILE, (chunk.to_json() for chunk in chunks))
+        with_section = index_settings.section_path_in_text
+        keys = [indexed_key(c, with_section) for c in chunks]
+        # a record keeps the key of its indexed text when it is not the chunk's own, for the next build's cache
+        write_jsonl(tmp / DOCSTORE_FILE, (chunk.to_json() | ({INDEXED_KEY: key} if key != chunk.sha256 else {})
+                                          for chunk, key in zip(chunks, keys)))
         if index_settings.sparse:
-            built = write_sparse_index(tmp / SPARSE_DIR, [c.text for c in chunks], [c.sha256 for c in chunks],
+            built = write_sparse_index(tmp / SPARSE_DIR, [indexed_text(c, with_section) for c in chunks], keys,
                                        k1=index_settings.bm25_k1, b=index_settings.bm25_b, reuse=sparse_reuse)
             log.info("sparse index: %d chunk texts tokenised, %d reused", built.tokenized, built.reused)
         meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
@@ -136,7 +141,7 @@ def read_faiss(index_dir: Path):
 
 
 def cached_vectors(index_dir: Path | None, model_identity: str) -> dict[str, np.ndarray]:
-    """The (text sha256 → vector) cache an earlier index offers, if it was built with the same model."""
+    """The (indexed text's sha256 → vector) cache an earlier index offers, if it was built with the same model."""
     if index_dir is None:
         return {}
     settings = read_index_settings(index_dir)
@@ -147,7 +152,7 @@ def cached_vectors(index_dir: Path | None, model_identity: str) -> dict[str, np.
         return {}
     vectors = index.reconstruct_n(0, index.ntotal) if not hasattr(index, "storage") else \
         _faiss().downcast_index(index.storage).reconstruct_n(0, index.ntotal)
-    return {rec["sha256"]: vectors[i] for i, rec in enumerate(iter_docstore(index_dir))}
+    return {rec.get(INDEXED_KEY, rec["sha256"]): vectors[i] for i, rec in enumerate(iter_docstore(index_dir))}
 
 
 @dataclass

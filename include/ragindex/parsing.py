@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Sequence
 
-from ragindex.settings import DocumentLimits
+from ragindex.sections import Section, located_headings, markdown_sections, outline_sections, rest_sections
+from ragindex.settings import PARSE_TIMEOUT_S, DocumentLimits
 
 # Part of the parse cache's key: bump it whenever a change here changes the text a document parses to,
 # so unchanged documents are parsed again instead of reusing text made by the old parser.
-PARSER_VERSION = 3
+PARSER_VERSION = 4  # 4: section marks (headings, PDF outline) on every page
 DEFAULT_LIMITS = DocumentLimits()
 
 PDF_SUFFIXES = {".pdf"}
@@ -39,10 +41,12 @@ class ParseError(Exception):
 
 @dataclass(frozen=True)
 class Page:
-    """Text of one page (PDF) or of a whole document (``number`` None)."""
+    """Text of one page (PDF) or of a whole document (``number`` None), with where its sections start (in
+    order of ``start``; ``ragindex.sections``)."""
 
     number: int | None
     text: str
+    sections: tuple[Section, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def document_kind(path: str) -> str:
     return "text"
 
 
-def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory_mb: int = 1536,
+def parse_document(file: Path, rel_path: str, *, timeout_s: float = PARSE_TIMEOUT_S, memory_mb: int = 1536,
                    limits: DocumentLimits = DEFAULT_LIMITS, pdf: "PdfWorkers | None" = None) -> ParsedDocument:
     """Parse one file; raise ParseError with a reason a person can act on (the rule it broke)."""
     kind = document_kind(rel_path)
@@ -87,10 +91,7 @@ def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory
         else:
             pages = parse_pdf_isolated(file, timeout_s=timeout_s, memory_mb=memory_mb, max_chars=limits.max_chars)
     else:
-        text = decode_text(file.read_bytes())
-        if kind == "html":
-            text = html_to_text(text)
-        pages = (Page(None, normalise_whitespace(text)),)
+        pages = (text_page(decode_text(file.read_bytes()), kind),)
     pages = tuple(p for p in pages if p.text.strip())
     if not pages:
         raise ParseError("no text could be extracted (empty or image-only document)")
@@ -104,7 +105,24 @@ def parse_document(file: Path, rel_path: str, *, timeout_s: float = 60.0, memory
     return document
 
 
-_WORD = re.compile(r"""^["'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*["')\].,;:!?]*$""")
+# A word of prose or of technical text, with the punctuation around it: a natural word (``don't``,
+# ``utf-eight``), a TeX control sequence with its arguments (``\alpha``, ``\let\x\relax``,
+# ``\usepackage{url}``) or a name of code (``foo_bar()``, ``x.y``, ``std::vector``, ``sha256``, ``--verbose``). Not
+# words: numbers, and tokens mixing letters and digits as encoded data does (``a3f4``, ``c3``, base64).
+_LETTERS = r"[^\W\d_]"
+_NATURAL = rf"{_LETTERS}+(?:[-'’]{_LETTERS}+)*"
+_TEX = r"\\[A-Za-z@]+\*?(?:\\[A-Za-z@]+\*?|\{[^\s{}]*\}|\[[^\s\[\]]*\])*"
+_NAME = rf"_*(?:{_LETTERS}{{2,}}\d+|{_LETTERS}+)(?:_+(?:{_LETTERS}+\d*|\d+))*_*"  # each run after a ``_`` is non-empty
+_CODE = rf"{_NAME}(?:(?:\.|::|->){_NAME}|\.\d+)*(?:\(\))?"
+_WORD = re.compile(rf"""[-@$#%"'(\[{{<`*]*(?:{_NATURAL}|{_TEX}|{_CODE})["')\]}}>`*.,;:!?%]*""")
+# Punctuation alone (leader dots of a table of contents or an index, rules, bullets) is neither.
+_PUNCTUATION = re.compile(r"[^\w\\]+")
+
+
+def word_share(tokens: Sequence[str]) -> float:
+    """The share of words among the tokens that are not punctuation alone (0 when there are none)."""
+    counted = [token for token in tokens if not _PUNCTUATION.fullmatch(token)]
+    return sum(1 for token in counted if _WORD.fullmatch(token)) / len(counted) if counted else 0.0
 
 
 def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | None:
@@ -122,11 +140,22 @@ def prose_problem(text: str, limits: DocumentLimits = DEFAULT_LIMITS) -> str | N
     if in_long_lines / len(text) > limits.max_long_line_share:
         return (f"not prose: {in_long_lines / len(text):.0%} of it is in lines of {limits.long_line:,}+ characters "
                 f"(limit {limits.max_long_line_share:.0%}): minified code or a dump?")
-    words = sum(1 for token in tokens if _WORD.match(token)) / len(tokens)
+    words = word_share(tokens)
     if words < limits.min_word_share:
-        return (f"not prose: only {words:.0%} of its tokens are words (limit {limits.min_word_share:.0%}): encoded "
-                "or binary data, numbers or code?")
+        return (f"not prose: only {words:.0%} of its tokens are words of prose or technical text (limit "
+                f"{limits.min_word_share:.0%}): encoded or binary data, a hex dump or numbers?")
     return None
+
+
+def text_page(text: str, kind: str) -> Page:
+    """A whole text document as one page, with its sections: HTML's h1-h6, Markdown's headings, reST's titles
+    (for plain text: underlined titles are how reST and much plain text mark sections)."""
+    if kind == "html":
+        body, headings = html_text_and_headings(text)
+        body = normalise_whitespace(body)
+        return Page(None, body, tuple(located_headings(body, headings)))
+    text = normalise_whitespace(text)
+    return Page(None, text, tuple(markdown_sections(text) if kind == "markdown" else rest_sections(text)))
 
 
 def normalise_whitespace(text: str) -> str:
@@ -189,15 +218,19 @@ def _refuse_control_noise(text: str) -> str:
 
 
 class _TextExtractor(HTMLParser):
-    """Collect visible text only; scripts, styles and other non-content elements are dropped."""
+    """Collect visible text only; scripts, styles and other non-content elements are dropped. The text of
+    each h1-h6 is kept aside too, with its level, for the section marks."""
 
     SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "nav"}
     BLOCK = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer",
              "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "dt", "dd", "hr", "title"}
+    HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.headings: list[tuple[int, str]] = []
+        self._heading: tuple[int, list[str]] | None = None
         self._skip_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
@@ -205,26 +238,34 @@ class _TextExtractor(HTMLParser):
             self._skip_depth += 1
         elif tag in self.BLOCK:
             self.parts.append("\n")
+            if tag in self.HEADINGS and not self._skip_depth:
+                self._heading = (self.HEADINGS[tag], [])
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self.SKIP:
             self._skip_depth = max(0, self._skip_depth - 1)
         elif tag in self.BLOCK:
             self.parts.append("\n")
+            if tag in self.HEADINGS and self._heading is not None:
+                level, texts = self._heading
+                self.headings.append((level, " ".join("".join(texts).split())))
+                self._heading = None
 
     def handle_data(self, data: str) -> None:
         if not self._skip_depth:
             self.parts.append(data)
+            if self._heading is not None:
+                self._heading[1].append(data)
 
 
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML page, one block per paragraph."""
+def html_text_and_headings(html: str) -> tuple[str, list[tuple[int, str]]]:
+    """Visible text of an HTML page, one block per paragraph, and its h1-h6 as (level, text) in order."""
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()
     text = "".join(parser.parts)
     lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)), [h for h in parser.headings if h[1]]
 
 
 # PDF workers are child processes: hostile PDFs (pypdf CVEs: infinite loops, decompression bombs) can only
@@ -252,7 +293,26 @@ def parse(path, max_chars):
         if total > max_chars:
             return {"error": f"too large: more than max_document_chars={max_chars:,} characters of text by page {i}"}
         pages.append([i, text])
-    return {"pages": pages}
+    return {"pages": pages, "outline": outline(reader)}
+
+def outline(reader):
+    entries = []
+    def walk(items, depth):
+        for item in items:
+            if isinstance(item, list):
+                walk(item, depth + 1)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:
+                continue
+            if page is not None and page >= 0:
+                entries.append([depth, str(item.title or ""), page + 1])
+    try:
+        walk(reader.outline, 0)
+    except Exception:  # a broken outline costs the sections, never the text
+        return entries
+    return entries
 
 for line in sys.stdin:
     request = json.loads(line)
@@ -271,6 +331,13 @@ for line in sys.stdin:
     if result.get("recycle"):
         break
 """
+
+
+def pdf_pages(pages: list[list], outline: list[list]) -> tuple[Page, ...]:
+    """A PDF's pages as a worker extracted them, with the sections its outline (bookmarks) marks."""
+    texts = [(number, normalise_whitespace(text)) for number, text in pages]
+    marks = outline_sections(texts, [(int(d), str(t), int(p)) for d, t, p in outline])
+    return tuple(Page(number, text, tuple(marks.get(number, ()))) for number, text in texts)
 
 
 class PdfWorkers:
@@ -342,7 +409,7 @@ class PdfWorkers:
             keep = not result.get("recycle")
             if "error" in result:
                 raise ParseError(result["error"])
-            return tuple(Page(number, normalise_whitespace(text)) for number, text in result["pages"])
+            return pdf_pages(result["pages"], result.get("outline") or [])
         finally:
             if keep:
                 self._idle.put(proc)

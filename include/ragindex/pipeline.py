@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
-from ragindex.chunking import Chunk, chunk_document
+from ragindex.chunking import Chunk, chunk_document, indexed_key, indexed_text
 from ragindex.errors import SourceError
 from ragindex.indexing import SETTINGS_FILE, read_chunks
 from ragindex.parsing import PARSER_VERSION, ParseError, ParsedDocument, parse_document
@@ -220,20 +220,23 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildS
     from ragindex.indexing import cached_vectors
 
     model, backend = settings.model, settings.embedding_backend
+    with_section = settings.index.section_path_in_text
     identity = model_identity(model, backend)
     cache = cached_vectors(previous_index, identity) if previous_index else {}
     chunks = read_chunks_file(work.chunks)
-    plan = plan_embedding(chunks, cache)
-    reused_shas = sorted({c.sha256 for c in chunks if c.sha256 in cache})
+    plan = plan_embedding(chunks, cache, with_section)
+    keys = {indexed_key(c, with_section) for c in chunks}
+    reused_shas = sorted(keys & cache.keys())
     reused = np.stack([cache[s] for s in reused_shas]) if reused_shas else np.zeros((0, 0), np.float32)
     save_vectors(work.reused, reused_shas, reused)
     # the BM25 term counts of unchanged texts travel the same way: the build step does not tokenise them again
     from ragindex.sparse import reusable_terms, save_reused_terms
 
-    save_reused_terms(reused_terms_dir(work), reusable_terms(previous_index, {c.sha256 for c in chunks}))
+    save_reused_terms(reused_terms_dir(work), reusable_terms(previous_index, keys))
     shard_lists = plan.shards((shards or ShardSettings()).count(len(plan.to_embed)))
     result = EmbedPlan(model=model, model_identity=identity, reused=plan.reused, total_chunks=plan.total_chunks,
-                       shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists), backend=backend)
+                       shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists), backend=backend,
+                       section_path=with_section)
     result.write(work.plan)
     return result
 
@@ -252,7 +255,8 @@ def embed_shard(work: WorkDir, shard: int) -> int:
     plan = EmbedPlan.read(work.plan)
     wanted = plan.shards[shard]
     wanted_set = set(wanted)
-    texts_by_sha = {c.sha256: c.text for c in read_chunks_file(work.chunks) if c.sha256 in wanted_set}
+    texts_by_sha = {key: indexed_text(c, plan.section_path) for c in read_chunks_file(work.chunks)
+                    if (key := indexed_key(c, plan.section_path)) in wanted_set}
     steps.done("read")
     vectors = np.zeros((0, 0), np.float32)
     if wanted:
@@ -280,7 +284,7 @@ def build_index_from_shards(work: WorkDir, settings: BuildSettings, out_dir: Pat
     for i in range(len(plan.shards)):
         lookup.update(load_vectors(work.shard(i)))
     dimension = next((len(v) for v in lookup.values()), 0)
-    vectors = assemble_vectors(chunks, lookup, dimension)
+    vectors = assemble_vectors(chunks, lookup, dimension, plan.section_path)
     chunking = read_chunking(work.chunks)
     quality = read_quality(work.chunks)
     desc = {"model": plan.model, "model_identity": plan.model_identity, "embedding_backend": plan.backend,

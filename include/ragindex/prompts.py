@@ -12,7 +12,8 @@ A prompt folder holds ``prompt.json`` and the Jinja2 templates it names::
 Templates are data, not code: they are rendered by Jinja2's immutable sandbox with strict undefined
 variables, and an attribute or item whose name starts with ``_`` is refused before anything is rendered.
 Their inputs are what serving gives them (``serving_inputs``): ``question``, ``chunks`` (the hits, each
-``{text, source, page, score}``) and ``context`` (the hits' texts joined by a blank line).
+``{text, source, page, section, score}``; section: the headings' titles, outermost first) and ``context``
+(the hits' texts joined by a blank line).
 
 The budget is counted in **characters** of everything the templates render, together: the target model is
 not the embedding model, so no tokenizer here counts its tokens; characters are exact, model-independent
@@ -219,7 +220,7 @@ class Prompt:
 def serving_inputs(question: str, hits: Sequence[Any]) -> dict[str, Any]:
     """What a template is given: the question, the hits as plain dicts, and their texts joined."""
     chunks = [{"text": _field(h, "text"), "source": _field(h, "source"), "page": _field(h, "page"),
-               "score": _field(h, "score")} for h in hits]
+               "section": list(_field(h, "section") or ()), "score": _field(h, "score")} for h in hits]
     return {"question": question, "chunks": chunks, "context": CONTEXT_SEPARATOR.join(c["text"] for c in chunks)}
 
 

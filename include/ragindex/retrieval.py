@@ -32,10 +32,11 @@ class Hit:
     text: str
     chunk_id: str
     start: int
+    section: tuple[str, ...] = ()  # the headings the chunk is under (none for indexes built before sections)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form used by ``ragindex search --json``."""
-        return asdict(self)
+        """JSON form used by ``ragindex search --json`` and ``POST /search``."""
+        return {**asdict(self), "section": list(self.section)}
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
@@ -72,7 +73,7 @@ class SearchFilters:
         unknown = sorted(set(filters) - {"source_prefix", "doc_type"})
         if unknown:
             raise RagindexError(f"filters: unknown key(s) {', '.join(unknown)} (known: source_prefix, doc_type)")
-        return cls(filters.get("source_prefix") or (), filters.get("doc_type") or ())
+        return cls(filters.get("source_prefix", ()), filters.get("doc_type", ()))  # "" is refused, not ignored
 
     def __bool__(self) -> bool:
         return bool(self.source_prefix or self.doc_type)
@@ -172,8 +173,8 @@ class Retriever:
         ranked = dense if mode == "dense" else sparse if mode == "sparse" else fuse(dense, sparse, self.retrieval)
         ranked = ranked[:k]
         records = self.docstore.get([r for _, r in ranked])
-        return [Hit(s, rec["source"], rec["page"], rec["text"], rec["chunk_id"], rec["start"])
-                for (s, _), rec in zip(ranked, records)]
+        return [Hit(s, rec["source"], rec["page"], rec["text"], rec["chunk_id"], rec["start"],
+                    tuple(rec.get("section") or ())) for (s, _), rec in zip(ranked, records)]
 
     def _dense(self, question: str, n: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
         """(cosine, row) of the n nearest chunks among the allowed rows (a FAISS ID selector)."""

@@ -28,6 +28,7 @@ STALE, SUPERSEDED = "stale", "superseded"
 VERDICTS = (APPROVED, REJECTED, TIMED_OUT, AUTO_APPROVED, STALE, SUPERSEDED)
 APPROVING = frozenset({APPROVED, AUTO_APPROVED})
 SAMPLE_DOCUMENTS, SAMPLE_CHARS, PII_SHOWN = 3, 320, 8
+SECTIONS_SHOWN, SECTION_CHARS = 8, 120
 
 
 # ---------------------------------------------------------------- the record
@@ -147,6 +148,22 @@ def _markdown_text(text: str, limit: int) -> str:
     flat = " ".join(mask_text(text).split())
     cut = flat[:limit].rstrip() + (" …" if len(flat) > limit else "")
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", cut)
+
+
+def _section_text(section: Sequence[str]) -> str:
+    """A section path as the review shows it (``Install › On Linux``), quoted safely like document text."""
+    from ragindex.chunking import section_label
+
+    return _markdown_text(section_label(section), SECTION_CHARS)
+
+
+def _sections_line(chunks: Sequence[Any]) -> list[str]:
+    """The sections a document's chunks lie in, in order (a few; nothing when it has at most one)."""
+    sections = list(dict.fromkeys(c.section for c in chunks if c.section))
+    if len(sections) < 2:
+        return []
+    more = f" … +{len(sections) - SECTIONS_SHOWN}" if len(sections) > SECTIONS_SHOWN else ""
+    return [f"Sections: {'; '.join(_section_text(s) for s in sections[:SECTIONS_SHOWN])}{more}", ""]
 
 
 def _diff_lines(change: DocumentChange) -> list[str]:
@@ -354,8 +371,10 @@ class _Summary:
             shown += 1
             first = page_texts([c for c in chunks[:4] if c.page == chunks[0].page])[0][1]
             page = f", page {chunks[0].page}" if chunks[0].page else ""
-            lines += [f"**`{path}`** (added{page}, {len(chunks)} chunk{'s' if len(chunks) != 1 else ''}):", "",
-                      f"> {_markdown_text(first, SAMPLE_CHARS)}", ""]
+            section = f", § {_section_text(chunks[0].section)}" if chunks[0].section else ""
+            lines += [f"**`{path}`** (added{page}{section}, {len(chunks)} chunk{'s' if len(chunks) != 1 else ''}):",
+                      "", f"> {_markdown_text(first, SAMPLE_CHARS)}", ""]
+            lines += _sections_line(chunks)
         with_text = sum(1 for p in self.added if self.chunks.get(p))
         if with_text > shown:
             lines += [f"…and {with_text - shown} more added documents.", ""]
@@ -384,6 +403,7 @@ class _Summary:
             for chunk in self.chunks.get(path, ()):
                 for kind, start, end in pii_matches(chunk.text):
                     where = f"page {chunk.page}" if chunk.page else f"at character {chunk.start + start}"
+                    where += f" (§ {_section_text(chunk.section)})" if chunk.section else ""
                     new = " — **new since production**" if self.production and path not in self.old_pii else ""
                     findings.append(f"- `{path}` {where}: {kind} `{mask_pii(kind, chunk.text[start:end])}`{new}")
         findings = list(dict.fromkeys(findings))

@@ -10,7 +10,8 @@ included; W&B: one artifact query, every 5 s, so within 5 s plus that query plus
 load), and ``POST /refresh`` reads the alias at once: the ``rag_deploy`` DAG, scheduled on the production-index
 Asset, calls it on every endpoint it is given.
 
-    POST /search   {"question": "...", "k": 5}  →  {"ref", "digest", "alias", "hits": [...], "trace_id"}
+    POST /search   {"question": "...", "k": 5,     →  {"ref", "digest", "alias", "mode", "hits": [...], "trace_id"}
+                    "mode"?, "filters"?: {"source_prefix", "doc_type"}}
     POST /context  {"question": "...", "key"?}  →  the rendered prompt, the hits, the release, index and prompt
                                                     refs with digests, and a trace id (a release is served)
     GET  /healthz                              →  {"status", "ref", "digest", "alias", "registry", ...}
@@ -18,7 +19,8 @@ Asset, calls it on every endpoint it is given.
 
 Serving a release (``--name rag-release``, the default once a release holds production): the whole release
 (index, prompt, settings) is loaded and swapped as one ``Served``, so no answer mixes the prompt of one release
-with the index of another; ``/search`` uses the release's k. Every answer is a line of the trace log
+with the index of another; ``/search`` uses the release's k and mode unless the request names its own. A body
+that does not fit (a bad mode or filter included) is a 400 naming the field. Every answer is a line of the trace log
 (``ragindex.tracelog``) with its trace id; ``ragindex trace ID`` reads it back with the decisions behind it.
 
 ``Retriever`` stays the library form of the same thing.
@@ -69,10 +71,14 @@ def load_delay_for_tests_s() -> float:
 
 
 class SearchRequest(BaseModel):
-    """The body of ``POST /search`` (k: the release's own when a release is served, else 5)."""
+    """The body of ``POST /search``: what ``Retriever.search`` takes. k: the release's own when a release is
+    served, else 5; mode: the release's ``retrieval.mode``, else the index's own; filters: ``source_prefix``
+    and/or ``doc_type`` (a string or a list), checked by ``SearchFilters``."""
 
     question: str = Field(min_length=1)
     k: int | None = Field(default=None, ge=1, le=100)
+    mode: str | None = None
+    filters: dict[str, Any] | None = None
 
 
 class ContextRequest(BaseModel):
@@ -224,6 +230,7 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -240,6 +247,15 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
                 trace.close()
 
     app = FastAPI(title="ragindex serve", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Any, exc: RequestValidationError) -> Any:
+        """A body that does not fit is the caller's error: a 400 naming each field and what is wrong with it."""
+        from fastapi.responses import JSONResponse
+
+        problems = [f"{'.'.join(str(part) for part in error['loc'] if part != 'body') or 'body'}: {error['msg']}"
+                    for error in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
 
     def serving() -> Served:
         try:
@@ -260,7 +276,7 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
         return serving(), PRODUCTION_ARM
 
     def log_answer(kind: str, served: Served, trace_id: str, question: str, hits: list[Any], started: float,
-                   key: str | None = None, arm: str = PRODUCTION_ARM) -> None:
+                   key: str | None = None, arm: str = PRODUCTION_ARM, query: dict[str, Any] | None = None) -> None:
         if trace is None:
             return
         from ragindex.tracelog import question_fields
@@ -268,7 +284,8 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
         trace.write({"at": datetime.now(timezone.utc).isoformat(), "trace_id": trace_id, "endpoint": kind,
                      "arm": arm, "alias": arm_alias[arm],
                      **served.refs(),
-                     "key": key, "hits": [{"chunk_id": h.chunk_id, "score": round(float(h.score), 6)} for h in hits],
+                     "key": key, **(query or {}),
+                     "hits": [{"chunk_id": h.chunk_id, "score": round(float(h.score), 6)} for h in hits],
                      "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                      **question_fields(question, log_text=trace.log_text)})
 
@@ -279,12 +296,15 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
         started = time.perf_counter()
         trace_id = uuid.uuid4().hex
         served, arm = choose(trace_id)
+        mode = request.mode or served.retriever.mode  # a release's retrieval.mode, else the index's default
         try:
-            hits = served.retriever.search(request.question, k=request.k or served.k)
+            hits = served.retriever.search(request.question, k=request.k or served.k, mode=mode,
+                                           filters=request.filters)
         except RagindexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
-        log_answer("search", served, trace_id, request.question, hits, started, arm=arm)
-        return {**served.refs(), "alias": follower.alias, "arm": arm, "trace_id": trace_id,
+        log_answer("search", served, trace_id, request.question, hits, started, arm=arm,
+                   query={"mode": mode, **({"filters": request.filters} if request.filters else {})})
+        return {**served.refs(), "alias": follower.alias, "arm": arm, "trace_id": trace_id, "mode": mode,
                 "hits": [h.to_json() for h in hits]}
 
     @app.post("/context")

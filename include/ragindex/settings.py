@@ -23,6 +23,8 @@ INDEX_KINDS = ("flat", "hnsw")
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
 FUSIONS = ("rrf", "weighted")
 DOC_TYPES = ("markdown", "html", "pdf", "text")  # what ragindex.parsing.document_kind calls its parsers
+# Seconds one PDF may take to parse: TeX Live's source3.pdf (1,611 pages) takes 75 s on a busy 2-core machine.
+PARSE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ class RetrievalSettings:
 @dataclass(frozen=True)
 class IndexSettings:
     """Which FAISS index is built over the (normalised) vectors, whether a BM25 index is built beside it
-    (``sparse``, with its k1 and b), and how the two are searched by default (``retrieval``)."""
+    (``sparse``, with its k1 and b), how the two are searched by default (``retrieval``), and whether a
+    chunk's section path is part of what both index (``section_path_in_text``)."""
 
     kind: str = "flat"
     hnsw_m: int = 32
@@ -79,6 +82,9 @@ class IndexSettings:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    # A chunk's section path ("Page title › Section") goes before its text in what is embedded and
+    # BM25-indexed (not in the text a hit shows): measured in benchmarks/bench_quality.py (README).
+    section_path_in_text: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.retrieval, dict):  # the form index.json and BuildSettings.to_dict record
@@ -102,18 +108,23 @@ class DocumentLimits:
     """What one document may contribute, and what counts as prose: a file beyond these is refused with the
     rule it broke (reported like any parse failure, not parsed again until it changes)."""
 
-    max_chars: int = 2_000_000
-    max_chunks: int = 4_000
-    # Text that is not prose: encoded data (base64, hex), minified code, dumps. Calibrated on Python's
-    # documentation (reST and HTML) and the sample corpus, none of which these rules refuse:
+    # Big enough for the largest real manuals we know of: TeX Live's source3.pdf (texlive-latex-base-doc, 1,611
+    # pages) is 3.8 M characters and about 4,800 chunks at the default chunking.
+    max_chars: int = 5_000_000
+    max_chunks: int = 10_000
+    # Text that is not prose: encoded data (base64, hex), minified code, dumps. Calibrated on every PDF of
+    # Debian's texlive-latex-base-doc (269, plus texlive-base's amssymb.pdf), every source of python3.11-doc
+    # (497 reST files) and the sample corpus, none of which these rules refuse:
     # - a "long run" is a stretch of `long_run`+ characters without whitespace, of 10+ distinct characters
     #   (so a "=====" rule of a reST table is not one); words and URLs are far shorter;
-    # - a "word" is a token of letters (with hyphens, apostrophes and punctuation around it); the lowest
-    #   share of words in those documents is 25 % (a changelog), hex dumps, base64 and number tables have ~0 %;
+    # - a "word" is a token of prose or of technical text (``ragindex.parsing.word_share``: ``don't``,
+    #   ``\alpha``, ``foo_bar()``, ``x.y``), among the tokens that are not punctuation alone (leader dots);
+    #   the lowest share in those documents is 31 % (tulm.pdf, a listing of font declarations; amssymb.pdf
+    #   41 %, Python's lowest 55 %); base64, number tables and minified code have 0 %, hex dumps 2-14 %;
     # - a "long line" has `long_line`+ characters: minified code and dumps are one line, prose paragraphs are not.
     long_run: int = 100
     max_long_run_share: float = 0.2
-    min_word_share: float = 0.15
+    min_word_share: float = 0.25
     long_line: int = 5_000
     max_long_line_share: float = 0.5
 
@@ -148,7 +159,7 @@ class BuildSettings:
     index: IndexSettings = field(default_factory=IndexSettings)
     model: str = DEFAULT_MODEL
     embedding_backend: str = DEFAULT_EMBEDDING_BACKEND
-    parse_timeout_s: float = 60.0
+    parse_timeout_s: float = PARSE_TIMEOUT_S
     parse_memory_mb: int = 1536
     documents: DocumentLimits = field(default_factory=DocumentLimits)
     corpus: CorpusLimits = field(default_factory=CorpusLimits)

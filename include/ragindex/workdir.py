@@ -94,7 +94,8 @@ def prune_work_dirs(work_root: Path, keep: Path, older_than_days: float = 7.0) -
 
 @dataclass(frozen=True)
 class EmbedPlan:
-    """Which new texts (by sha256) each shard embeds, with which model; what the cache already covers."""
+    """Which new texts (by the sha256 of the indexed text) each shard embeds, with which model; what the cache
+    already covers."""
 
     model: str
     model_identity: str
@@ -102,6 +103,7 @@ class EmbedPlan:
     total_chunks: int
     shards: tuple[tuple[str, ...], ...]
     backend: str = "torch"
+    section_path: bool = False  # the texts embedded are the chunks' section paths and texts (indexed_text)
 
     @property
     def to_embed(self) -> int:
@@ -118,4 +120,5 @@ class EmbedPlan:
         """The plan a chunk step wrote."""
         body = json.loads(Path(path).read_text())
         return cls(body["model"], body["model_identity"], body["reused"], body["total_chunks"],
-                   tuple(tuple(s) for s in body["shards"]), body.get("backend", "torch"))
+                   tuple(tuple(s) for s in body["shards"]), body.get("backend", "torch"),
+                   body.get("section_path", False))

@@ -75,7 +75,7 @@ def test_search_json_returns_scored_hits_with_provenance(tiny_index) -> None:
     hits = json.loads(proc.stdout)
     assert isinstance(hits, list) and len(hits) == 3
     for hit in hits:
-        assert {"score", "source", "page", "text", "chunk_id"} <= set(hit)
+        assert {"score", "source", "page", "text", "chunk_id", "section"} <= set(hit)
         assert -1.0 <= hit["score"] <= 1.0 + 1e-6
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert hits[0]["source"] == "warehouse.md" and "vest" in hits[0]["text"]
@@ -83,6 +83,8 @@ def test_search_json_returns_scored_hits_with_provenance(tiny_index) -> None:
     for hit in hits:
         chunk = by_id[hit["chunk_id"]]
         assert (chunk.source, chunk.page, chunk.text) == (hit["source"], hit["page"], hit["text"])
+        assert hit["section"] == list(chunk.section)
+    assert hits[0]["section"] == ["Forklift rules"], "the Markdown heading the chunk is under"
 
 
 def test_search_in_process_human_output_and_k_larger_than_the_index(tiny_index, capsys) -> None:
@@ -94,6 +96,8 @@ def test_search_in_process_human_output_and_k_larger_than_the_index(tiny_index, 
     assert main(["search", str(out), "Which trucks carry vaccines?", "-k", "2"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("1. [") and "cold_chain.pdf p.1" in text and "\n2. [" in text
+    assert main(["search", str(out), "What must forklift operators wear?", "-k", "1"]) == 0
+    assert "warehouse.md § Forklift rules\n" in capsys.readouterr().out, "a hit shows its section path"
 
 
 def test_build_of_a_missing_folder_fails_cleanly(tmp_path: Path) -> None:

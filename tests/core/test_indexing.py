@@ -53,12 +53,18 @@ def test_index_folder_holds_faiss_docstore_and_settings(tiny_index) -> None:
 
 
 def test_each_row_holds_the_vector_of_its_docstore_text(tiny_index) -> None:
+    """The vector of what was indexed: the chunk's section path, then its text (the default), or the text."""
+    from ragindex.chunking import indexed_text
+
     out, _ = tiny_index
     chunks = read_chunks(out)
+    assert read_index_settings(out)["index"]["section_path_in_text"] is True
+    assert any(c.section for c in chunks) and any(not c.section for c in chunks)
     stored = all_vectors(read_faiss(out))
-    expected = encode_texts(DEFAULT_MODEL, [c.text for c in chunks])
+    expected = encode_texts(DEFAULT_MODEL, [indexed_text(c, True) for c in chunks])
     assert stored.dtype == np.float32
     assert stored.tobytes() == expected.tobytes()
+    assert stored.tobytes() != encode_texts(DEFAULT_MODEL, [c.text for c in chunks]).tobytes()
 
 
 def test_two_builds_of_the_same_corpus_are_byte_identical(tiny_corpus: Path, tiny_index, tmp_path: Path) -> None:
@@ -139,11 +145,15 @@ def test_read_index_settings_explains_what_is_wrong(tmp_path: Path) -> None:
 def test_cached_vectors_only_offered_for_the_same_model(tiny_index) -> None:
     out, _ = tiny_index
     meta = read_index_settings(out)
+    from ragindex.chunking import indexed_key, indexed_text, text_sha256
+
     cache = cached_vectors(out, meta["model_identity"])
     chunks = read_chunks(out)
-    assert set(cache) == {c.sha256 for c in chunks}
+    keys = [indexed_key(c, True) for c in chunks]
+    assert set(cache) == set(keys) and keys == [text_sha256(indexed_text(c, True)) for c in chunks]
+    assert set(keys) != {c.sha256 for c in chunks}, "known by what was embedded: section path and text"
     stored = all_vectors(read_faiss(out))
-    for i, c in enumerate(chunks):
-        assert cache[c.sha256].tobytes() == stored[i].tobytes()
+    for i, key in enumerate(keys):
+        assert cache[key].tobytes() == stored[i].tobytes()
     assert cached_vectors(out, "some-other-model@0123456789abcdef") == {}
     assert cached_vectors(None, meta["model_identity"]) == {}

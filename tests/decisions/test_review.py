@@ -81,6 +81,7 @@ def test_the_first_candidate_s_summary(handbook) -> None:
     assert "2 added (`pallets.md`, `shifts.txt`)" in text
     assert f"This run embedded {built['embedded']} chunk texts and reused 0" in text
     assert "> \\# Pallets Euro pallets measure 1200 by 800 millimetres\\." in text, "a sample, Markdown-escaped"
+    assert "**`pallets.md`** (added, § Pallets, 1 chunk):" in text, "the sample names its section"
     assert "None found" in text and "Warning" not in text
     for line in text.splitlines():  # paragraphs and list items, never lines that Markdown would run together
         assert not re.match(r"^\*\*[A-Z][a-z]+:\*\*", line), line
@@ -102,6 +103,17 @@ def test_a_changed_document_shows_its_new_text_and_where_pii_appeared(handbook) 
     assert "email `n***@example.com` — **new since production**" in text
     assert "phone `**** *** 0732`" in text
     assert f"reused {changed['reused']}" in text and changed["reused"] > 0
+
+
+def test_an_added_document_s_sample_names_its_sections_and_pii_its_section(handbook) -> None:
+    (handbook.corpus / "depot.md").write_text(
+        "# Depot\n\nThe depot opens at six.\n\n## Forklifts\n\nCertificates are valid for three years.\n\n"
+        "## Contacts\n\nMail the depot lead at depot.lead@example.com for keys.\n")
+    _, given = handbook.run()
+    text = review_summary(handbook.registry, given)
+    assert "**`depot.md`** (added, § Depot, 3 chunks):" in text
+    assert "Sections: Depot; Depot › Forklifts; Depot › Contacts" in text
+    assert "- `depot.md` at character " in text and "(§ Depot › Contacts): email `d***@example.com`" in text
 
 
 def test_a_rejected_corpus_is_said_so_at_the_top_of_its_next_review(handbook) -> None:
