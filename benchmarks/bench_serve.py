@@ -1,4 +1,5 @@
-"""Serving figures: /search latency (k=5) of ``ragindex serve`` on an index of 100k chunks, and how long after an
+"""Serving figures: /search latency (k=5) of ``ragindex serve`` on an index of 100k chunks (in its default mode,
+and in each mode in turn: dense, sparse, hybrid, with the hybrid/dense p50 ratio), and how long after an
 alias move answers still came from the old version: over N moves (promotion, rollback, promotion, ...) with
 the server's default poll while two clients keep querying, the lag to the first request answered from the new
 version and to the last one answered from the old (the bound: every request sent later got the new one), as
@@ -37,6 +38,12 @@ QUESTIONS = ["How long is a forklift certificate valid?", "Who approves a vendor
              "When are inventory counts done?", "What must drivers check before leaving the yard?"]
 
 
+def question(i: int) -> str:
+    """The i-th query: a different text each time, so serving's query-vector memo (a repeated question is not
+    encoded again) does not hide the encoding every new question costs."""
+    return f"{QUESTIONS[i % len(QUESTIONS)]} (request {i})"
+
+
 def synthetic_version(registry, root: Path, chunks: int, seed: int) -> str:
     """A vector-index version of ``chunks`` chunks that passed its gate (random unit vectors)."""
     from ragindex.chunking import Chunk, text_sha256
@@ -65,27 +72,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def latencies(base: str, requests: int, clients: int) -> list[float]:
+def latencies(base: str, requests: int, clients: int, first_client: int = 0) -> list[float]:
     """Seconds per /search (k=5) over ``requests`` requests from ``clients`` concurrent clients."""
     import httpx
 
     out: list[float] = []
     lock = threading.Lock()
 
-    def client(n: int) -> None:
+    def client(c: int, n: int) -> None:
         with httpx.Client(base_url=base, timeout=60) as http:
             for i in range(n):
                 t = time.perf_counter()
-                r = http.post("/search", json={"question": QUESTIONS[i % len(QUESTIONS)], "k": 5})
+                r = http.post("/search", json={"question": question(c * 100_000 + i), "k": 5})
                 r.raise_for_status()
                 with lock:
                     out.append(time.perf_counter() - t)
 
-    threads = [threading.Thread(target=client, args=(requests // clients,)) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(c, requests // clients))
+               for c in range(first_client, first_client + clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return out
+
+
+MODES = ("dense", "sparse", "hybrid")
+
+
+def by_mode(base: str, requests: int) -> dict[str, list[float]]:
+    """Seconds per /search (k=5) in each retrieval mode, one client taking the modes in turn (same questions)."""
+    import httpx
+
+    out: dict[str, list[float]] = {m: [] for m in MODES}
+    with httpx.Client(base_url=base, timeout=60) as http:
+        for i in range(requests):
+            for mode in MODES[i % 3:] + MODES[:i % 3]:  # rotate which mode goes first
+                t = time.perf_counter()
+                r = http.post("/search", json={"question": question(3 * i + MODES.index(mode)), "k": 5,
+                                               "mode": mode})  # each request a new question: each encodes
+                r.raise_for_status()
+                out[mode].append(time.perf_counter() - t)
     return out
 
 
@@ -173,9 +200,10 @@ def main() -> None:
             time.sleep(0.05)
         startup = time.perf_counter() - started
         poll_s = httpx.get(f"{base}/healthz", timeout=10).json()["poll_s"]
-        latencies(base, 20, 1)  # warm-up
+        latencies(base, 20, 1, first_client=9)  # warm-up, on questions of its own
         one = latencies(base, args.requests, 1)
-        two = latencies(base, args.requests, 2)
+        two = latencies(base, args.requests, 2, first_client=1)
+        modes = by_mode(base, args.requests // 2)
         watch = Watch(base)
         try:
             for i in range(args.switches):
@@ -209,6 +237,8 @@ def main() -> None:
                "one_client": {"p50_ms": round(pct(one, 50), 1), "p99_ms": round(pct(one, 99), 1),
                               "requests_per_s": round(len(one) / sum(one), 1)},
                "two_clients": {"p50_ms": round(pct(two, 50), 1), "p99_ms": round(pct(two, 99), 1)},
+               "by_mode": {m: {"p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)} for m, v in modes.items()},
+               "hybrid_over_dense_p50": round(pct(modes["hybrid"], 50) / pct(modes["dense"], 50), 3),
                "alias_move": {"poll_seconds": poll_s, "switches": args.switches,
                               "to_first_new_answer": summary(first_new), "to_last_old_answer": summary(last_old),
                               "with_refresh": {"first_new_s": round(refreshed_new, 2),
@@ -224,6 +254,9 @@ def main() -> None:
         f"p99 {f['one_client']['p99_ms']:.1f} ms ({f['one_client']['requests_per_s']} req/s)",
         f"  /search k=5, 2 clients             p50 {f['two_clients']['p50_ms']:.1f} ms, "
         f"p99 {f['two_clients']['p99_ms']:.1f} ms",
+        *[f"  /search k=5, mode {m:<7}           p50 {f['by_mode'][m]['p50_ms']:.1f} ms, "
+          f"p99 {f['by_mode'][m]['p99_ms']:.1f} ms" for m in MODES],
+        f"  hybrid / dense p50                 {f['hybrid_over_dense_p50']:.2f}x (the modes in turn, one client)",
         f"  alias move, polling every {move['poll_seconds']:g} s, {move['switches']} moves, 2 clients querying:",
         f"    to the first new answer          max {move['to_first_new_answer']['max_s']:.2f} s, "
         f"p50 {move['to_first_new_answer']['p50_s']:.2f} s",
