@@ -3,8 +3,9 @@ question set, logged as ``eval-report`` (lineage: the index and the questions it
 
 Two checks. The retrieval gate (recall@k, MRR) passes or fails. The data gate compares the candidate's
 content with production's (documents removed, chunks changed, documents that newly contain PII or more of
-it than production's copy, shorter chunks, more duplicates): crossing a threshold is a warning that a person must approve explicitly, and a
-failure when no person is asked (``require_approval`` off). Both sets of figures are in the report.
+it than production's copy, shorter chunks, more duplicates): crossing a threshold is a warning that a person
+must approve explicitly, and a failure when no person is asked (``require_approval`` off). Both sets of
+figures are in the report.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class Candidates:
             shutil.copytree(self.root / "production", corpus)
             for path, text in edits.items():
                 (corpus / path).unlink() if text is None else (corpus / path).write_text(text)
-            result = self.build(str(corpus), self.root / f"{name}-index", SMALL, previous=self.root / "production-index")
+            result = self.build(str(corpus), self.root / f"{name}-index", SMALL,
+                                previous=self.root / "production-index")
             assert result.failed == []
         return drift(self.root / f"{name}-index", self.root / "production-index", settings)
 
