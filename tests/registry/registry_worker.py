@@ -7,6 +7,11 @@ Usage:
     registry_worker.py crash-commit URI NAME            SIGKILL itself inside the catalogue transaction
     registry_worker.py crash-sync SOURCE TARGET N       sync SOURCE into TARGET, SIGKILL itself while storing
                                                         the N-th record (version or decision) in TARGET
+    registry_worker.py crash-sync-inside SOURCE TARGET POINT N
+                                                        sync, SIGKILL itself inside the N-th write of TARGET:
+                                                        POINT files (a version's first file copied to staging),
+                                                        row (its row inserted, not committed) or record (the
+                                                        N-th decision's first alias move written, not committed)
 """
 
 from __future__ import annotations
@@ -117,6 +122,43 @@ def do_crash_sync(source: str, target: str, after: int) -> None:
     print(json.dumps({"finished": True}))
 
 
+def do_crash_sync_inside(source: str, target: str, point: str, nth: int) -> None:
+    """Sync, and die (no cleanup) half way through the ``nth`` version (``files``, ``row``) or decision
+    (``record``) the target stores."""
+    import ragindex.registry.local as local
+    from ragindex.sync import sync
+
+    counts = {"log": 0, "record": 0}
+    inside = {"now": ""}  # "log" or "record" while the nth of that kind is being written
+
+    def counting(kind: str, method):
+        def wrapped(self, *args, **kwargs):
+            counts[kind] += 1
+            inside["now"] = kind if counts[kind] == nth else ""
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                inside["now"] = ""
+        return wrapped
+
+    def die_after(method, when: str, kind: str):
+        def wrapped(*args, **kwargs):
+            result = method(*args, **kwargs)
+            in_transaction = all(getattr(a, "in_transaction", True) for a in args if hasattr(a, "execute"))
+            if point == when and inside["now"] == kind and in_transaction:
+                die()
+            return result
+        return wrapped
+
+    local.LocalRegistry._log = counting("log", local.LocalRegistry._log)
+    local.LocalRegistry._record = counting("record", local.LocalRegistry._record)
+    local.copy_hashing = die_after(local.copy_hashing, "files", "log")
+    local.LocalRegistry._row = die_after(local.LocalRegistry._row, "row", "log")  # in _log: right after the INSERT
+    local.LocalRegistry._move_alias = die_after(local.LocalRegistry._move_alias, "record", "record")
+    sync(open_registry(source, create=False), open_registry(target))
+    print(json.dumps({"finished": True}))
+
+
 def wait_for_start() -> None:
     """Sleep until the shared start time so that the workers really overlap."""
     start_at = float(os.environ.get("REGISTRY_WORKER_START_AT", "0"))
@@ -138,6 +180,8 @@ def main(argv: list[str]) -> None:
         do_crash_commit(uri, name)
     elif command == "crash-sync":
         do_crash_sync(uri, name, int(rest[0]))
+    elif command == "crash-sync-inside":
+        do_crash_sync_inside(uri, name, rest[0], int(rest[1]))
     else:
         raise SystemExit(f"unknown command {command!r}")
 
