@@ -1,8 +1,10 @@
 """A separate process that drives a registry, for the concurrency and crash tests.
 
 Usage:
-    registry_worker.py log URI NAME TAG COUNT          log COUNT distinct contents, print refs (JSON)
-    registry_worker.py alias URI NAME ALIAS COUNT REF...   move ALIAS between REFs COUNT times
+    registry_worker.py log URI NAME TAG COUNT          log COUNT distinct contents, print refs and when the
+                                                        work began and ended (JSON)
+    registry_worker.py alias URI NAME ALIAS COUNT REF...   move ALIAS between REFs COUNT times (JSON: moves,
+                                                        began, ended)
     registry_worker.py crash-copy URI NAME              SIGKILL itself after one file was copied
     registry_worker.py crash-commit URI NAME            SIGKILL itself inside the catalogue transaction
     registry_worker.py crash-sync SOURCE TARGET N       sync SOURCE into TARGET, SIGKILL itself while storing
@@ -42,20 +44,21 @@ def do_log(uri: str, name: str, tag: str, count: int) -> None:
     registry = open_registry(uri)
     refs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(count):
-            version = registry.log_artifact(
-                name, "dataset", make_files(Path(tmp), tag, i), run=RunInfo("worker", group=tag)
-            )
-            refs.append(version.ref)
-    print(json.dumps(refs))
+        folders = [make_files(Path(tmp), tag, i) for i in range(count)]
+        began = time.time()
+        for folder in folders:
+            refs.append(registry.log_artifact(name, "dataset", folder, run=RunInfo("worker", group=tag)).ref)
+        ended = time.time()
+    print(json.dumps({"refs": refs, "began": began, "ended": ended}))
 
 
 def do_alias(uri: str, name: str, alias: str, count: int, refs: list[str]) -> None:
     """Move ``alias`` round-robin over ``refs`` ``count`` times."""
     registry = open_registry(uri)
+    began = time.time()
     for i in range(count):
         registry.set_alias(refs[i % len(refs)], alias, actor=f"pid{os.getpid()}", reason=f"move {i}")
-    print(json.dumps({"moves": count}))
+    print(json.dumps({"moves": count, "began": began, "ended": time.time()}))
 
 
 def die() -> None:
@@ -160,9 +163,18 @@ def do_crash_sync_inside(source: str, target: str, point: str, nth: int) -> None
 
 
 def wait_for_start() -> None:
-    """Sleep until the shared start time so that the workers really overlap."""
-    start_at = float(os.environ.get("REGISTRY_WORKER_START_AT", "0"))
-    time.sleep(max(0.0, start_at - time.time()))
+    """A barrier (``REGISTRY_WORKER_BARRIER=FOLDER:COUNT``): say this worker is ready, then wait until COUNT
+    workers are, so they start their work together whatever each took to start up."""
+    barrier = os.environ.get("REGISTRY_WORKER_BARRIER")
+    if not barrier:
+        return
+    folder, count = barrier.rsplit(":", 1)
+    Path(folder, f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).glob("ready-*"))) < int(count):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"barrier {barrier}: the other workers never became ready")
+        time.sleep(0.002)
 
 
 def main(argv: list[str]) -> None:
