@@ -46,8 +46,10 @@ def do_log(uri: str, name: str, tag: str, count: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folders = [make_files(Path(tmp), tag, i) for i in range(count)]
         began = time.time()
-        for folder in folders:
+        for i, folder in enumerate(folders):
             refs.append(registry.log_artifact(name, "dataset", folder, run=RunInfo("worker", group=tag)).ref)
+            if i == 0:
+                rendezvous("first")
         ended = time.time()
     print(json.dumps({"refs": refs, "began": began, "ended": ended}))
 
@@ -58,6 +60,8 @@ def do_alias(uri: str, name: str, alias: str, count: int, refs: list[str]) -> No
     began = time.time()
     for i in range(count):
         registry.set_alias(refs[i % len(refs)], alias, actor=f"pid{os.getpid()}", reason=f"move {i}")
+        if i == 0:
+            rendezvous("first")
     print(json.dumps({"moves": count, "began": began, "ended": time.time()}))
 
 
@@ -162,19 +166,26 @@ def do_crash_sync_inside(source: str, target: str, point: str, nth: int) -> None
     print(json.dumps({"finished": True}))
 
 
-def wait_for_start() -> None:
-    """A barrier (``REGISTRY_WORKER_BARRIER=FOLDER:COUNT``): say this worker is ready, then wait until COUNT
-    workers are, so they start their work together whatever each took to start up."""
+def rendezvous(stage: str) -> None:
+    """A barrier (``REGISTRY_WORKER_BARRIER=FOLDER:COUNT``): say this worker reached ``stage``, then wait until
+    COUNT workers have. At "ready" they start together whatever each took to start up; at "first" (after one
+    operation each) none finishes before every other one has begun, however the machine schedules them, and
+    workers that run one after the other fail here instead of passing as concurrent."""
     barrier = os.environ.get("REGISTRY_WORKER_BARRIER")
     if not barrier:
         return
     folder, count = barrier.rsplit(":", 1)
-    Path(folder, f"ready-{os.getpid()}").touch()
+    Path(folder, f"{stage}-{os.getpid()}").touch()
     deadline = time.monotonic() + 120
-    while len(list(Path(folder).glob("ready-*"))) < int(count):
+    while len(list(Path(folder).glob(f"{stage}-*"))) < int(count):
         if time.monotonic() > deadline:
-            raise SystemExit(f"barrier {barrier}: the other workers never became ready")
+            raise SystemExit(f"barrier {barrier}: the other workers never reached {stage!r}")
         time.sleep(0.002)
+
+
+def wait_for_start() -> None:
+    """Start the work together with the other workers (see ``rendezvous``)."""
+    rendezvous("ready")
 
 
 def main(argv: list[str]) -> None:

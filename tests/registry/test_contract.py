@@ -125,7 +125,8 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str,
 
 def assert_overlapped(reports: list[dict]) -> None:
     """The workers' work really ran at the same time: each began before every other one ended (a run in which
-    they happened one after the other must not pass as a concurrency test)."""
+    they happened one after the other must not pass as a concurrency test; the workers' barrier after their
+    first operation makes that so, and this checks it)."""
     last_began, first_ended = max(r["began"] for r in reports), min(r["ended"] for r in reports)
     assert last_began < first_ended, f"the workers did not overlap: {reports}"
 
