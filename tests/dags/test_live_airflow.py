@@ -234,18 +234,20 @@ class LiveAirflow:
     def hitl_details(self, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/hitlDetails")["hitl_details"]
 
-    def review_asks(self, run_id: str) -> list[int]:
-        """The tries of the run's review task that asked a person: those with a HITL detail (the run's list shows
-        only the current try's; an earlier try's is kept with its task-instance history)."""
+    def review_asks(self, run_id: str) -> list[tuple[str, str | None]]:
+        """Each time the run's review asked a person, as (created, answered) of its HITL detail, over every try of
+        the task. The run's list shows only the current try's detail; an earlier try's is in its task-instance
+        history. Airflow keeps one detail per task and carries it to each new try: a try that does not ask leaves
+        it as it was (the same pair), one that asks again clears its answer (a new pair, answered anew or not)."""
         review = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
-        asked = []
+        asked = set()
         for try_number in range(1, (review["try_number"] or 0) + 1):
             r = self.client.get(f"/api/v2/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails/"
                                 f"tries/{try_number}")
             assert r.status_code in (200, 404), r.text
             if r.status_code == 200:
-                asked.append(try_number)
-        return asked
+                asked.add((r.json()["created_at"], r.json()["responded_at"]))
+        return sorted(asked, key=str)
 
     def wait_for_review(self, run_id: str) -> dict:
         self.wait_for(run_id, lambda run, s: s.get("review") == ["awaiting_input"], "review awaiting input")
@@ -404,7 +406,7 @@ def approve_corpus_a(live: LiveAirflow, corpus: Path, registry_path: Path) -> st
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["success"]
-    assert live.review_asks(run_id) == [1], "exactly one HITL detail for the run"
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     assert production_ref(registry_path) == "vector-index:v0"
     reg = open_reg(registry_path)
     assert "staging" not in reg.get("rag-release:v0").aliases, "approval moves production there, staging off"
@@ -427,7 +429,7 @@ def retried_review_does_not_ask_again(live: LiveAirflow, registry_path: Path, ru
     review = live.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
     assert review["try_number"] == 2, review
     assert "on record already" in live.task_log(run_id, "review", try_number=2)
-    assert live.review_asks(run_id) == [1], "the retry asked nobody: still exactly one HITL detail for the run"
+    assert len(live.review_asks(run_id)) == 1, "the retry asked nobody: still exactly one HITL detail for the run"
     assert len(review_decisions(registry_path, run_id)) == 1, "exactly one decision"
     promotions = [d for d in open_reg(registry_path).decisions("rag-release") if d.kind == "promote"]
     assert len(promotions) == 1, "the retried promote found its move on record"
@@ -450,7 +452,7 @@ def reject_edit_b(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["skipped"]
-    assert live.review_asks(run_id) == [1], "exactly one HITL detail for the run"
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     reg = open_reg(registry_path)
     assert production_ref(registry_path) == "vector-index:v0"
     v1 = reg.get("vector-index:v1")
@@ -501,7 +503,7 @@ def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path,
     live.answer_review(run_id, "Reject", reason="still not signed off")
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success" and states["promote"] == ["skipped"], states
-    assert live.review_asks(run_id) == [1], "exactly one HITL detail for the run"
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     assert version_counts(registry_path) == before, "the same corpus: the same versions, nothing new"
 
 
