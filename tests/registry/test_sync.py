@@ -142,12 +142,50 @@ def test_a_sync_killed_inside_a_write_leaves_no_half_version_and_the_rerun_ends_
     assert consistent_part(partial, source.registry)[0] == [f"{name}:v{i}" for name in NAMES for i in range(3)]
 
 
-WANDB_KILLS = {  # (checkpoint, n) of FakeWandbServer; a sync runs 9 version runs, then one run per record
-    "a version's run started, nothing uploaded": ("init:after", 5, 4),
-    "a version committed, its run not finished": ("commit:after", 4, 4),
-    "between a promotion's alias saves": ("save:after", 3, 9),  # the 12th run: the first promotion, 3 saves
-    "a promotion's moves saved, its record not": ("finish:before", 12, 9),
+# Where a W&B sync is killed: (FakeWandbServer checkpoint, which pass of it, versions the target holds after the
+# kill). The pass is found in a reference sync, so the cases stay where they say as the adapter changes its calls.
+WANDB_KILLS = {
+    "a version's run started, nothing uploaded": ("init:after", "the 5th version", 4),
+    "a version committed, its run not finished": ("commit:after", "the 4th version", 4),
+    "between a promotion's alias moves": ("aliases:after", "the first promotion's first move", 9),
+    "a promotion's moves saved, its record not": ("finish:before", "the first promotion", 9),
 }
+
+
+def checkpoint_trace(source, root: Path, monkeypatch) -> list[tuple[str, str]]:
+    """(checkpoint, the key or job type of the run it fell in) of every checkpoint a whole sync into W&B passes."""
+    from ragindex.registry.wandb import WandbRegistry
+    from tests.registry.fake_wandb_server import ENTITY, PROJECT, FakeWandbModule, FakeWandbServer
+
+    trace: list[tuple[str, str]] = []
+    current = {"run": ""}
+    real_init, real_checkpoint = FakeWandbModule.init, FakeWandbServer.checkpoint
+
+    def init(self, **kwargs):
+        current["run"] = (kwargs.get("config") or {}).get("ragindex_key") or kwargs.get("job_type", "")
+        return real_init(self, **kwargs)
+
+    def checkpoint(self, point):
+        trace.append((point, current["run"]))
+        return real_checkpoint(self, point)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FakeWandbModule, "init", init)
+        patched.setattr(FakeWandbServer, "checkpoint", checkpoint)
+        server = FakeWandbServer(root / "reference-server")
+        sync(source, WandbRegistry(ENTITY, PROJECT, wandb_module=FakeWandbModule(server), cache_dir=root / "ref"))
+    return trace
+
+
+def kill_pass(trace: list[tuple[str, str]], point: str, where: str, promotion: str) -> int:
+    """Which pass of ``point`` (1-based) is ``where`` in the reference trace."""
+    passes = [run for p, run in trace if p == point]
+    if where.endswith("version"):
+        return int(where.split()[1][:-2])  # the versions are copied first, one run each
+    at = [i + 1 for i, run in enumerate(passes) if run == promotion]
+    if where.endswith("first move"):
+        assert len(at) >= 2, f"the first promotion makes {len(at)} alias move(s): no kill between its moves"
+    return at[0]
 
 
 @pytest.mark.parametrize("case", list(WANDB_KILLS))
@@ -161,8 +199,10 @@ def test_a_sync_into_w_and_b_killed_inside_a_write_ends_exact_on_rerun_with_fake
     from tests.registry.fake_wandb_server import ENTITY, PROJECT, FakeWandbModule, FakeWandbServer
     from tests.registry.test_wandb_adapter import HERE, KILL_WORKER
 
-    point, nth, versions_left = WANDB_KILLS[case]
+    point, where, versions_left = WANDB_KILLS[case]
     monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "home"))
+    first_promotion = next(d.key for d in source.registry.decisions("vector-index") if d.kind == "promote")
+    nth = kill_pass(checkpoint_trace(source.registry, tmp_path, monkeypatch), point, where, first_promotion)
     server = FakeWandbServer(tmp_path / "fake-wandb-server")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent / "include"), str(HERE.parent.parent),
                                                          os.environ.get("PYTHONPATH", "")])}
@@ -175,7 +215,6 @@ def test_a_sync_into_w_and_b_killed_inside_a_write_ends_exact_on_rerun_with_fake
 
     partial = target("cache-partial")
     refs, keys = consistent_part(partial, source.registry, moves_recorded=False)
-    first_promotion = next(d.key for d in source.registry.decisions("vector-index") if d.kind == "promote")
     assert len(refs) == versions_left and first_promotion not in keys
     assert keys == [] or versions_left == 9, "no decision is replayed before every version is there"
     assert partial.interrupted(first_promotion) == (versions_left == 9), "the kill was inside the promotion's write"
