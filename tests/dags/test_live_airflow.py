@@ -552,6 +552,7 @@ def prompt_only_release_is_reviewed_served_and_rolled_back(live: LiveAirflow, co
         live.answer_review(run_id, "Approve", reason="shorter answers, signed off by support")
         run, states = live.wait_finished(run_id)
         assert run["state"] == "success" and states["promote"] == ["success"], states
+        assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
         after = version_counts(registry_path)
         assert {n: after[n] - before[n] for n in after} == {
             "raw-documents": 0, "processed-chunks": 0, "vector-index": 0, "eval-report": 1, "prompt-template": 1,
