@@ -32,7 +32,7 @@ from ragindex.atomic import replace_file_atomically
 from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
-from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, onnxruntime_version
+from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, export_key, onnxruntime_version
 from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,12 @@ def model_fingerprint(model: str) -> tuple[Path | None, str]:
 
 
 def embedding_recipe(backend: str) -> str:
-    """How vectors are computed, for a model identity: the backend, its runtime version, the batching."""
+    """How vectors are computed, for a model identity: the backend, its runtime version, the exporter that made
+    the ONNX file (another exporter may give other bits), the batching."""
     if backend == "torch":
         return EMBEDDING_RECIPE
     batching = f"single-{LENGTH_BUCKET}" if backend == ONNX_INT8 else f"bucket-{LENGTH_BUCKET}x{TOKENS_PER_BATCH}"
-    return f"{backend}-ort{onnxruntime_version()}/{batching}"
+    return f"{backend}-ort{onnxruntime_version()}-{export_key()}/{batching}"
 
 
 def model_identity(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> str:

@@ -2,9 +2,10 @@
 question set, logged as ``eval-report`` (lineage: the index and the questions it was scored on).
 
 Two checks. The retrieval gate (recall@k, MRR) passes or fails. The data gate compares the candidate's
-content with production's (documents removed, chunks changed, documents that newly contain PII, shorter
-chunks, more duplicates): crossing a threshold is a warning that a person must approve explicitly, and a
-failure when no person is asked (``require_approval`` off). Both sets of figures are in the report.
+content with production's (documents removed, chunks changed, documents that newly contain PII or more of
+it than production's copy, shorter chunks, more duplicates): crossing a threshold is a warning that a person
+must approve explicitly, and a failure when no person is asked (``require_approval`` off). Both sets of
+figures are in the report.
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ def _chunk_figures(index_dir: Path) -> tuple[set[str], float, float]:
     return shas, lengths / max(1, count), (count - len(shas)) / max(1, count)
 
 
+def gained_pii(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, int]:
+    """The PII counts of a document that has more of some kind than production's copy (else empty): a document
+    that had PII before is not thereby allowed more."""
+    before, now = (old or {}).get("pii") or {}, new.get("pii") or {}
+    return dict(now) if any(n > before.get(kind, 0) for kind, n in now.items()) else {}
+
+
+def _pii_change(path: str, now: dict[str, int], old: dict[str, Any] | None) -> str:
+    """A document in the PII warning: its path, and the counts before and now when it had PII before (so the
+    reviewer sees what it gained)."""
+    before = (old or {}).get("pii") or {}
+    if not before:
+        return path
+    return f"{path} (had {_pii_counts(before)}; now {_pii_counts(now)})"
+
+
+def _pii_counts(pii: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(pii.items()))
+
+
 def drift(candidate_dir: Path, production_dir: Path, settings: DriftSettings | None = None) -> dict[str, Any]:
     """How the candidate's content differs from production's, and which thresholds it crosses."""
     settings = settings or DriftSettings()
@@ -84,7 +105,8 @@ def drift(candidate_dir: Path, production_dir: Path, settings: DriftSettings | N
     new_shas, new_mean, new_dups = _chunk_figures(candidate_dir)
     old_shas, old_mean, old_dups = _chunk_figures(production_dir)
     removed = sorted(set(old_docs) - set(new_docs))
-    newly_pii = sorted(p for p, d in new_docs.items() if d.get("pii") and not (old_docs.get(p) or {}).get("pii"))
+    gained = {p: pii for p, d in sorted(new_docs.items()) if (pii := gained_pii(d, old_docs.get(p)))}
+    newly_pii = list(gained)
     figures = {
         "documents_added": len(set(new_docs) - set(old_docs)), "documents_removed": len(removed),
         "documents_removed_share": round(len(removed) / max(1, len(old_docs)), 4),
@@ -98,10 +120,12 @@ def drift(candidate_dir: Path, production_dir: Path, settings: DriftSettings | N
          f"{len(removed)} of {len(old_docs)} production documents are gone ({figures['documents_removed_share']:.0%}, "
          f"limit {settings.max_documents_removed:.0%})" + (f": {', '.join(removed[:5])}" if removed else "")),
         (figures["chunks_changed_share"] > settings.max_chunks_changed,
-         f"{figures['chunks_changed_share']:.0%} of the chunk texts changed (limit {settings.max_chunks_changed:.0%})"),
+         f"chunk texts removed or rewritten ({len(old_shas - new_shas)}) plus new ones ({len(new_shas - old_shas)}) "
+         f"are {figures['chunks_changed_share']:.0%} of production's {len(old_shas)} "
+         f"(limit {settings.max_chunks_changed:.0%})"),
         (len(newly_pii) > settings.max_new_pii_documents,
          f"{len(newly_pii)} document(s) newly contain PII (limit {settings.max_new_pii_documents}): "
-         + ", ".join(newly_pii[:5])),
+         + ", ".join(_pii_change(p, gained[p], old_docs.get(p)) for p in newly_pii[:5])),
         (figures["chunk_length_drop"] > settings.max_chunk_length_drop,
          f"chunks are {figures['chunk_length_drop']:.0%} shorter on average (limit {settings.max_chunk_length_drop:.0%})"),
         (figures["duplicate_increase"] > settings.max_duplicate_increase,

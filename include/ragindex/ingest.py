@@ -90,7 +90,8 @@ def pull_documents(ctx: IngestContext) -> PullResult:
     with these settings, already has an index version and the run's kind does not want it again."""
     work, steps = ctx.work, Steps()
     prune_work_dirs(work.root.parent, work.root)
-    snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus)
+    snap = snapshot(ctx.source, work.raw, ctx.as_of, ctx.settings.corpus, ctx.settings.documents,
+                    ctx.settings.parse_memory_mb)
     steps.done("snapshot")
     existing = index_for_corpus(ctx, snap.content_digest)
     steps.done("registry lookup")

@@ -4,8 +4,11 @@ with onnxruntime, the fast tokenizer and numpy, so embedding and query encoding 
 sentence-transformers (a fresh process starts in a fraction of a second instead of about six).
 
 Export path: ``torch.onnx.export`` (TorchScript exporter, opset 17) of the Hugging Face model inside the
-installed sentence-transformers folder, then ``onnxruntime.quantization.quantize_dynamic``; no download, and
-no optimum (whose pins conflict with sentence-transformers 6). Only the export needs torch, once per model.
+installed sentence-transformers folder (the exporter re-serialises through the ``onnx`` package), then
+``onnxruntime.quantization.quantize_dynamic``; no download, and no optimum (whose pins conflict with
+sentence-transformers 6). Only the export needs torch, once per model and exporter: the cache is keyed on the
+weights, the opset and the versions of torch, transformers and onnx (the int8 file also on onnxruntime's),
+so an upgraded exporter makes a new file instead of reusing one another exporter wrote.
 Each file is written beside its final name and renamed into place, so a crash or a concurrent exporter on
 another worker never leaves half a model (two exports of one model give the same bytes).
 
@@ -32,8 +35,8 @@ from ragindex.settings import models_home
 log = logging.getLogger(__name__)
 
 ONNX, ONNX_INT8 = "onnx", "onnx-int8"
-FILES = {ONNX: "model.onnx", ONNX_INT8: "model-qint8.onnx"}
 OPSET = 17
+EXPORTERS = ("torch", "transformers", "onnx")  # torch.onnx.export traces transformers' model, onnx re-serialises
 
 
 def onnxruntime_version() -> str:
@@ -44,6 +47,31 @@ def onnxruntime_version() -> str:
         return version("onnxruntime")
     except PackageNotFoundError:
         raise SettingsError("the onnx embedding backends need the package onnxruntime (see requirements.txt)") from None
+
+
+def package_version(name: str) -> str:
+    """An installed package's version without importing it ("absent" when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def export_key() -> str:
+    """What besides the weights decides the exported file's bits, so another exporter never reuses the file."""
+    return "-".join([f"opset{OPSET}", *(f"{name}{package_version(name)}" for name in EXPORTERS)])
+
+
+def model_file(backend: str) -> str:
+    """The backend's file name in the export folder: int8 is made by onnxruntime's quantiser, so it names it."""
+    return "model.onnx" if backend == ONNX else f"model-qint8-ort{onnxruntime_version()}.onnx"
+
+
+def export_folder(location: Path, fingerprint: str) -> Path:
+    """Where a model's exports live: one folder per weights and exporter (see ``export_key``)."""
+    return models_home() / f"{location.name}@{fingerprint}" / export_key()
 
 
 def model_settings(location: Path) -> dict[str, Any]:
@@ -109,12 +137,12 @@ def _quantize(source: Path, target: Path) -> None:
 
 def ensure_onnx(location: Path, fingerprint: str, backend: str) -> Path:
     """The folder holding the backend's ONNX file and the tokenizer for a model (made once, crash-safely)."""
-    folder = models_home() / f"{location.name}@{fingerprint}"
-    target = folder / FILES[backend]
+    folder = export_folder(location, fingerprint)
+    target = folder / model_file(backend)
     if target.is_file() and (folder / "tokenizer.json").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    fp32 = folder / FILES[ONNX]
+    fp32 = folder / model_file(ONNX)
     if not fp32.is_file():
         _export_fp32(location, fp32)
     if backend == ONNX_INT8 and not target.is_file():
@@ -149,7 +177,7 @@ class OnnxEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # part of the bits: pinned
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / FILES[backend]), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / model_file(backend)), options, providers=["CPUExecutionProvider"])
 
     def tokenize(self, texts: Sequence[str]) -> list[Any]:
         return self.tokenizer.encode_batch(list(texts))

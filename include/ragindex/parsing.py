@@ -1,9 +1,10 @@
 """Turn documents into text (keeping PDF page numbers); a document that cannot be parsed, or that breaks one of
 the per-document limits (size, or text that is not prose), is reported with the rule, never fatal.
 
-Bounded work: a text file too large to be within ``max_document_chars`` is refused by its size, unread; PDFs
-are parsed by a few long-lived worker processes under a time and a memory limit (``PdfWorkers``), and a
-worker that hit a limit is replaced.
+Bounded work: a text file too large to be within ``max_document_chars``, or a PDF larger than the PDF parser's
+memory limit (pypdf holds the whole file), is refused by its size, unread (``size_problem``; the snapshot
+applies it before copying or hashing a byte); PDFs are parsed by a few long-lived worker processes under a
+time and a memory limit (``PdfWorkers``), and a worker that hit a limit is replaced.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ragindex.settings import PARSE_TIMEOUT_S, DocumentLimits
 PARSER_VERSION = 4  # 4: section marks (headings, PDF outline) on every page
 DEFAULT_LIMITS = DocumentLimits()
 
+DEFAULT_PDF_MEMORY_MB = 1536
 PDF_SUFFIXES = {".pdf"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
@@ -75,16 +77,35 @@ def document_kind(path: str) -> str:
     return "text"
 
 
-def parse_document(file: Path, rel_path: str, *, timeout_s: float = PARSE_TIMEOUT_S, memory_mb: int = 1536,
+def size_problem(rel_path: str, size: int, limits: DocumentLimits = DEFAULT_LIMITS,
+                 memory_mb: int = DEFAULT_PDF_MEMORY_MB) -> str | None:
+    """Why a file cannot be a document by its size alone, or None: such a file is refused unread, so a
+    multi-GB file costs a ``stat``, not a copy and a hash."""
+    if document_kind(rel_path) == "pdf":
+        if size > memory_mb * 2**20:
+            return (f"too large: a {_size(size)} PDF is more than the PDF parser's memory limit of "
+                    f"{memory_mb:,} MB (parse_memory_mb; the parser reads the whole file into memory)")
+        return None
+    if size > 4 * limits.max_chars:  # a character is at most 4 bytes
+        return f"too large: {_size(size)} of text is more than max_document_chars={limits.max_chars:,} characters"
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n:,} bytes"
+
+
+def parse_document(file: Path, rel_path: str, *, timeout_s: float = PARSE_TIMEOUT_S,
+                   memory_mb: int = DEFAULT_PDF_MEMORY_MB,
                    limits: DocumentLimits = DEFAULT_LIMITS, pdf: "PdfWorkers | None" = None) -> ParsedDocument:
     """Parse one file; raise ParseError with a reason a person can act on (the rule it broke)."""
     kind = document_kind(rel_path)
     size = file.stat().st_size
     if size == 0:
         raise ParseError("empty file (0 bytes)")
-    if kind != "pdf" and size > 4 * limits.max_chars:  # a character is at most 4 bytes: too big, unread
-        raise ParseError(f"too large: {size / 1e6:.1f} MB of text is more than max_document_chars="
-                         f"{limits.max_chars:,} characters")
+    too_large = size_problem(rel_path, size, limits, memory_mb)
+    if too_large:
+        raise ParseError(too_large)
     if kind == "pdf":
         if pdf is not None:
             pages = pdf.parse(file, limits.max_chars)
@@ -273,8 +294,8 @@ def html_text_and_headings(html: str) -> tuple[str, list[tuple[int, str]]]:
 # the most characters wanted) and is replaced after a file that hit a limit.
 _PDF_WORKER = r"""
 import json, resource, sys
-limit = int(sys.argv[1]) * 1024 * 1024
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+limit_mb = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit_mb * 1024 * 1024, limit_mb * 1024 * 1024))
 
 def parse(path, max_chars):
     from pypdf import PdfReader
@@ -319,7 +340,8 @@ for line in sys.stdin:
     try:
         result = parse(request["path"], request["max_chars"])
     except MemoryError:
-        result = {"error": "PDF needs more memory than allowed (decompression bomb?)", "recycle": True}
+        result = {"error": f"PDF needs more memory than the parser's limit of {limit_mb:,} MB (parse_memory_mb): "
+                           "a decompression bomb, or a file too big to parse?", "recycle": True}
     except Exception as exc:
         name = type(exc).__name__
         if name == "FileNotDecryptedError":

@@ -332,7 +332,7 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
         read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
     work = WorkDir(Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root)))
     try:
-        snap = snapshot(source, work.raw, as_of, settings.corpus)
+        snap = snapshot(source, work.raw, as_of, settings.corpus, settings.documents, settings.parse_memory_mb)
         chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
         plan = plan_embeddings(work, previous, settings, ShardSettings(max_shards=1))
         for shard in range(len(plan.shards)):

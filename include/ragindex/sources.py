@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ragindex.errors import SourceError, SourceUnavailable
-from ragindex.settings import CorpusLimits
+from ragindex.parsing import DEFAULT_PDF_MEMORY_MB, size_problem
+from ragindex.settings import CorpusLimits, DocumentLimits
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 2  # 1 also held source, as_of and modification times
@@ -148,10 +149,22 @@ def _local_root(source: str) -> Path | None:
 
 
 class _Budget:
-    """Counts documents and bytes as a snapshot takes them; past a corpus limit it stops the walk at once."""
+    """Counts documents and bytes as a snapshot takes them; past a corpus limit it stops the walk at once. A file
+    too large to be a document is refused here, unread (it counts as a document, not its bytes)."""
 
-    def __init__(self, source: str, limits: CorpusLimits) -> None:
+    def __init__(self, source: str, limits: CorpusLimits, documents: DocumentLimits | None = None,
+                 parse_memory_mb: int = DEFAULT_PDF_MEMORY_MB) -> None:
         self.source, self.limits, self.documents, self.bytes = source, limits, 0, 0
+        self.document_limits, self.parse_memory_mb = documents or DocumentLimits(), parse_memory_mb
+
+    def refusal(self, rel: str, size: int) -> dict[str, str] | None:
+        """The refusal of a file that is too large to be a document (counted, never read), else None."""
+        why = size_problem(rel, size, self.document_limits, self.parse_memory_mb)
+        if why is None:
+            return None
+        self.take(0)
+        log.warning("refused %s unread: %s", rel, why)
+        return {"path": rel, "reason": why}
 
     def take(self, size: int) -> None:
         self.documents += 1
@@ -165,11 +178,13 @@ class _Budget:
 
 
 def snapshot(source: str, dest: Path, as_of: str | datetime | None = None,
-             limits: CorpusLimits | None = None) -> Snapshot:
+             limits: CorpusLimits | None = None, documents: DocumentLimits | None = None,
+             parse_memory_mb: int = DEFAULT_PDF_MEMORY_MB) -> Snapshot:
     """Copy the corpus at ``source`` (as it was at ``as_of``) into ``dest/files`` and write the manifest; stop
-    with a clear error as soon as the corpus passes a limit of ``limits``."""
+    with a clear error as soon as the corpus passes a limit of ``limits``; refuse, unread, a file too large for
+    ``documents`` (or, a PDF, for the parser's memory limit)."""
     cutoff = parse_as_of(as_of)
-    budget = _Budget(str(source), limits or CorpusLimits())
+    budget = _Budget(str(source), limits or CorpusLimits(), documents, parse_memory_mb)
     files_dir = dest / FILES_DIR
     if dest.exists():
         shutil.rmtree(dest)
@@ -185,6 +200,9 @@ def snapshot(source: str, dest: Path, as_of: str | datetime | None = None,
         items = ((rel, p, st.st_size, _utc(st.st_mtime)) for rel, p, st in _walk_local(local, refused))
         for rel, p, size, modified in items:
             if cutoff is not None and modified > cutoff:
+                continue
+            if (refusal := budget.refusal(rel, size)) is not None:
+                refused.append(refusal)
                 continue
             budget.take(size)
             target = files_dir / rel
@@ -343,6 +361,9 @@ def _snapshot_remote(source: str, files_dir: Path, cutoff: datetime | None, refu
             continue
         modified = _remote_mtime(info)
         if cutoff is not None and modified is not None and modified > cutoff:
+            continue
+        if (refusal := budget.refusal(rel, int(info.get("size") or 0))) is not None:
+            refused.append(refusal)
             continue
         budget.take(int(info.get("size") or 0))
         target = files_dir / rel

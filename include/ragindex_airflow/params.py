@@ -142,7 +142,8 @@ def _data_gate_params() -> dict[str, Param]:
         "max_new_pii_documents": Param(drift.max_new_pii_documents, type="integer", minimum=0,
                                        title="Documents newly with PII", section=section,
                                        description="Warn when more documents than this newly contain e-mail "
-                                                   "addresses, phone or card numbers."),
+                                                   "addresses, phone or card numbers (or more of them than "
+                                                   "production's copy)."),
         "max_chunk_length_drop": _share(drift.max_chunk_length_drop, "Drop in mean chunk length", section=section,
                                         description="Warn when chunks are shorter on average by more than this "
                                                     "share."),

@@ -63,6 +63,35 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
+def write_sparse_pdf(path: Path, image_bytes: int, text: str) -> Path:
+    """A valid one-page PDF: a line of text and an uncompressed grey image of about ``image_bytes`` bytes whose
+    data is a hole in the file (sparse: however big, it costs no disk)."""
+    side = int(image_bytes ** 0.5)
+    content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>", None]
+    offsets = []
+    with open(path, "wb") as fh:
+        fh.write(b"%PDF-1.4\n")
+        for number, body in enumerate(objects, start=1):
+            offsets.append(fh.tell())
+            if body is None:
+                fh.write(b"%d 0 obj\n<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                         b"/BitsPerComponent 8 /Length %d >>\nstream\n" % (number, side, side, side * side))
+                fh.seek(side * side, os.SEEK_CUR)
+                fh.write(b"\nendstream\nendobj\n")
+            else:
+                fh.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+        xref = fh.tell()
+        fh.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+        fh.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+        fh.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return path
+
+
 def write_encrypted_pdf(path: Path, pages: list[str], password: str = "secret") -> Path:
     """A PDF that needs a user password to open."""
     from pypdf import PdfWriter

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,15 +77,59 @@ def test_onnx_rows_do_not_depend_on_the_batch_size() -> None:
     assert enc.forward([items[0], *items[20:40]], 32, 64)[0].tobytes() == padded[0].tobytes()
 
 
+RULES = [
+    "Forklift operators renew their certification every three years and carry the card while on shift.",
+    "Perishable parcels ship on Mondays and Tuesdays only, so that none waits in a depot over the weekend.",
+    "Customs invoices are archived for five years after the export date, with the packing list beside them.",
+    "Pedestrians have right of way in every aisle; drivers sound the horn at blind corners and ramp ends.",
+    "Returned parcels need an authorization number on the label, or they go back to the sender unopened.",
+    "Vaccines travel between two and eight degrees Celsius, logged every ten minutes by the truck's sensor.",
+]
+# Past the tokenizer file's own truncation (128, which the onnx backend must override) and past the model's
+# max_seq_length (256, where both backends must cut at the same token); LONGER shares LONG's first 256 tokens.
+MEDIUM = " ".join(RULES * 2)
+LONG = " ".join(RULES * 4)
+LONGER = LONG + " " + " ".join(reversed(RULES)) * 3
+# fp32 onnx vs torch: measured max |difference| 1.0e-7 per component on these texts (1.8e-7 over 503 texts,
+# benchmarks/README.md): kernel order and fusion only, a few float32 ulps of a unit vector's ~0.05 components.
+# 1e-6 is ten times that; a text cut at another token moves components by ~1e-2, a bug ten thousand times over.
+FP32_ATOL = 1e-6
+
+
+def test_the_long_texts_are_past_128_and_256_tokens(model) -> None:
+    """What the parity test relies on: the texts really cross both truncation limits."""
+    assert model.max_seq_length == 256
+    untruncated = [len(model.tokenizer(t)["input_ids"]) for t in (MEDIUM, LONG, LONGER)]
+    assert 128 < untruncated[0] < 256 < untruncated[1] < untruncated[2], untruncated
+
+
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
 def test_the_onnx_backends_agree_with_torch(backend) -> None:
-    """fp32 gives torch's vectors (to rounding); int8 stays close (measured minimum cosine 0.987 on 503 texts)."""
-    reference = encode_texts(DEFAULT_MODEL, TEXTS, backend="torch")
-    ours = encode_texts(DEFAULT_MODEL, TEXTS, backend=backend)
-    cosines = (reference * ours).sum(axis=1)
-    assert cosines.min() > (0.99999 if backend == "onnx" else 0.97), cosines
-    query = encode_query(DEFAULT_MODEL, TEXTS[0], backend)
-    assert query.shape == (1, 384) and float(query[0] @ reference[0]) > 0.97
+    """fp32 gives torch's vectors (to rounding), short and long texts alike, so both truncate at the same token;
+    int8 stays close (measured minimum cosine 0.987 on 503 texts)."""
+    texts = [*TEXTS, MEDIUM, LONG, LONGER]
+    reference = encode_texts(DEFAULT_MODEL, texts, backend="torch")
+    ours = encode_texts(DEFAULT_MODEL, texts, backend=backend)
+    if backend == "onnx":
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=FP32_ATOL)
+    else:
+        cosines = (reference * ours).sum(axis=1)
+        assert cosines.min() > 0.97, cosines
+    for i, text in enumerate(texts):
+        query = encode_query(DEFAULT_MODEL, text, backend)
+        assert query.shape == (1, 384)
+        if backend == "onnx":
+            np.testing.assert_allclose(query[0], reference[i], rtol=0, atol=FP32_ATOL, err_msg=f"query {i}")
+        else:
+            assert float(query[0] @ reference[i]) > 0.97, i
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_text_past_the_models_limit_is_cut_at_its_256th_token(backend) -> None:
+    """What follows the 256th token changes nothing, and what comes before it does (no cut at 128)."""
+    medium, long, longer = encode_texts(DEFAULT_MODEL, [MEDIUM, LONG, LONGER], backend=backend)
+    assert long.tobytes() == longer.tobytes()
+    assert float(medium @ long) < 0.9999, "the text between tokens 128 and 256 was dropped"
 
 
 def test_fixed_shape_batches_depend_only_on_lengths_and_cover_every_text() -> None:
@@ -214,3 +260,48 @@ def test_identical_texts_get_identical_vectors_whatever_the_shards(backend, tiny
         vectors.append(found)
     assert vectors[0].keys() == vectors[1].keys() and len(vectors[0]) > 3
     assert all(vectors[0][sha].tobytes() == vectors[1][sha].tobytes() for sha in vectors[0])
+
+
+def test_the_export_cache_is_keyed_on_the_exporter_and_the_opset(tmp_path, monkeypatch) -> None:
+    """An unchanged exporter reuses the exported file; another torch (or transformers, onnx) version or opset
+    gets its own folder and a fresh export, and vectors of the two never share a model identity."""
+    import shutil
+    from importlib.metadata import version
+
+    from ragindex import onnx_model
+    from ragindex.embedding import model_fingerprint
+
+    location, fingerprint = model_fingerprint(DEFAULT_MODEL)
+    key = onnx_model.export_key()
+    assert f"opset{onnx_model.OPSET}" in key
+    assert all(f"{name}{version(name)}" in key for name in ("torch", "transformers", "onnx")), key
+    assert version("onnxruntime") in onnx_model.model_file("onnx-int8")  # the quantiser names the int8 file
+    shared = onnx_model.ensure_onnx(location, fingerprint, "onnx")  # RAGINDEX_MODELS: exported once per checkout
+
+    monkeypatch.setenv("RAGINDEX_MODELS", str(tmp_path))
+    seeded = onnx_model.export_folder(location, fingerprint)
+    seeded.mkdir(parents=True)
+    for name in ("model.onnx", "tokenizer.json"):
+        shutil.copy(shared / name, seeded / name)
+    exports: list[Path] = []
+    real_export = onnx_model._export_fp32
+
+    def counted_export(source: Path, target: Path) -> None:
+        exports.append(target)
+        real_export(source, target)
+
+    monkeypatch.setattr(onnx_model, "_export_fp32", counted_export)
+    assert onnx_model.ensure_onnx(location, fingerprint, "onnx") == seeded and exports == [], "unchanged key: reuse"
+    identity = model_identity(DEFAULT_MODEL, "onnx")
+
+    real_version = onnx_model.package_version
+    monkeypatch.setattr(onnx_model, "package_version", lambda name: "99.0" if name == "torch" else real_version(name))
+    upgraded = onnx_model.ensure_onnx(location, fingerprint, "onnx")
+    assert upgraded != seeded and upgraded.parent == seeded.parent and "torch99.0" in upgraded.name
+    assert exports == [upgraded / "model.onnx"] and (upgraded / "model.onnx").stat().st_size > 10_000_000
+    assert (seeded / "model.onnx").is_file(), "the other exporter's file is left alone"
+    assert model_identity(DEFAULT_MODEL, "onnx") != identity, "vectors of another export must not be reused"
+
+    monkeypatch.setattr(onnx_model, "OPSET", 18)
+    assert onnx_model.export_folder(location, fingerprint) not in (seeded, upgraded)
+    assert "opset18" in onnx_model.export_folder(location, fingerprint).name

@@ -42,7 +42,7 @@ settings = BuildSettings(chunking=ChunkingSettings(200, 20), documents=replace(D
 started = time.monotonic()
 result = build(sys.argv[1], Path(sys.argv[2]), settings)
 print(json.dumps({"seconds": time.monotonic() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "failed": result.failed, "documents": result.documents, "chunks": result.chunks}))
+                  "failed": result.failed + result.refused, "documents": result.documents, "chunks": result.chunks}))
 """
 
 
@@ -80,6 +80,74 @@ def test_hostile_files_are_refused_by_rule_and_good_documents_kept_within_bounds
     print(f"hostile build: {report['seconds']:.1f} s, peak RSS {report['peak_mb']:.0f} MB (bound {BOUND_S:.0f} s, "
           f"{BOUND_MB} MB)")
     assert report["seconds"] < BOUND_S and report["peak_mb"] < BOUND_MB
+
+
+SPARSE_BUILD = r"""
+import json, resource, sys
+from pathlib import Path
+from ragindex.embedding import encode_texts
+from ragindex.pipeline import build
+from ragindex.settings import DEFAULT_MODEL, BuildSettings, ChunkingSettings
+# No file this build writes may pass 64 MB: a snapshot that copied the sparse files would fail at once
+# (EFBIG) instead of filling the disk with their holes.
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
+encode_texts(DEFAULT_MODEL, ["load the model before counting"])  # the model's own bytes are not the build's
+
+def read_so_far():
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+before = read_so_far()
+result = build(sys.argv[1], Path(sys.argv[2]), BuildSettings(chunking=ChunkingSettings(200, 20)))
+print(json.dumps({"read_mb": (read_so_far() - before) / 2**20, "documents": result.documents,
+                  "refused": result.failed + result.refused,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_multi_gb_sparse_files_are_refused_unread_and_good_documents_kept(tmp_path: Path) -> None:
+    """An 8 GiB text file and a 3 GiB PDF beside the good documents: each is refused by its size with the file
+    and the rule, and the build reads a few MB, not gigabytes (its read bytes are counted by the kernel)."""
+    from .conftest import write_sparse_pdf
+
+    corpus = write_files(tmp_path / "corpus", GOOD)
+    with open(corpus / "export.txt", "wb") as fh:
+        fh.write(b"Order export of 2024, one line per parcel.\n")
+        fh.truncate(8 * 2**30)
+    write_sparse_pdf(corpus / "scan.pdf", 3 * 2**30, "Scanned delivery notes of March.")
+    assert sum(f.stat().st_blocks * 512 for f in corpus.iterdir()) < 2**20, "the test itself costs no disk"
+    proc = subprocess.run([sys.executable, "-c", SPARSE_BUILD, str(corpus), str(tmp_path / "index")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["refused"] == [
+        {"path": "export.txt", "reason": "too large: 8,589.9 MB of text is more than max_document_chars=2,000,000 "
+                                         "characters"},
+        {"path": "scan.pdf", "reason": f"too large: a {(corpus / 'scan.pdf').stat().st_size / 1e6:,.1f} MB PDF is more "
+                                       "than the PDF parser's memory limit of 1,536 MB (parse_memory_mb; the parser "
+                                       "reads the whole file into memory)"},
+    ]
+    assert report["documents"] == len(GOOD), "every good document is kept"
+    print(f"sparse build: {report['read_mb']:.1f} MB read of 11 GiB offered, peak RSS {report['peak_mb']:.0f} MB")
+    assert report["read_mb"] < 64 and report["peak_mb"] < BOUND_MB
+
+
+def test_a_pdf_past_the_parsers_memory_limit_is_refused_and_the_other_documents_kept(tmp_path: Path) -> None:
+    """The PDF worker runs under RLIMIT_AS (``parse_memory_mb``, 256 here): a 250 MB PDF, under the size rule
+    but over the limit once read (pypdf reads the whole file), is refused naming the limit; a small PDF of the
+    same form and the text documents are kept."""
+    from ragindex.pipeline import read_documents
+
+    from .conftest import write_sparse_pdf
+
+    corpus = write_files(tmp_path / "corpus", GOOD)
+    write_sparse_pdf(corpus / "scan.pdf", 250 * 2**20, "Scanned delivery notes of March.")
+    write_sparse_pdf(corpus / "note.pdf", 10_000, "Delivery note 4471: twelve pallets, signed at gate three.")
+    result = build(str(corpus), tmp_path / "index", replace(SMALL, parse_memory_mb=256))
+    assert result.refused == []
+    assert result.failed == [{"path": "scan.pdf", "reason": "PDF needs more memory than the parser's limit of 256 MB "
+                              "(parse_memory_mb): a decompression bomb, or a file too big to parse?"}]
+    kept = {d["path"] for d in read_documents(tmp_path / "index") if not d.get("failed")}
+    assert kept == {*GOOD, "note.pdf"}
 
 
 def test_a_refused_document_is_not_parsed_again_until_it_changes(tmp_path: Path, monkeypatch) -> None:

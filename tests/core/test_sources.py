@@ -179,3 +179,45 @@ def test_content_digest_ignores_modification_times_but_not_content(tmp_path: Pat
     (corpus / "b.txt").rename(corpus / "renamed.txt")
     renamed = snapshot(str(corpus), tmp_path / "s4")
     assert renamed.content_digest != first.content_digest  # same bytes under another path is another corpus
+
+
+def test_a_file_too_large_to_be_a_document_is_refused_unread_from_a_folder_and_from_storage(tmp_path: Path,
+                                                                                             monkeypatch) -> None:
+    """Judged by its listed size alone: never copied, downloaded or hashed, and refused with the file and the rule;
+    the other documents are snapshotted as usual."""
+    import fsspec
+
+    from ragindex.settings import DocumentLimits
+
+    small = DocumentLimits(max_chars=1_000)  # a text file over 4,000 bytes cannot be within it
+    corpus = write_files(tmp_path / "corpus", {"a.txt": "alpha text", "big.txt": "word " * 1_000})
+    with open(corpus / "scan.pdf", "wb") as fh:
+        fh.truncate(3 * 2**20)  # over a 2 MB parser memory limit
+    snap = snapshot(str(corpus), tmp_path / "snap", documents=small, parse_memory_mb=2)
+    assert [e.path for e in snap.entries] == ["a.txt"]
+    assert snap.refused == [
+        {"path": "big.txt",
+         "reason": "too large: 5,000 bytes of text is more than max_document_chars=1,000 characters"},
+        {"path": "scan.pdf", "reason": "too large: a 3.1 MB PDF is more than the PDF parser's memory limit of 2 MB "
+                                       "(parse_memory_mb; the parser reads the whole file into memory)"}]
+    assert sorted(p.name for p in (tmp_path / "snap" / FILES_DIR).iterdir()) == ["a.txt"]
+    assert load_manifest(tmp_path / "snap")["refused"] == snap.refused
+
+    fs = fsspec.filesystem("memory")
+    prefix = f"/big-{uuid.uuid4().hex}"
+    fs.pipe(f"{prefix}/a.txt", b"remote alpha")
+    fs.pipe(f"{prefix}/big.txt", b"word " * 1_000)
+    fetched: list[str] = []
+    real_get = type(fs).get_file
+
+    def counted_get(self, key, *args, **kwargs):
+        fetched.append(key)
+        return real_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(type(fs), "get_file", counted_get)
+    try:
+        remote = snapshot(f"memory://{prefix}", tmp_path / "remote", documents=small)
+        assert [e.path for e in remote.entries] == ["a.txt"] and [r["path"] for r in remote.refused] == ["big.txt"]
+        assert fetched == [f"{prefix}/a.txt"], "the big object is never downloaded"
+    finally:
+        fs.rm(prefix, recursive=True)

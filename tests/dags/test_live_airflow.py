@@ -234,6 +234,21 @@ class LiveAirflow:
     def hitl_details(self, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/hitlDetails")["hitl_details"]
 
+    def review_asks(self, run_id: str) -> list[tuple[str, str | None]]:
+        """Each time the run's review asked a person, as (created, answered) of its HITL detail, over every try of
+        the task. The run's list shows only the current try's detail; an earlier try's is in its task-instance
+        history. Airflow keeps one detail per task and carries it to each new try: a try that does not ask leaves
+        it as it was (the same pair), one that asks again clears its answer (a new pair, answered anew or not)."""
+        review = self.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
+        asked = set()
+        for try_number in range(1, (review["try_number"] or 0) + 1):
+            r = self.client.get(f"/api/v2/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails/"
+                                f"tries/{try_number}")
+            assert r.status_code in (200, 404), r.text
+            if r.status_code == 200:
+                asked.add((r.json()["created_at"], r.json()["responded_at"]))
+        return sorted(asked, key=str)
+
     def wait_for_review(self, run_id: str) -> dict:
         self.wait_for(run_id, lambda run, s: s.get("review") == ["awaiting_input"], "review awaiting input")
         pending = [d for d in self.hitl_details(run_id) if d["task_instance"]["task_id"] == "review"]
@@ -247,9 +262,10 @@ class LiveAirflow:
                         json={"chosen_options": [option], "params_input": params})
 
     def wait_finished(self, run_id: str, dag_id: str = "rag_ingest") -> tuple[dict, dict]:
-        """Wait for the run to end. A review asked AGAIN is answered again, as first: Airflow 3.3.2 can race the
-        executor's 'success' of a task that just parked in awaiting_input against that state and put the task up
-        for retry (seen on SQLite + LocalExecutor); a retry whose answer is not on record asks the reviewer anew."""
+        """Wait for the run to end. A review asked AGAIN is answered again, as first, so the run ends (Airflow 3.3.2
+        can race the executor's 'success' of a task that just parked in awaiting_input against that state and put
+        the task up for retry, seen on SQLite + LocalExecutor; a retry whose answer is not on record asks the
+        reviewer anew); the phases then check that the run asked exactly once (``review_asks``)."""
         deadline = time.monotonic() + RUN_TIMEOUT_S
         answered = {1}
         while time.monotonic() < deadline:
@@ -390,6 +406,7 @@ def approve_corpus_a(live: LiveAirflow, corpus: Path, registry_path: Path) -> st
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["success"]
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     assert production_ref(registry_path) == "vector-index:v0"
     reg = open_reg(registry_path)
     assert "staging" not in reg.get("rag-release:v0").aliases, "approval moves production there, staging off"
@@ -412,6 +429,7 @@ def retried_review_does_not_ask_again(live: LiveAirflow, registry_path: Path, ru
     review = live.api("GET", f"/dags/rag_ingest/dagRuns/{run_id}/taskInstances/review")
     assert review["try_number"] == 2, review
     assert "on record already" in live.task_log(run_id, "review", try_number=2)
+    assert len(live.review_asks(run_id)) == 1, "the retry asked nobody: still exactly one HITL detail for the run"
     assert len(review_decisions(registry_path, run_id)) == 1, "exactly one decision"
     promotions = [d for d in open_reg(registry_path).decisions("rag-release") if d.kind == "promote"]
     assert len(promotions) == 1, "the retried promote found its move on record"
@@ -434,6 +452,7 @@ def reject_edit_b(live: LiveAirflow, corpus: Path, registry_path: Path) -> str:
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success", states
     assert states["review"] == ["success"] and states["promote"] == ["skipped"]
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     reg = open_reg(registry_path)
     assert production_ref(registry_path) == "vector-index:v0"
     v1 = reg.get("vector-index:v1")
@@ -484,6 +503,7 @@ def manual_rerun_of_the_rejected_corpus_says_so(live: LiveAirflow, corpus: Path,
     live.answer_review(run_id, "Reject", reason="still not signed off")
     run, states = live.wait_finished(run_id)
     assert run["state"] == "success" and states["promote"] == ["skipped"], states
+    assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
     assert version_counts(registry_path) == before, "the same corpus: the same versions, nothing new"
 
 
@@ -532,6 +552,7 @@ def prompt_only_release_is_reviewed_served_and_rolled_back(live: LiveAirflow, co
         live.answer_review(run_id, "Approve", reason="shorter answers, signed off by support")
         run, states = live.wait_finished(run_id)
         assert run["state"] == "success" and states["promote"] == ["success"], states
+        assert len(live.review_asks(run_id)) == 1, "exactly one HITL detail for the run"
         after = version_counts(registry_path)
         assert {n: after[n] - before[n] for n in after} == {
             "raw-documents": 0, "processed-chunks": 0, "vector-index": 0, "eval-report": 1, "prompt-template": 1,
@@ -577,7 +598,8 @@ def revert_then_a_scheduled_run_does_nothing(live: LiveAirflow, corpus: Path, re
     assert run["state"] == "success", states
     assert states["pull_documents"] == ["skipped"]
     assert all(s == ["skipped"] for t, s in states.items() if t != "pull_documents"), states
-    assert live.hitl_details(run_id) == [], "nobody is asked to review what is production already"
+    assert live.hitl_details(run_id) == [] and live.review_asks(run_id) == [], \
+        "nobody is asked to review what is production already"
     assert version_counts(registry_path) == before, "the reverted corpus is a known version: nothing new"
     assert production_ref(registry_path) == "vector-index:v0"
     assert "corpus unchanged: vector-index:v0" in live.task_log(run_id, "pull_documents")

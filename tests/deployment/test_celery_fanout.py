@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,11 @@ def test_embedding_fans_out_over_two_celery_workers(stack: AirflowStack, tmp_pat
     assert all(ti["state"] == "success" for ti in shards), summary
     hosts = {ti["hostname"] for ti in shards}
     assert hosts == set(WORKERS), f"embedding shards ran on {hosts}, expected both of {WORKERS}\n{summary}"
+    # ... at the same time: a shard on one worker ran while one on the other did, not one worker after the other
+    spans = {name: [(datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]))
+                    for ti in shards if ti["hostname"] == name] for name in WORKERS}
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in spans[WORKERS[0]] for b0, b1 in spans[WORKERS[1]]), \
+        f"the two workers' shards never overlapped in time: {spans}\n{summary}"
     for name in WORKERS:  # and each worker's own Celery log shows it executing rag_ingest work
         log = (s.processes.log_dir / f"worker-{name}.log").read_text(errors="replace")
         assert "rag_ingest" in log, f"worker {name} log shows no rag_ingest task\n{log[-3000:]}"

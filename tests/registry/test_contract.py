@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -104,10 +103,14 @@ def run_info(job: str = "test") -> RunInfo:
     return RunInfo(job_type=job, group="contract-tests", config={"job": job})
 
 
-def worker(*args: str, start_at: float = 0.0) -> subprocess.Popen[str]:
-    """Start the worker script in its own process with ragindex importable (synchronised at ``start_at``)."""
+def worker(*args: str, barrier: tuple[Path, int] | None = None) -> subprocess.Popen[str]:
+    """Start the worker script in its own process with ragindex importable (``barrier``: a folder and the number
+    of workers that wait for each other there before they start their work)."""
     env = dict(os.environ)
-    env["REGISTRY_WORKER_START_AT"] = str(start_at)
+    env.pop("REGISTRY_WORKER_BARRIER", None)
+    if barrier is not None:
+        barrier[0].mkdir(parents=True, exist_ok=True)
+        env["REGISTRY_WORKER_BARRIER"] = f"{barrier[0]}:{barrier[1]}"
     env["PYTHONPATH"] = os.pathsep.join([str(INCLUDE), env.get("PYTHONPATH", "")])
     return subprocess.Popen(
         [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -118,6 +121,14 @@ def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str,
     """Wait for a worker and return (returncode, stdout, stderr)."""
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def assert_overlapped(reports: list[dict]) -> None:
+    """The workers' work really ran at the same time: each began before every other one ended (a run in which
+    they happened one after the other must not pass as a concurrency test; the workers' barrier after their
+    first operation makes that so, and this checks it)."""
+    last_began, first_ended = max(r["began"] for r in reports), min(r["ended"] for r in reports)
+    assert last_began < first_ended, f"the workers did not overlap: {reports}"
 
 
 def holders(registry: Registry, name: str, alias: str) -> list[ArtifactVersion]:
@@ -320,13 +331,15 @@ def test_not_found_errors_name_the_ref(registry: Registry, name: str, make_dir, 
 
 
 @pytest.mark.parametrize("backend", SHARED_BACKENDS, indirect=True)
-def test_concurrent_writers_get_distinct_versions(registry_uri: str, registry: Registry, name: str) -> None:
-    start_at = time.time() + 3.0
-    procs = [worker("log", registry_uri, name, tag, "5", start_at=start_at) for tag in ("p1", "p2")]
+def test_concurrent_writers_get_distinct_versions(registry_uri: str, registry: Registry, name: str,
+                                                  tmp_path: Path) -> None:
+    procs = [worker("log", registry_uri, name, tag, "5", barrier=(tmp_path / "barrier", 2)) for tag in ("p1", "p2")]
     results = [finish(p) for p in procs]
     for code, _out, err in results:
         assert code == 0, err
-    refs = [ref for _code, out, _err in results for ref in json.loads(out.strip().splitlines()[-1])]
+    reports = [json.loads(out.strip().splitlines()[-1]) for _code, out, _err in results]
+    assert_overlapped(reports)
+    refs = [ref for report in reports for ref in report["refs"]]
     assert sorted(refs, key=lambda r: int(r.split(":v")[1])) == [f"{name}:v{i}" for i in range(10)]
     versions = registry.versions(name)
     assert [v.version for v in versions] == [f"v{i}" for i in range(10)]
@@ -336,17 +349,19 @@ def test_concurrent_writers_get_distinct_versions(registry_uri: str, registry: R
 
 @pytest.mark.parametrize("backend", SHARED_BACKENDS, indirect=True)
 def test_concurrent_alias_moves_never_lose_the_alias(
-    backend: str, registry_uri: str, registry: Registry, name: str, make_dir
+    backend: str, registry_uri: str, registry: Registry, name: str, make_dir, tmp_path: Path
 ) -> None:
     for i in range(4):
         registry.log_artifact(name, "dataset", make_dir({"f": str(i)}), run=run_info())
     refs_a = [f"{name}:v0", f"{name}:v1"]
     refs_b = [f"{name}:v2", f"{name}:v3"]
     count = "3" if backend == "wandb" else "15"
-    start_at = time.time() + 3.0
-    procs = [worker("alias", registry_uri, name, "prod", count, *refs, start_at=start_at) for refs in (refs_a, refs_b)]
-    for code, _out, err in (finish(p) for p in procs):
+    procs = [worker("alias", registry_uri, name, "prod", count, *refs, barrier=(tmp_path / "barrier", 2))
+             for refs in (refs_a, refs_b)]
+    results = [finish(p) for p in procs]
+    for code, _out, err in results:
         assert code == 0, err
+    assert_overlapped([json.loads(out.strip().splitlines()[-1]) for _code, out, _err in results])
     holding = holders(registry, name, "prod")
     assert len(holding) == 1, [v.ref for v in holding]
     assert registry.get(f"{name}:prod").ref == holding[0].ref

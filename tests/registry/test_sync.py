@@ -1,7 +1,8 @@
 """``ragindex sync``: a registry replayed into another has the same versions (files, digests, metadata),
 lineage (producing step, versions used), aliases and decision/alias history, in order; a second sync copies
-nothing; a sync killed in the middle resumes. Local → local here (and local → the W&B adapter over its
-recording fakes); local → W&B is what it is for."""
+nothing; a sync killed in the middle resumes, and one SIGKILLed inside a write (of the local catalogue, or of
+the W&B stand-in a killed process leaves as a server would) leaves no half version and ends exact on rerun.
+Local → local here (and local → the W&B adapter over its fakes); local → W&B is what it is for."""
 
 from __future__ import annotations
 
@@ -85,6 +86,144 @@ def test_a_sync_killed_in_the_middle_resumes(source, tmp_path, kill_at):
     report = sync(source.registry, partial)
     assert report.present, "what the killed sync finished is not copied again"
     assert snapshot_of(partial) == snapshot_of(source.registry)
+
+
+def consistent_part(target, source, moves_recorded: bool = True) -> tuple[list[str], list[str]]:
+    """What a killed sync left in ``target``, checked whole: each version is one of the source's, complete (its
+    files download to its digest) and there once; each decision is one of the source's, once, with its moves
+    in place (``moves_recorded``: and no move without its record, where record and moves are one transaction).
+    Returns (version refs, decision keys)."""
+    digests = {v.digest: v for name in NAMES for v in source.versions(name)}
+    refs = []
+    for name in NAMES:
+        found = target.versions(name)
+        assert [v.version for v in found] == [f"v{i}" for i in range(len(found))], "numbered without a gap"
+        assert len({v.digest for v in found}) == len(found), f"a duplicate version of {name}"
+        for v in found:
+            assert v.digest in digests and dir_digest(target.download(v.ref)) == v.digest, f"half version {v.ref}"
+            refs.append(v.ref)
+    keys = [d.key for name in NAMES for d in target.decisions(name)]
+    assert len(keys) == len(set(keys)), f"a decision recorded twice: {keys}"
+    assert set(keys) <= {d.key for name in NAMES for d in source.decisions(name)}
+    for name in NAMES if moves_recorded else ():
+        for alias in ("production", "staging"):
+            history = target.alias_history(name, alias)
+            holders = [v.version for v in target.versions(name) if alias in v.aliases]
+            assert holders == ([history[-1].to_version] if history and history[-1].to_version else []), \
+                f"{name}:{alias} is held without its move on record (or the reverse)"
+    return refs, keys
+
+
+INSIDE = {  # (point, n): the n-th version (files, row) or decision (record) the target was writing
+    "a version's files half copied": ("files", 6),  # raw-documents:v2, the 6th in dependency order: new content
+    "a version's row inserted, not committed": ("row", 7),
+    "a decision's first move written, not committed": ("record", 3),
+}
+
+
+@pytest.mark.parametrize("case", list(INSIDE))
+def test_a_sync_killed_inside_a_write_leaves_no_half_version_and_the_rerun_ends_exact(source, tmp_path, case):
+    point, nth = INSIDE[case]
+    target_uri = f"file://{tmp_path / 'target'}"
+    code, out, err = finish(worker("crash-sync-inside", source.registry.uri, target_uri, point, str(nth)))
+    assert code == -9, f"the sync should have been killed: {out} {err[-2000:]}"
+    partial = open_registry(target_uri, create=False)
+    refs, keys = consistent_part(partial, source.registry)
+    if point == "record":
+        assert len(refs) == 9, "every version was copied before the history"
+        assert len(keys) < 6
+    else:
+        assert len(refs) == nth - 1 and keys == [], "the version being written is not there, not even in part"
+    if point == "files":
+        assert any((tmp_path / "target" / ".staging").iterdir()), "killed while copying: its copy is left in staging"
+    report = sync(source.registry, partial)
+    assert len(report.present) == len(refs) and len(report.copied) == 9 - len(refs)
+    assert snapshot_of(partial) == snapshot_of(source.registry)
+    assert consistent_part(partial, source.registry)[0] == [f"{name}:v{i}" for name in NAMES for i in range(3)]
+
+
+# Where a W&B sync is killed: (FakeWandbServer checkpoint, which pass of it, versions the target holds after the
+# kill). The pass is found in a reference sync, so the cases stay where they say as the adapter changes its calls.
+WANDB_KILLS = {
+    "a version's run started, nothing uploaded": ("init:after", "the 5th version", 4),
+    "a version committed, its run not finished": ("commit:after", "the 4th version", 4),
+    "between a promotion's alias moves": ("aliases:after", "the first promotion's first move", 9),
+    "a promotion's moves saved, its record not": ("finish:before", "the first promotion", 9),
+}
+
+
+def checkpoint_trace(source, root: Path, monkeypatch) -> list[tuple[str, str]]:
+    """(checkpoint, the key or job type of the run it fell in) of every checkpoint a whole sync into W&B passes."""
+    from ragindex.registry.wandb import WandbRegistry
+    from tests.registry.fake_wandb_server import ENTITY, PROJECT, FakeWandbModule, FakeWandbServer
+
+    trace: list[tuple[str, str]] = []
+    current = {"run": ""}
+    real_init, real_checkpoint = FakeWandbModule.init, FakeWandbServer.checkpoint
+
+    def init(self, **kwargs):
+        current["run"] = (kwargs.get("config") or {}).get("ragindex_key") or kwargs.get("job_type", "")
+        return real_init(self, **kwargs)
+
+    def checkpoint(self, point):
+        trace.append((point, current["run"]))
+        return real_checkpoint(self, point)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FakeWandbModule, "init", init)
+        patched.setattr(FakeWandbServer, "checkpoint", checkpoint)
+        server = FakeWandbServer(root / "reference-server")
+        sync(source, WandbRegistry(ENTITY, PROJECT, wandb_module=FakeWandbModule(server), cache_dir=root / "ref"))
+    return trace
+
+
+def kill_pass(trace: list[tuple[str, str]], point: str, where: str, promotion: str) -> int:
+    """Which pass of ``point`` (1-based) is ``where`` in the reference trace."""
+    passes = [run for p, run in trace if p == point]
+    if where.endswith("version"):
+        return int(where.split()[1][:-2])  # the versions are copied first, one run each
+    at = [i + 1 for i, run in enumerate(passes) if run == promotion]
+    if where.endswith("first move"):
+        assert len(at) >= 2, f"the first promotion makes {len(at)} alias move(s): no kill between its moves"
+    return at[0]
+
+
+@pytest.mark.parametrize("case", list(WANDB_KILLS))
+def test_a_sync_into_w_and_b_killed_inside_a_write_ends_exact_on_rerun_with_fake_wandb_server(source, tmp_path, case,
+                                                                                               monkeypatch):
+    """The W&B target over the file-backed stand-in, whose state a SIGKILLed process leaves as a server would."""
+    import os
+    import sys
+
+    from ragindex.registry.wandb import WandbRegistry
+    from tests.registry.fake_wandb_server import ENTITY, PROJECT, FakeWandbModule, FakeWandbServer
+    from tests.registry.test_wandb_adapter import HERE, KILL_WORKER
+
+    point, where, versions_left = WANDB_KILLS[case]
+    monkeypatch.setenv("RAGINDEX_HOME", str(tmp_path / "home"))
+    first_promotion = next(d.key for d in source.registry.decisions("vector-index") if d.kind == "promote")
+    nth = kill_pass(checkpoint_trace(source.registry, tmp_path, monkeypatch), point, where, first_promotion)
+    server = FakeWandbServer(tmp_path / "fake-wandb-server")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent / "include"), str(HERE.parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(KILL_WORKER), str(server.root), "sync", source.registry.uri, point,
+                           str(nth)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == -9, (done.returncode, done.stdout, done.stderr[-2000:])
+
+    def target(cache: str) -> WandbRegistry:
+        return WandbRegistry(ENTITY, PROJECT, wandb_module=FakeWandbModule(server), cache_dir=tmp_path / cache)
+
+    partial = target("cache-partial")
+    refs, keys = consistent_part(partial, source.registry, moves_recorded=False)
+    assert len(refs) == versions_left and first_promotion not in keys
+    assert keys == [] or versions_left == 9, "no decision is replayed before every version is there"
+    assert partial.interrupted(first_promotion) == (versions_left == 9), "the kill was inside the promotion's write"
+    retry = target("cache-retry")
+    report = sync(source.registry, retry)
+    assert len(report.present) == versions_left and len(report.copied) == 9 - versions_left
+    assert snapshot_of(retry) == snapshot_of(source.registry)
+    assert consistent_part(retry, source.registry)[0] == [f"{name}:v{i}" for name in NAMES for i in range(3)]
+    assert sync(source.registry, target("cache-again")).copied == []
 
 
 def test_the_cli_reports_what_was_copied_as_json(source, tmp_path):
