@@ -120,8 +120,8 @@ def test_multi_gb_sparse_files_are_refused_unread_and_good_documents_kept(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["refused"] == [
-        {"path": "export.txt", "reason": "too large: 8,589.9 MB of text is more than max_document_chars=2,000,000 "
-                                         "characters"},
+        {"path": "export.txt", "reason": "too large: 8,589.9 MB of text is more than "
+                                         f"max_document_chars={DocumentLimits().max_chars:,} characters"},
         {"path": "scan.pdf", "reason": f"too large: a {(corpus / 'scan.pdf').stat().st_size / 1e6:,.1f} MB PDF is more "
                                        "than the PDF parser's memory limit of 1,536 MB (parse_memory_mb; the parser "
                                        "reads the whole file into memory)"},
