@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
-from bench_serve import QUESTIONS, free_port, pct, synthetic_version  # noqa: E402 - beside this script
+from bench_serve import QUESTIONS, pct, start_server, synthetic_version  # noqa: E402 - beside this script
 from benchreport import emit, machine  # noqa: E402
 
 PROMPT = {"templates": {"system": "system.j2", "user": "user.j2"}, "input_variables": ["question", "chunks"],
@@ -181,23 +179,9 @@ def main() -> None:
     release_b = make_release(registry, root, index_b, log_prompt(registry, root / "prompt-b", "PROMPT-B"), questions)
     manifests = {ref: read_release(registry, ref).manifest for ref in (release_a, release_b)}
     approve(registry, release_a, actor="bench", reason="first release")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "ragindex.cli", "serve", "--registry", registry.uri, "--name",
-                               "rag-release", "--port", str(port)], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                              stderr=subprocess.DEVNULL)
+    server, base, _startup = start_server(registry.uri, "--name", "rag-release")
     moves: list[tuple[float, float, str]] = []
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("ragindex serve did not become healthy")
-            time.sleep(0.1)
         poll_s = float(httpx.get(f"{base}/healthz", timeout=10).json()["poll_s"])
         alternate(base, 10)  # warm-up
         search, context = alternate(base, args.requests)

@@ -72,6 +72,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(registry_uri: str, *args: str, timeout: float = 600) -> tuple[subprocess.Popen, str, float]:
+    """``ragindex serve`` on a free loopback port, once healthy: the process, its base URL and the seconds from
+    its start to the first healthy answer (the caller stops it)."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "ragindex.cli", "serve", "--registry", registry_uri, "--port",
+                               str(port), *args], env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return server, base, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise SystemExit("ragindex serve did not become healthy")
+        time.sleep(0.05)
+
+
 def latencies(base: str, requests: int, clients: int, first_client: int = 0) -> list[float]:
     """Seconds per /search (k=5) over ``requests`` requests from ``clients`` concurrent clients."""
     import httpx
@@ -181,24 +204,12 @@ def main() -> None:
     print(f"making three versions of {args.chunks} chunks ...", file=sys.stderr)
     first, second, third = (synthetic_version(registry, root, args.chunks, seed) for seed in (1, 2, 3))
     approve(registry, first, actor="bench")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     poll = ["--poll-seconds", str(args.poll_seconds)] if args.poll_seconds else []
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "ragindex.cli", "serve", "--registry", registry.uri, "--port",
-                               str(port), *poll], env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL)
+    server, base, startup = start_server(registry.uri, *poll)
     rng = random.Random(0)
     first_new: list[float] = []
     last_old: list[float] = []
     try:
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        startup = time.perf_counter() - started
         poll_s = httpx.get(f"{base}/healthz", timeout=10).json()["poll_s"]
         latencies(base, 20, 1, first_client=9)  # warm-up, on questions of its own
         one = latencies(base, args.requests, 1)
