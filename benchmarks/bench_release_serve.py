@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
-from bench_serve import QUESTIONS, pct, start_server, synthetic_version  # noqa: E402 - beside this script
+from bench_serve import QUESTIONS, pct, question, start_server, synthetic_version  # noqa: E402 - beside this script
 from benchreport import emit, machine  # noqa: E402
 
 PROMPT = {"templates": {"system": "system.j2", "user": "user.j2"}, "input_variables": ["question", "chunks"],
@@ -83,18 +83,18 @@ def log_questions(registry, root: Path) -> str:
         ctx.work.remove()
 
 
-def alternate(base: str, requests: int) -> tuple[list[float], list[float]]:
-    """Seconds per /search and per /context, one client alternating them over the same questions."""
+def alternate(base: str, requests: int, first: int = 0) -> tuple[list[float], list[float]]:
+    """Seconds per /search and per /context, one client alternating them; every request a new question (the
+    server remembers query vectors: a repeated one would hide the encoding a new question costs)."""
     import httpx
 
     search, context = [], []
     with httpx.Client(base_url=base, timeout=60) as http:
-        for i in range(requests):
-            question = {"question": QUESTIONS[i % len(QUESTIONS)]}
-            for path, out in (("/search", search), ("/context", context)) if i % 2 else (
-                    ("/context", context), ("/search", search)):
+        for i in range(first, first + requests):
+            for j, (path, out) in enumerate((("/search", search), ("/context", context)) if i % 2 else (
+                    ("/context", context), ("/search", search))):
                 t = time.perf_counter()
-                http.post(path, json=question).raise_for_status()
+                http.post(path, json={"question": question(2 * i + j)}).raise_for_status()
                 out.append(time.perf_counter() - t)
     return search, context
 
@@ -119,7 +119,8 @@ class Load:
             while not self._stop.is_set():
                 sent = time.time()
                 try:
-                    r = http.post("/context", json={"question": QUESTIONS[i % len(QUESTIONS)], "key": f"c{n}-{i}"})
+                    r = http.post("/context", json={"question": question((n + 1) * 1_000_000 + i),
+                                                    "key": f"c{n}-{i}"})
                     r.raise_for_status()
                     body = r.json()
                     self.answers.append({"sent": sent, "received": time.time(), "release": body["release"],
@@ -183,7 +184,7 @@ def main() -> None:
     moves: list[tuple[float, float, str]] = []
     try:
         poll_s = float(httpx.get(f"{base}/healthz", timeout=10).json()["poll_s"])
-        alternate(base, 10)  # warm-up
+        alternate(base, 10, first=900_000)  # warm-up, on questions of its own
         search, context = alternate(base, args.requests)
         load = Load(base, args.clients, args.rate)
         try:
