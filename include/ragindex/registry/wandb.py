@@ -714,10 +714,12 @@ class WandbRegistry(RegistryBase):
                 move = replace(move, to_version=None if change.remove else (move.to_version or version))
             if move is not None:
                 moves.append(move)
-        links = self._registry_links(decision)
-        for change in links:
+        links = []  # the changes the Registry does not hold yet: linked in the run below
+        for change in self._registry_links(decision):
             move = self._plan_link(change, decision.actor, why)
-            if move is None and (self.registry_path(decision.name), PRODUCTION) in earlier:
+            if move is not None:
+                links.append(change)
+            elif (self.registry_path(decision.name), PRODUCTION) in earlier:
                 move = earlier[(self.registry_path(decision.name), PRODUCTION)]  # linked by the interrupted try
             if move is not None:
                 moves.append(move)
@@ -785,11 +787,12 @@ class WandbRegistry(RegistryBase):
         return sorted(runs, key=_created)  # by server time whatever order came back (stable among equal times)
 
     @staticmethod
-    def _summary(run: Any) -> dict[str, Any]:
+    def _summary(run: Any, key: str = RECORD_KEY) -> dict[str, Any]:
+        """The registry's entry ``key`` of a run's summary (a decision's record, a report's completion), or {}."""
         summary = getattr(run, "summary_metrics", None)
         if not isinstance(summary, dict):
             summary = dict(getattr(run, "summary", {}) or {})
-        record = summary.get(RECORD_KEY)
+        record = summary.get(key)
         return record if isinstance(record, dict) else {}
 
     def _stored_record(self, run: Any) -> Decision | None:
@@ -907,7 +910,7 @@ class WandbRegistry(RegistryBase):
         it shows in their lineage); the page's URL. One complete run per ``key``: the same report logged again
         returns the run already there, and a run whose end did not reach W&B is retried, never counted."""
         for run in self._runs({"config.ragindex_key": key}):
-            if self._report_complete(run):
+            if self._summary(run, REPORT_KEY).get("complete"):
                 return self._run_url(str(run.id))
         wb_run = self._start(RunInfo(job_type=job_type, name=name), {"ragindex_key": key, "ragindex_report": table,
                                                                     "ragindex_uses": list(uses)})
@@ -926,17 +929,10 @@ class WandbRegistry(RegistryBase):
         run_id = str(getattr(wb_run, "id", ""))
         stored = self._call(f"reading back report run {run_id}", lambda: self.api.run(
             f"{self.entity}/{self.project}/{run_id}"), default=UNAVAILABLE)
-        if not self._report_complete(stored):
+        if not self._summary(stored, REPORT_KEY).get("complete"):
             raise RegistryUnavailable(f"logging {key} to {self.uri}: W&B holds no complete report run {run_id}"
                                       + (f" (finishing it failed: {failure})" if failure else "") + "; run it again")
         return self._run_url(run_id)
-
-    @staticmethod
-    def _report_complete(run: Any) -> bool:
-        summary = getattr(run, "summary_metrics", None)
-        if not isinstance(summary, dict):
-            summary = dict(getattr(run, "summary", {}) or {})
-        return bool((summary.get(REPORT_KEY) or {}).get("complete"))
 
     def _run_url(self, run_id: str) -> str:
         return f"{self.web_base()}/{self.entity}/{self.project}/runs/{run_id}"
@@ -980,10 +976,7 @@ class WandbRegistry(RegistryBase):
 
     def _link(self, wb_run: Any, target: Any, change: AliasChange) -> None:
         """Link the version into its Registry collection with ``production`` (moved there from any other)."""
-        name, version = split_ref(change.ref)
-        if self.registry_holder(name) == version:
-            return
-        path = self.registry_path(name)
+        path = self.registry_path(split_ref(change.ref)[0])
         what = f"linking {change.ref} into {path} as {PRODUCTION!r}"
         try:
             wb_run.link_artifact(target, path, aliases=[PRODUCTION])
