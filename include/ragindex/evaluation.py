@@ -78,8 +78,8 @@ def _rank(sources: Sequence[str], expected: str) -> int | None:
 def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5,
              modes: Sequence[str] = ()) -> dict[str, Any]:
     """recall@k (the expected source among the top k), MRR (1/rank of its first hit within k, 0 if absent) and
-    the deeper figures for the searcher's default ranking, plus the same figures per mode in ``modes`` (each
-    one search per question: ``search(question, k, mode=...)``)."""
+    the deeper figures for the searcher's default ranking, plus the same figures per mode in ``modes`` (one
+    search per question for each mode but the searcher's own ``mode``, whose ranks are those above)."""
     depth = max(k, RANK_DEPTH)
     rows, ranks = [], []
     for q in questions:
@@ -89,10 +89,12 @@ def evaluate(searcher: Searcher, questions: Sequence[EvalQuestion], k: int = 5,
         rows.append({"question": q.question, "expected_source": q.expected_source,
                      "rank": rank if rank is not None and rank <= k else None, "top": sources[:3]})
     result: dict[str, Any] = {"k": k, "questions": len(questions), **figures(ranks, k)}
+    default = getattr(searcher, "mode", None)  # already searched above: its figures are those
     by_mode = {}
     for mode in modes:
-        mode_ranks = [_rank([h.source for h in searcher.search(q.question, k=depth, mode=mode)], q.expected_source)
-                      for q in questions]
+        mode_ranks = ranks if mode == default else [
+            _rank([h.source for h in searcher.search(q.question, k=depth, mode=mode)], q.expected_source)
+            for q in questions]
         by_mode[mode] = figures(mode_ranks, k)
     if by_mode:
         result["by_mode"] = by_mode

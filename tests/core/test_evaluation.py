@@ -55,6 +55,12 @@ def test_the_deeper_figures_and_each_mode_follow_the_ranks():
     assert sparse["recall_at_1"] == pytest.approx(2 / 3, abs=1e-4)
     assert sparse["mrr_at_10"] == pytest.approx(sum(1 / r for r in reversed_ranks) / 3, abs=1e-4)
     assert "by_mode" not in evaluate(searcher, questions, k=5), "no modes asked, none reported"
+    searcher.mode = "dense"
+    calls = []
+    search = searcher.search
+    searcher.search = lambda question, k=5, mode=None: calls.append(mode) or search(question, k, mode)
+    again = evaluate(searcher, questions, k=5, modes=("dense", "sparse"))
+    assert again["by_mode"] == result["by_mode"] and calls.count("dense") == 0, "its own mode is not searched twice"
 
 
 def test_gate_refuses_below_the_absolute_threshold():
