@@ -184,14 +184,15 @@ def write_report(ctx: IngestContext, report: dict[str, Any], files: dict[str, st
     return replace_dir_atomically(tmp, target)
 
 
-def warm_questions(retriever: Any, questions: list[EvalQuestion]) -> int:
-    """The eval questions' vectors ready before scoring: each encoded once per model identity, ever (kept on
-    disk), so a gate over a known eval set loads no model; how many had to be encoded."""
+def score(retriever: Any, questions: list[EvalQuestion], k: int) -> tuple[dict[str, Any], int]:
+    """An index's figures on the eval set in its default mode and in each mode it can answer, and how many
+    questions had to be encoded: their vectors are made ready first, each encoded once per model identity,
+    ever (kept on disk), so a gate over a known eval set loads no model."""
+    from ragindex.evaluation import evaluate
     from ragindex.queries import warm
 
-    if retriever.mode == "sparse":
-        return 0
-    return warm(retriever.model, retriever.backend, [q.question for q in questions])
+    encoded = warm(retriever.model, retriever.backend, [q.question for q in questions])
+    return evaluate(retriever, questions, k, modes=retriever.modes) | {"mode": retriever.mode}, encoded
 
 
 def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | str,
@@ -199,7 +200,6 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     """Score candidate and production on the versioned question set, apply the gate, compare their content
     (the data gate), log ``eval-report``."""
     from ragindex.changes import CHANGES_FILE, changes_between, unified_diff
-    from ragindex.evaluation import evaluate
     from ragindex.retrieval import Retriever
 
     gs, steps = settings or ctx.gate, Steps()
@@ -207,9 +207,7 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
     steps.done("questions")
     index_ref = ctx.registry.get(index_ref).ref  # `vector-index:latest` is recorded as the version it names
     candidate_dir = ctx.registry.download(index_ref)
-    retriever = Retriever(candidate_dir, ref=index_ref, mode=mode)  # mode None: the index's own
-    encoded = warm_questions(retriever, questions)
-    candidate = evaluate(retriever, questions, gs.k, modes=retriever.modes) | {"mode": retriever.mode}
+    candidate, encoded = score(Retriever(candidate_dir, ref=index_ref, mode=mode), questions, gs.k)  # None: its own
     steps.done(f"score candidate ({encoded} of {len(questions)} questions encoded)")
     production_version = ctx.registry.find(f"{ctx.names.index}:{PRODUCTION}")
     production, data_gate, changes = None, None, []
@@ -217,10 +215,7 @@ def evaluate_index(ctx: IngestContext, index_ref: str, questions_file: Path | st
         production = candidate  # the candidate is production: scored once
     elif production_version is not None:
         production_dir = ctx.registry.download(production_version.ref)
-        production_retriever = Retriever(production_dir, ref=production_version.ref)
-        warm_questions(production_retriever, questions)
-        production = evaluate(production_retriever, questions, gs.k, modes=production_retriever.modes) | {
-            "mode": production_retriever.mode}
+        production, _encoded = score(Retriever(production_dir, ref=production_version.ref), questions, gs.k)
         steps.done("score production")
         data_gate = drift(candidate_dir, production_dir, ctx.drift)
         # every document's change, PII masked, beside the report: the review shows part of it and links it
