@@ -1,38 +1,59 @@
-"""Retrieval quality per mode (dense, sparse, hybrid and fusion variants) on real question sets.
+"""Retrieval quality per mode (dense, sparse, hybrid and fusion variants), embedding backend and question set.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_quality.py [--sets sample,pydoc] [--work /tmp/ragindex-bench-quality]
-                                                 [--pydoc-ranks 90:210] [--without-section-path] [--json]
+    .venv/bin/python benchmarks/bench_quality.py [--sets sample,pydoc,pydoc-api] [--backends onnx,onnx-int8]
+        [--pydoc-ranks 0:90,90:210,210:330] [--work /tmp/ragindex-bench-quality] [--without-section-path]
+        [--sweep] [--json]
 
-Sets:
+Sets (``--sets``; ``pydoc`` and ``pydoc-api`` each stand for one set per ``--pydoc-ranks`` range):
 
-sample  the shipped sample corpus (include/sample_data/corpus, 16 documents) and its 24 hand-written
-        questions (eval_questions.jsonl).
-pydoc   Python 3.11's library reference as Debian's python3.11-doc ships it (reST sources,
-        /usr/share/doc/python3.11/html/_sources/library): the pages ranked ``--pydoc-ranks`` by size,
-        largest first (default 90..210: 121 mid-sized pages, ~1,700 chunks). Questions: one per page, the
-        page's first ``:synopsis:`` line (the one-line summary the docs' authors wrote for the module index,
-        e.g. "A SMTP server implementation in Python."), and that line is REMOVED from the copy that is
-        indexed, so no question occurs verbatim in the corpus. Pages without a synopsis get no question.
-        Limits: synopses are short and keyword-like, often share words with the page title (which stays),
-        and there is exactly one relevant page per question (an overview page may answer it too and counts
-        as a miss); they are a proxy for users' questions, not a sample of them.
+sample      the shipped sample corpus (include/sample_data/corpus, 16 documents) and its 24 hand-written
+            questions (eval_questions.jsonl).
+pydoc A:B   Python 3.11's library reference as Debian's python3.11-doc ships it (reST sources,
+            /usr/share/doc/python3.11/html/_sources/library, 317 pages): the pages sorted by size, largest
+            first (ties by name), sliced ``[A:B]`` as a Python slice (0-based, B excluded; B past the end
+            is the end). The default ranges cut all 317 pages into three disjoint sets: ``0:90`` (the 90
+            largest pages, 4.7 MB, ~6,400 chunks), ``90:210`` (120 mid-sized pages, 1.4 MB, ~1,900 chunks)
+            and ``210:330`` (the 107 smallest, 0.26 MB, ~420 chunks). Questions: one per page, the page's first
+            ``:synopsis:`` line (the one-line summary the docs' authors wrote for the module index, e.g. "A
+            SMTP server implementation in Python."), and that line is REMOVED from the copy that is indexed,
+            so no question occurs verbatim in the corpus. Pages without a synopsis get no question (83, 110
+            and 63 questions in the default ranges). Limits: synopses are short and keyword-like, often share
+            words with the page title (which stays), and there is exactly one relevant page per question (an
+            overview page may answer it too and counts as a miss); they are a proxy for users' questions,
+            not a sample of them.
+pydoc-api A:B  the same pages (synopsis lines removed too) with another kind of question: per page, the
+            first sentence of the description of its first API entry (``.. function::``, ``method``,
+            ``class``, ``exception``, ``decorator``) whose first sentence has 8+ words, reST markup removed
+            (e.g. "Return the running event loop in the current OS thread."); that sentence is REMOVED from
+            the indexed copy, and a question is dropped when another page of the set holds the same sentence
+            (88, 105 and 53 questions in the default ranges). Longer and less keyword-like than synopses,
+            closer to how a user describes what they want, and harder (the 8-word rule leaves out generic
+            ones like "Close the connection."; near-copies on other pages stay). Its first build
+            reuses the vectors of the pydoc set's index of the same range and backend.
 
-Each index is built once with the default settings into ``--work`` and reused while the corpus is the
-same (``--without-section-path``: a second index per set, built with ``section_path_in_text=False``, so the
-chunks' section paths are not embedded nor BM25-indexed; its modes are reported as ``… (no section path)``); a changed corpus is rebuilt with the old index as ``previous`` (its embeddings are reused). Query
-vectors are computed once per question and reused across modes.
+Each set is indexed once per embedding backend (``--backends``), with the default settings otherwise, into
+``--work`` and reused: a later run rebuilds with the old index as ``previous`` (nothing is embedded again
+unless the corpus or the chunking changed). ``--without-section-path``: a second index per set and backend,
+built with ``section_path_in_text=False``, so the chunks' section paths are not embedded nor BM25-indexed;
+its modes are reported as ``… (no section path)``. Query vectors are computed once per question and reused
+across modes (ms/query compares searches, not the encoder).
 
 Figures per mode: recall@1 and recall@5 (the expected page is the source of one of the top 1 / 5 chunk
 hits), MRR and nDCG@10 over the top 10 hits (rank of the first chunk of the expected page; one relevant
-page, so nDCG = 1 / log2(rank + 1)), and milliseconds per query.
+page, so nDCG = 1 / log2(rank + 1)), and milliseconds per query; the row marked ``*`` is the default.
+
+``--sweep`` also prints, per set and backend, the questions found at rank 1 and in the top 5 (counts) for a
+grid of fusion parameters (rrf k, weighted dense_weight, candidates read from each ranking), fused from one
+deep dense and sparse ranking per question with ``ragindex.retrieval.fuse`` (what ``Retriever.search`` does
+with a shallower read; the default's row is checked against the real search). The default was chosen from
+this grid on some sets and checked on held-out ones (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -42,35 +63,56 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
 from ragindex.evaluation import EvalQuestion, load_questions  # noqa: E402
-from ragindex.settings import BuildSettings  # noqa: E402
+from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, EMBEDDING_BACKENDS, BuildSettings  # noqa: E402
 
 PYDOC = Path("/usr/share/doc/python3.11/html/_sources/library")
 SYNOPSIS = re.compile(r"^\s*:synopsis:\s*(.+?)\s*$", re.MULTILINE)
 DEPTH = 10
 
-# (label, mode, RetrievalSettings overrides): the modes and the fusion variants the default was chosen from
+# (label, mode, RetrievalSettings overrides): the modes, and the fusion variants the default was chosen among
 VARIANTS = [
     ("dense", "dense", {}),
     ("sparse", "sparse", {}),
-    ("hybrid rrf k=60", "hybrid", {"fusion": "rrf", "rrf_k": 60}),
-    ("hybrid rrf k=10", "hybrid", {"fusion": "rrf", "rrf_k": 10}),
-    ("hybrid weighted 0.3", "hybrid", {"fusion": "weighted", "dense_weight": 0.3}),
-    ("hybrid weighted 0.5", "hybrid", {"fusion": "weighted", "dense_weight": 0.5}),
-    ("hybrid weighted 0.7", "hybrid", {"fusion": "weighted", "dense_weight": 0.7}),
+    ("hybrid rrf k=60 c=50", "hybrid", {"fusion": "rrf", "rrf_k": 60, "candidates": 50}),
+    ("hybrid rrf k=10 c=50", "hybrid", {"fusion": "rrf", "rrf_k": 10, "candidates": 50}),
+    ("hybrid weighted 0.3 c=50", "hybrid", {"fusion": "weighted", "dense_weight": 0.3, "candidates": 50}),
+    ("hybrid weighted 0.5 c=50", "hybrid", {"fusion": "weighted", "dense_weight": 0.5, "candidates": 50}),
+    ("hybrid weighted 0.7 c=50", "hybrid", {"fusion": "weighted", "dense_weight": 0.7, "candidates": 50}),
+    ("hybrid weighted 0.5 c=200", "hybrid", {"fusion": "weighted", "dense_weight": 0.5, "candidates": 200}),
+    ("hybrid rrf k=60 c=20", "hybrid", {"fusion": "rrf", "rrf_k": 60, "candidates": 20}),
+    ("hybrid rrf k=5 c=100", "hybrid", {"fusion": "rrf", "rrf_k": 5, "candidates": 100}),
 ]
+SWEEP_CANDIDATES = (20, 50, 100, 200)
+SWEEP = ([{"fusion": "rrf", "rrf_k": k} for k in (1, 5, 10, 20, 30, 60, 100)]
+         + [{"fusion": "weighted", "dense_weight": w / 10} for w in range(1, 10)])
+
+
+def parse_ranges(text: str) -> list[tuple[int, int]]:
+    """``--pydoc-ranks`` as (start, stop) slices: comma-separated ``A:B`` with 0 <= A < B."""
+    ranges = []
+    for part in text.split(","):
+        found = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", part)
+        if not found or int(found.group(1)) >= int(found.group(2)):
+            raise SystemExit(f"--pydoc-ranks: {part!r} must be A:B with 0 <= A < B (a slice of the pages by size)")
+        ranges.append((int(found.group(1)), int(found.group(2))))
+    return ranges
 
 
 def pydoc_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQuestion]]:
     """Copy the chosen pages without their synopsis lines; one question per page from its synopsis."""
     if not PYDOC.is_dir():
         raise SystemExit(f"{PYDOC}: missing; apt-get install python3.11-doc")
-    pages = sorted(PYDOC.glob("*.rst.txt"), key=lambda p: (-p.stat().st_size, p.name))[ranks[0] - 1:ranks[1]]
-    corpus = work / "pydoc-corpus"
+    pages = sorted(PYDOC.glob("*.rst.txt"), key=lambda p: (-p.stat().st_size, p.name))[ranks[0]:ranks[1]]
+    if not pages:
+        raise SystemExit(f"--pydoc-ranks {ranks[0]}:{ranks[1]}: no pages there (the library has "
+                         f"{len(list(PYDOC.glob('*.rst.txt')))})")
+    corpus = work / f"pydoc-{ranks[0]}-{ranks[1]}" / "corpus"
     shutil.rmtree(corpus, ignore_errors=True)
     corpus.mkdir(parents=True)
     questions = []
@@ -83,93 +125,250 @@ def pydoc_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQuesti
     return corpus, questions
 
 
-def built_index(corpus: Path, out: Path, settings: BuildSettings = BuildSettings()) -> Path:
-    """The corpus's index with ``settings`` (the defaults), rebuilt (reusing embeddings) only when the corpus
-    changed."""
+DIRECTIVE = re.compile(r"^( *)\.\. (?:function|method|class|exception|decorator)::")
+ROLE = re.compile(r":[\w:.-]+:`(~?)([^`<]*?)(?:\s*<[^>]*>)?`")
+SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)[.!?](?=\s+[A-Z(*`:]|\s*$)")
+MIN_WORDS = 8
+
+
+def plain(rest: str) -> str:
+    """reST inline markup removed (roles to their text, ``code``, *emphasis*), whitespace collapsed."""
+    text = ROLE.sub(lambda m: m.group(2).split(".")[-1] if m.group(1) else m.group(2), rest)
+    text = re.sub(r"``(.*?)``", r"\1", text)
+    text = re.sub(r"\*\*?([^*]+?)\*\*?", r"\1", text)
+    return " ".join(text.split())
+
+
+def api_question(lines: list[str]) -> tuple[int, int, str, str] | None:
+    """The first API entry (function, method, class, exception, decorator) whose description opens with a
+    sentence of MIN_WORDS+ words: (first line, end line of its first paragraph, the raw sentence, the question)."""
+    for i, line in enumerate(lines):
+        found = DIRECTIVE.match(line)
+        if not found:
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip():  # more signatures, options
+            j += 1
+        while j < len(lines) and not lines[j].strip():
+            j += 1
+        start, indent = j, len(found.group(1))
+        while j < len(lines) and lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) > indent:
+            j += 1
+        if start == j or lines[start].lstrip().startswith(".."):
+            continue
+        paragraph = " ".join(x.strip() for x in lines[start:j])
+        end = SENTENCE_END.search(paragraph)
+        sentence = paragraph[:end.end()] if end else paragraph
+        question = plain(sentence)
+        if len(question.split()) >= MIN_WORDS:
+            return start, j, sentence, question
+    return None
+
+
+def pydoc_api_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQuestion]]:
+    """The pages of ``ranks`` without their synopsis lines and without one API description's first sentence
+    each, which is the page's question (dropped when another page of the set holds the same sentence)."""
+    synopsis_corpus, _ = pydoc_set(work, ranks)
+    corpus = work / f"pydoc-api-{ranks[0]}-{ranks[1]}" / "corpus"
+    shutil.rmtree(corpus, ignore_errors=True)
+    corpus.mkdir(parents=True)
+    texts = {page.name: page.read_text(encoding="utf-8") for page in sorted(synopsis_corpus.iterdir())}
+    flat = {name: plain(text) for name, text in texts.items()}
+    questions = []
+    for name, text in texts.items():
+        lines = text.split("\n")
+        found = api_question(lines)
+        if found:
+            start, end, sentence, question = found
+            indent = lines[start][:len(lines[start]) - len(lines[start].lstrip())]
+            rest = " ".join(x.strip() for x in lines[start:end])[len(sentence):].strip()
+            lines[start:end] = [indent + rest] if rest else []
+            if not any(question in other for page, other in flat.items() if page != name):
+                questions.append(EvalQuestion(question, name))
+        (corpus / name).write_text("\n".join(lines), encoding="utf-8")
+    return corpus, questions
+
+
+def question_sets(names: str, ranges: str, work: Path
+                  ) -> dict[str, tuple[Path, list[EvalQuestion], Path, Path | None]]:
+    """Each set's corpus, questions, the folder its indexes go in and the folder of indexes whose vectors a
+    first build may reuse (a pydoc-api set's pages are its pydoc set's but for one sentence each)."""
+    sets = {}
+    for name in names.split(","):
+        if name == "sample":
+            sets[name] = (REPO / "include/sample_data/corpus",
+                          load_questions(REPO / "include/sample_data/eval_questions.jsonl"), work / "sample", None)
+        elif name == "pydoc":
+            for lo, hi in parse_ranges(ranges):
+                corpus, questions = pydoc_set(work, (lo, hi))
+                sets[f"pydoc {lo}:{hi}"] = (corpus, questions, corpus.parent, None)
+        elif name == "pydoc-api":
+            for lo, hi in parse_ranges(ranges):
+                corpus, questions = pydoc_api_set(work, (lo, hi))
+                sets[f"pydoc-api {lo}:{hi}"] = (corpus, questions, corpus.parent, work / f"pydoc-{lo}-{hi}")
+        else:
+            raise SystemExit(f"--sets: unknown set {name!r} (sample, pydoc, pydoc-api)")
+    return sets
+
+
+def built_index(corpus: Path, out: Path, settings: BuildSettings, cache: Path | None = None) -> Path:
+    """The corpus's index with ``settings``, rebuilt with the last one as ``previous`` (or, for a first build,
+    ``cache``: any index of the same backend), so only changed texts are embedded."""
     from ragindex.indexing import read_index_settings
     from ragindex.pipeline import build
 
-    previous = out if (out / "index.json").is_file() else None
+    previous = next((p for p in (out, cache) if p is not None and (p / "index.json").is_file()), None)
     fresh = out.with_name(out.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
+    started = time.perf_counter()
     result = build(str(corpus), fresh, settings, previous=previous)
-    same = previous is not None and read_index_settings(previous) == read_index_settings(fresh)
-    print(f"  {corpus.name}: {result.documents} documents, {result.chunks} chunks ({result.embedded} embedded, "
-          f"{result.reused} reused){' (unchanged)' if same else ''}", file=sys.stderr)
+    same = previous == out and read_index_settings(previous) == read_index_settings(fresh)
+    print(f"  {out}: {result.documents} documents, {result.chunks} chunks ({result.embedded} embedded, "
+          f"{result.reused} reused, {time.perf_counter() - started:.1f} s){' (unchanged)' if same else ''}",
+          file=sys.stderr)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(fresh, out)
     return out
 
 
+def figures(ranks: Sequence[int | None], seconds: float) -> dict[str, float]:
+    """recall@1, recall@5, MRR@10, nDCG@10 and ms/query from each question's rank (None: not in the top 10)."""
+    n = len(ranks)
+    found = [r for r in ranks if r]
+    return {"recall@1": round(sum(r == 1 for r in found) / n, 3), "recall@5": round(sum(r <= 5 for r in found) / n, 3),
+            "mrr": round(sum(1 / r for r in found) / n, 3),
+            "ndcg@10": round(sum(1 / math.log2(r + 1) for r in found) / n, 3),
+            "ms_per_query": round(1000 * seconds / n, 1)}
+
+
+def rank_of(sources: Sequence[str], expected: str) -> int | None:
+    """1-based rank of the expected page's first chunk among the hits, None when absent."""
+    return sources.index(expected) + 1 if expected in sources else None
+
+
 def score(retriever, questions: list[EvalQuestion], mode: str) -> dict[str, float]:
-    """recall@1, recall@5, MRR@10, nDCG@10 and ms/query of one mode."""
-    r1 = r5 = rr = ndcg = 0.0
+    """The figures of one mode with the retriever's current retrieval settings."""
     started = time.perf_counter()
-    for q in questions:
-        sources = [h.source for h in retriever.search(q.question, k=DEPTH, mode=mode)]
-        rank = sources.index(q.expected_source) + 1 if q.expected_source in sources else None
-        if rank:
-            r1 += rank == 1
-            r5 += rank <= 5
-            rr += 1 / rank
-            ndcg += 1 / math.log2(rank + 1)
-    n = len(questions)
-    return {"recall@1": round(r1 / n, 3), "recall@5": round(r5 / n, 3), "mrr": round(rr / n, 3),
-            "ndcg@10": round(ndcg / n, 3), "ms_per_query": round(1000 * (time.perf_counter() - started) / n, 1)}
+    ranks = [rank_of([h.source for h in retriever.search(q.question, k=DEPTH, mode=mode)], q.expected_source)
+             for q in questions]
+    return figures(ranks, time.perf_counter() - started) | {"ranks": ranks}
+
+
+def sweep(retriever, questions: list[EvalQuestion]) -> list[dict]:
+    """Found at rank 1 / in the top 5 per fusion setting, fused from one deep ranking of each side."""
+    from ragindex.indexing import iter_docstore
+    from ragindex.retrieval import fuse
+
+    sources = [rec["source"] for rec in iter_docstore(retriever.index_dir)]
+    deep = max(SWEEP_CANDIDATES)
+    sides = [(retriever._dense(q.question, deep, None), retriever.sparse.search(q.question, deep, None))
+             for q in questions]
+    rows = []
+    for overrides in SWEEP:
+        for candidates in SWEEP_CANDIDATES:
+            settings = replace(retriever.retrieval, **overrides, candidates=candidates)
+            ranks = [rank_of([sources[r] for _, r in fuse(d[:candidates], s[:candidates], settings)[:DEPTH]],
+                             q.expected_source) for (d, s), q in zip(sides, questions)]
+            rows.append({**overrides, "candidates": candidates, "at1": sum(r == 1 for r in ranks if r),
+                         "at5": sum(r <= 5 for r in ranks if r), "mrr": round(sum(1 / r for r in ranks if r)
+                                                                               / len(ranks), 3), "ranks": ranks})
+    return rows
+
+
+def check_sweep(body: dict, default) -> None:
+    """Warn when the sweep's row of the default setting ranks otherwise than the real search did."""
+    knob = "rrf_k" if default.fusion == "rrf" else "dense_weight"
+    row = next((r for r in body["sweep"] if r["fusion"] == default.fusion and r["candidates"] == default.candidates
+                and r[knob] == getattr(default, knob)), None)
+    real = next(r for r in body["modes"].values() if r["default"])["ranks"]
+    if row is not None and row["ranks"] != real:
+        print(f"  sweep: the default's ranks differ from the real search's on "
+              f"{sum(a != b for a, b in zip(row['ranks'], real))} questions", file=sys.stderr)
+
+
+def measure(corpus: Path, questions: list[EvalQuestion], folder: Path, cache: Path | None, backend: str,
+            args) -> dict:
+    """Every variant's figures on one set's index made with one embedding backend."""
+    from ragindex.queries import query_vector
+    from ragindex.retrieval import Retriever
+
+    settings = BuildSettings(embedding_backend=backend)
+    retriever = Retriever(built_index(corpus, folder / f"index-{backend}", settings,
+                                      cache / f"index-{backend}" if cache else None))
+    for q in questions:  # encode every question once, so ms/query compares searches, not the encoder
+        query_vector(retriever.model, q.question, retriever.backend)
+    default = retriever.retrieval
+    rows = {}
+    for label, mode, overrides in VARIANTS:
+        retriever.retrieval = replace(default, **overrides) if overrides else default
+        rows[label] = score(retriever, questions, mode)
+        rows[label]["default"] = mode == default.mode and retriever.retrieval == default
+    if not any(row["default"] for row in rows.values()):
+        retriever.retrieval = default
+        rows[f"hybrid default ({default.fusion})"] = score(retriever, questions, default.mode) | {"default": True}
+    retriever.retrieval = default
+    if args.without_section_path:
+        plain = replace(settings, index=replace(settings.index, section_path_in_text=False))
+        bare = Retriever(built_index(corpus, folder / f"index-{backend}-no-section-path", plain))
+        for mode in ("dense", "sparse", "hybrid"):
+            rows[f"{mode} (no section path)"] = score(bare, questions, mode) | {"default": False}
+    body = {"questions": len(questions), "chunks": retriever.index.ntotal, "modes": rows,
+            "default": {k: getattr(default, k) for k in ("mode", "fusion", "rrf_k", "dense_weight", "candidates")}}
+    if args.sweep:
+        body["sweep"] = sweep(retriever, questions)
+        check_sweep(body, default)
+    return body
+
+
+def print_report(report: dict, sweep_rows: bool) -> None:
+    """The quality table: per set, a row per mode and backend."""
+    for name, backends in report.items():
+        first = next(iter(backends.values()))
+        print(f"\n{name}: {first['questions']} questions, "
+              + ", ".join(f"{b} {body['chunks']} chunks" for b, body in backends.items())
+              + f" (default: {first['default']})")
+        print(f"  {'mode':32} {'backend':10} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'nDCG@10':>8} {'ms/q':>6}")
+        for label in first["modes"]:
+            for backend, body in backends.items():
+                m = body["modes"][label]
+                print(f"{'*' if m['default'] else ' '} {label:32} {backend:10} {m['recall@1']:6.3f} "
+                      f"{m['recall@5']:6.3f} {m['mrr']:6.3f} {m['ndcg@10']:8.3f} {m['ms_per_query']:6.1f}")
+        if sweep_rows:
+            for backend, body in backends.items():
+                n = body["questions"]
+                print(f"  sweep, {backend} (found at rank 1 / in the top 5, of {n}; MRR):")
+                for row in body["sweep"]:
+                    knob = f"rrf k={row['rrf_k']}" if row["fusion"] == "rrf" else f"weighted {row['dense_weight']}"
+                    print(f"    {knob:14} c={row['candidates']:<4} {row['at1']:4d} {row['at5']:4d} {row['mrr']:6.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="sample,pydoc")
+    parser.add_argument("--backends", default=DEFAULT_EMBEDDING_BACKEND,
+                        help=f"comma-separated embedding backends ({', '.join(EMBEDDING_BACKENDS)})")
     parser.add_argument("--work", default="/tmp/ragindex-bench-quality")
-    parser.add_argument("--pydoc-ranks", default="90:210")
+    parser.add_argument("--pydoc-ranks", default="0:90,90:210,210:330",
+                        help="comma-separated slices A:B of the pages by size, each its own set")
     parser.add_argument("--without-section-path", action="store_true",
                         help="also measure an index whose section paths are not part of the indexed text")
+    parser.add_argument("--sweep", action="store_true", help="also count hits over a grid of fusion settings")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    unknown = sorted(set(backends) - set(EMBEDDING_BACKENDS))
+    if unknown:
+        raise SystemExit(f"--backends: unknown {', '.join(unknown)} (known: {', '.join(EMBEDDING_BACKENDS)})")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import ragindex.embedding as embedding
-    from ragindex.retrieval import Retriever
-
-    embedding.encode_query = functools.lru_cache(maxsize=None)(embedding.encode_query)  # one vector per question
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, dict] = {}
-    for name in args.sets.split(","):
-        if name == "sample":
-            corpus, questions = REPO / "include/sample_data/corpus", load_questions(
-                REPO / "include/sample_data/eval_questions.jsonl")
-        elif name == "pydoc":
-            lo, hi = (int(x) for x in args.pydoc_ranks.split(":"))
-            corpus, questions = pydoc_set(work, (lo, hi))
-        else:
-            raise SystemExit(f"--sets: unknown set {name!r} (sample, pydoc)")
-        index = built_index(corpus, work / f"{name}-index")
-        retriever = Retriever(index)
-        for q in questions:  # warm the query cache, so ms/query compares search, not the encoder
-            embedding.encode_query(retriever.model, q.question, retriever.backend)
-        rows = {}
-        default = retriever.retrieval
-        for label, mode, overrides in VARIANTS:
-            retriever.retrieval = replace(default, **overrides) if overrides else default
-            rows[label] = score(retriever, questions, mode)
-        retriever.retrieval = default
-        if args.without_section_path:
-            plain = BuildSettings(index=replace(BuildSettings().index, section_path_in_text=False))
-            bare = Retriever(built_index(corpus, work / f"{name}-index-no-section-path", plain))
-            for mode in ("dense", "sparse", "hybrid"):
-                rows[f"{mode} (no section path)"] = score(bare, questions, mode)
-        report[name] = {"questions": len(questions), "chunks": retriever.index.ntotal, "modes": rows,
-                        "default": {"mode": default.mode, "fusion": default.fusion, "rrf_k": default.rrf_k}}
+    report = {name: {backend: measure(corpus, questions, folder, cache, backend, args) for backend in backends}
+              for name, (corpus, questions, folder, cache) in
+              question_sets(args.sets, args.pydoc_ranks, work).items()}
     if args.json:
         print(json.dumps(report, indent=1))
-        return 0
-    for name, body in report.items():
-        print(f"\n{name}: {body['questions']} questions, {body['chunks']} chunks (default: {body['default']})")
-        print(f"  {'mode':26} {'R@1':>6} {'R@5':>6} {'MRR':>6} {'nDCG@10':>8} {'ms/q':>6}")
-        for label, m in body["modes"].items():
-            print(f"  {label:26} {m['recall@1']:6.3f} {m['recall@5']:6.3f} {m['mrr']:6.3f} {m['ndcg@10']:8.3f} "
-                  f"{m['ms_per_query']:6.1f}")
+    else:
+        print_report(report, args.sweep)
     return 0
 
 

@@ -53,9 +53,11 @@ class RetrievalSettings:
 
     mode: str = "hybrid"
     fusion: str = "rrf"  # rrf: sum of 1/(rrf_k + rank); weighted: dense_weight * dense + (1 - it) * sparse, min-max
-    rrf_k: int = 60
+    # rrf_k 5, 100 candidates: chosen in bench_quality.py --sweep, checked on held-out questions (benchmarks/
+    # README.md); with k = 60, chunks mid-way down both lists pushed one list's top hit out of the top 5.
+    rrf_k: int = 5
     dense_weight: float = 0.5
-    candidates: int = 50  # how deep each ranking is read before fusion
+    candidates: int = 100  # how deep each ranking is read before fusion
 
     def __post_init__(self) -> None:
         if self.mode not in RETRIEVAL_MODES:

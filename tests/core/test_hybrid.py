@@ -93,6 +93,21 @@ def test_fusion_orders_by_reciprocal_rank_or_by_weighted_scores() -> None:
     assert [r for _, r in sparse_heavy][0] == 2 and [r for _, r in sparse_heavy][-1] == 3
 
 
+def test_the_default_fusion_keeps_one_rankings_top_hit_in_the_top_5() -> None:
+    """Why rrf_k is 5 (benchmarks/README.md): the first hit of one ranking, absent from the other, against six
+    chunks 10th-15th in both; with k = 60 their two small shares outweigh its one large share."""
+    def ranking(head: list[int]) -> list[tuple[float, int]]:
+        rows = head + list(range(1, 7))  # rows 1-6: 10th to 15th in both rankings
+        return [(1.0 - i / 100, row) for i, row in enumerate(rows)]
+
+    dense = ranking([0] + list(range(200, 208)))  # row 0: dense's first hit, not in the sparse ranking
+    sparse = ranking(list(range(300, 309)))
+    top5 = [row for _, row in fuse(dense, sparse, RetrievalSettings())[:5]]
+    assert top5[:2] == [0, 300], top5  # the two first hits lead (tied, by row)
+    old = [row for _, row in fuse(dense, sparse, RetrievalSettings(rrf_k=60))[:5]]
+    assert 0 not in old and set(old) <= set(range(1, 7)), old
+
+
 def test_retrieval_settings_are_checked_and_recorded(hybrid_index: Path) -> None:
     with pytest.raises(SettingsError, match="retrieval mode='fuzzy'"):
         RetrievalSettings(mode="fuzzy")
