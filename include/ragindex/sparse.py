@@ -157,8 +157,9 @@ class TermTable:
         def remap(table: TermTable) -> np.ndarray:
             return np.fromiter((index[t] for t in table.vocab), dtype=np.int32, count=len(table.vocab))[table.ids]
 
-        return TermTable(vocab, self.shas + other.shas, np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
-                         np.concatenate([remap(self), remap(other)]).astype(np.int32),
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        ids = np.concatenate([remap(self), remap(other)]).astype(np.int32)
+        return TermTable(vocab, self.shas + other.shas, offsets, ids,
                          np.concatenate([self.counts, other.counts]).astype(np.int32))
 
     def select(self, wanted: Iterable[str]) -> "TermTable":
