@@ -20,7 +20,7 @@ from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
-from ragindex.sparse import SPARSE_DIR, TermCounts, write_sparse_index
+from ragindex.sparse import SPARSE_DIR, TermCounts, TermTable, write_sparse_index
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ def _faiss():
     # faiss's loader logs at INFO every CPU extension it could not load ("Could not load library with AVX512
     # support"): noise in every task log, not the user's concern.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # likewise: "Building index from IDs" on every build
     import faiss  # heavy: imported only where an index is built or read
 
     return faiss
@@ -78,7 +77,7 @@ def write_index_dir(
     index_settings: IndexSettings,
     description: dict[str, Any],
     extra_files: Sequence[Path] = (),
-    sparse_reuse: Mapping[str, TermCounts] | None = None,
+    sparse_reuse: Mapping[str, TermCounts] | TermTable | None = None,
 ) -> Path:
     """Build the index (FAISS, docstore, and the BM25 index unless ``index_settings.sparse`` is off; its term
     counts are taken from ``sparse_reuse`` for texts already tokenised) and replace ``out_dir`` atomically;

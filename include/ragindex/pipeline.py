@@ -151,6 +151,7 @@ def chunk_snapshot(raw_dir: Path, chunks_dir: Path, settings: BuildSettings, pre
     (tmp / CHUNKING_FILE).write_text(json.dumps(
         {**chunking_key(settings), "corpus_digest": manifest["content_digest"]}, indent=1, sort_keys=True))
     replace_dir_atomically(tmp, chunks_dir)
+    remember_chunks_file(chunks_dir, chunks)
     return ChunkingResult(chunks_dir, len(ok), len(chunks), failures, quality, parsed=len(todo),
                           documents_reused=len(manifest["documents"]) - len(todo))
 
@@ -176,10 +177,33 @@ def bounded_chunks(doc: ParsedDocument, settings: BuildSettings) -> tuple[list[C
     return chunks, None
 
 
+# The last chunks file read or written in this process, by the file's identity (device, inode, size, mtime):
+# the stages of one ``build`` read the same file three times. Chunks are frozen, so sharing them is safe.
+_last_chunks: tuple[tuple[int, int, int, int], list[Chunk]] | None = None
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def read_chunks_file(chunks_dir: Path) -> list[Chunk]:
-    """The chunks a chunk step wrote, in order."""
-    with open(chunks_dir / CHUNKS_FILE, encoding="utf-8") as fh:
-        return [Chunk.from_json(json.loads(line)) for line in fh]
+    """The chunks a chunk step wrote, in order (parsed once per process while the file stays the same)."""
+    global _last_chunks
+    path = Path(chunks_dir) / CHUNKS_FILE
+    identity = _file_identity(path)
+    if _last_chunks is not None and _last_chunks[0] == identity:
+        return list(_last_chunks[1])
+    with open(path, encoding="utf-8") as fh:
+        chunks = [Chunk.from_json(json.loads(line)) for line in fh]
+    _last_chunks = (identity, chunks)
+    return list(chunks)
+
+
+def remember_chunks_file(chunks_dir: Path, chunks: list[Chunk]) -> None:
+    """Note the chunks just written to ``chunks_dir``, so that the next stage of this process need not parse them."""
+    global _last_chunks
+    _last_chunks = (_file_identity(Path(chunks_dir) / CHUNKS_FILE), list(chunks))
 
 
 def read_documents(folder: Path) -> list[dict[str, Any]]:
@@ -230,9 +254,9 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildS
     reused = np.stack([cache[s] for s in reused_shas]) if reused_shas else np.zeros((0, 0), np.float32)
     save_vectors(work.reused, reused_shas, reused)
     # the BM25 term counts of unchanged texts travel the same way: the build step does not tokenise them again
-    from ragindex.sparse import reusable_terms, save_reused_terms
+    from ragindex.sparse import reusable_table, save_reused_terms
 
-    save_reused_terms(reused_terms_dir(work), reusable_terms(previous_index, keys))
+    save_reused_terms(reused_terms_dir(work), reusable_table(previous_index, keys))
     shard_lists = plan.shards((shards or ShardSettings()).count(len(plan.to_embed)))
     result = EmbedPlan(model=model, model_identity=identity, reused=plan.reused, total_chunks=plan.total_chunks,
                        shards=tuple(tuple(sha for sha, _ in s) for s in shard_lists), backend=backend,
@@ -322,17 +346,24 @@ class BuildResult:
 
 def build(source: str, out: Path, settings: BuildSettings, previous: Path | None = None,
           as_of: str | None = None, work_root: Path | None = None) -> BuildResult:
-    """Every stage in one process, in a private work folder: the chain the versioned steps run one by one."""
+    """Every stage in one process, in a private work folder: the chain the versioned steps run one by one
+    (unless nothing changed since ``previous``: then its folder is copied, see ``unchanged_index``)."""
     from ragindex.indexing import check_output_dir, read_index_settings
     from ragindex.sources import snapshot
 
     started = time.monotonic()
     check_output_dir(Path(out))
-    if previous is not None:
-        read_index_settings(previous)  # a wrong --previous is an error, not a silent full rebuild
+    # a wrong --previous is an error, not a silent full rebuild
+    made_with = read_index_settings(previous) if previous is not None else None
     work = WorkDir(Path(tempfile.mkdtemp(prefix="ragindex-build-", dir=work_root)))
     try:
         snap = snapshot(source, work.raw, as_of, settings.corpus, settings.documents, settings.parse_memory_mb)
+        if made_with is not None:
+            same = copy_if_unchanged(Path(previous), made_with, work.raw, Path(out), settings, source)
+            if same is not None:
+                return BuildResult(str(out), same.documents, same.chunks, 0, same.chunks, same.failed, snap.refused,
+                                   round(time.monotonic() - started, 3), same.quality, parsed=0,
+                                   documents_reused=same.documents_reused)
         chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
         plan = plan_embeddings(work, previous, settings, ShardSettings(max_shards=1))
         for shard in range(len(plan.shards)):
@@ -343,3 +374,78 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
     return BuildResult(str(out), chunked.documents, stats["chunks"], stats["embedded"], stats["reused"],
                        chunked.failed, snap.refused, round(time.monotonic() - started, 3), chunked.quality,
                        parsed=chunked.parsed, documents_reused=chunked.documents_reused)
+
+
+# ---------------------------------------------------------------- nothing changed
+
+def unchanged_index(previous: Path, made_with: dict[str, Any], manifest: dict[str, Any],
+                    settings: BuildSettings) -> bool:
+    """Whether building this snapshot with these settings, ``previous`` given, would write ``previous`` again
+    byte for byte: the same documents (paths and sha256), every setting and the exact model identity recorded
+    alike, the index and sparse formats (and bm25s) of this version, and only the files a build writes. The
+    model identity is checked last: it is the one costly check (it hashes the weights)."""
+    from ragindex.indexing import DOCSTORE_FILE, FORMAT_VERSION, INDEX_FILE
+    from ragindex.sparse import SPARSE_DIR, written_alike
+
+    expected = json.loads(json.dumps({
+        "format": FORMAT_VERSION, "metric": "inner_product", "normalized": True, "index": asdict(settings.index),
+        "model": settings.model, "embedding_backend": settings.embedding_backend,
+        "corpus_digest": manifest["content_digest"], **chunking_key(settings)}))
+    if {k: made_with.get(k) for k in expected} != expected:
+        return False
+    if set(made_with) != set(expected) | {"dimension", "chunks", "documents", "model_identity"}:
+        return False  # written by another version of this code: rebuild, so the bytes are this version's
+    files = {INDEX_FILE, DOCSTORE_FILE, SETTINGS_FILE, DOCUMENTS_FILE} | ({SPARSE_DIR} if settings.index.sparse else set())
+    if {p.name for p in previous.iterdir()} != files:
+        return False
+    index = settings.index
+    if index.sparse and not written_alike(previous, made_with["chunks"], k1=index.bm25_k1, b=index.bm25_b):
+        return False
+    documents = {(d["path"], d["sha256"]) for d in read_documents(previous)}
+    if documents != {(e["path"], e["sha256"]) for e in manifest["documents"]}:
+        return False
+    from ragindex.embedding import model_identity
+
+    return made_with["model_identity"] == model_identity(settings.model, settings.embedding_backend)
+
+
+def copy_if_unchanged(previous: Path, made_with: dict[str, Any], raw_dir: Path, out: Path, settings: BuildSettings,
+                      source: str) -> ChunkingResult | None:
+    """When nothing changed since ``previous`` (``unchanged_index``), copy its folder to ``out`` (a temp folder
+    beside it, renamed into place) and say what a build would have said of it; otherwise None, and nothing
+    written. A no-op run then parses, embeds and indexes nothing and imports no model runtime, FAISS or bm25s."""
+    manifest = load_manifest(raw_dir)
+    if not unchanged_index(previous, made_with, manifest, settings):
+        return None
+    summaries = read_documents(previous)  # sorted by path, as chunk_snapshot writes them
+    ok = [d for d in summaries if not d.get("failed")]
+    failures = [{"path": d["path"], "reason": d["failed"]} for d in summaries if d.get("failed")]
+    if not ok:
+        return None  # the full path raises the error that says so
+    check_corpus_chars(source or manifest.get("source") or str(raw_dir), [], ok, settings)
+    chunks = read_chunks(previous)
+    quality = quality_report(ok, chunks, failures, manifest.get("refused", []))
+    copy_index_dir(previous, out)
+    log.info("nothing changed since %s (%d documents, %d chunks): its index copied to %s", previous, len(ok),
+             len(chunks), out)
+    return ChunkingResult(out, len(ok), len(chunks), failures, quality, parsed=0,
+                          documents_reused=len(manifest["documents"]))
+
+
+def copy_index_dir(previous: Path, out: Path) -> None:
+    """Copy an index folder's files (not their permissions: a registry's files are read-only) into a temp
+    folder beside ``out`` and rename it into place, so ``out`` is never half written and, unlike hard links,
+    the two folders never share a file."""
+    import shutil
+
+    files = sorted(p for p in previous.rglob("*") if p.is_file())  # listed before the temp folder exists
+    tmp = fresh_temp_dir(out)
+    try:
+        for path in files:
+            target = tmp / path.relative_to(previous)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        replace_dir_atomically(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

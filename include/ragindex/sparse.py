@@ -14,6 +14,7 @@ Files (every one a pure function of the chunk texts and the BM25 settings, so eq
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -38,14 +39,37 @@ _TOKEN = re.compile(r"\\?\w+(?:(?:[.\-'’]|::)\w+)*")
 _PART_SPLIT = re.compile(r"[^\W_]+|\d+")  # the letter/digit runs inside a compound (``foo_bar`` -> foo, bar)
 
 
-def _stopwords() -> frozenset[str]:
-    """Lucene's English stop words, as bm25s ships them (33 function words; IDF handles the rest)."""
-    from bm25s.stopwords import STOPWORDS_EN
+# Lucene's English stop words, as bm25s 0.3.16 ships them (``bm25s.stopwords.STOPWORDS_EN``; 33 function words, IDF
+# handles the rest). A copy, so that tokenising imports no bm25s (whose package imports ~0.25 s of numpy, scipy
+# and tqdm) and a bm25s upgrade cannot change the tokens under the same TOKENIZER (tests/core/test_sparse.py
+# checks the copy against the installed list).
+STOPWORDS = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of",
+    "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with",
+))
 
-    return frozenset(STOPWORDS_EN)
 
+def bm25s_module():
+    """bm25s, imported without the optional packages it imports at module level and this module never uses:
+    scipy (only its ``csc_backend="scipy"``; ours is the default, numpy) and tqdm (progress bars, always off
+    here), which it falls back from when they are missing. That is most of bm25s's import cost in a fresh
+    ``ragindex build`` process; a process that already imported either keeps it."""
+    import sys
 
-STOPWORDS = _stopwords()
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    masked = [name for name in ("scipy", "tqdm") if name not in sys.modules]
+    for name in masked:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import scipy" raises ImportError meanwhile
+    try:
+        import bm25s
+    finally:
+        for name in masked:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+    # bm25s sets its logger to DEBUG when imported: "Building index from IDs" in every task log otherwise
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def tokenize(text: str) -> list[str]:
@@ -106,11 +130,53 @@ class TermTable:
         keep = None if wanted is None else set(wanted)
         return {sha: self.row(i) for i, sha in enumerate(self.shas) if keep is None or sha in keep}
 
+    @classmethod
+    def from_mapping(cls, terms: Mapping[str, TermCounts]) -> "TermTable":
+        """The table of sha256 → term counts, rows in sha256 order."""
+        shas = sorted(terms)
+        return cls.from_rows(shas, [terms[s] for s in shas])
+
+    def take(self, shas: Sequence[str], rows: Sequence[int]) -> "TermTable":
+        """The table of these rows of this one (in this order, under these sha256s), over the vocabulary they
+        use: what ``from_rows`` makes of the same rows, computed on the arrays instead of term by term."""
+        picked = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[picked], self.offsets[picked + 1] - self.offsets[picked]
+        offsets = np.zeros(len(picked) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        where = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        ids = self.ids[where]
+        used = np.unique(ids)  # sorted ids of a sorted vocabulary: the used terms, sorted
+        return TermTable([self.vocab[i] for i in used.tolist()], list(shas), offsets,
+                         np.searchsorted(used, ids).astype(np.int32), self.counts[where].astype(np.int32))
+
+    def concat(self, other: "TermTable") -> "TermTable":
+        """This table's rows, then ``other``'s, over the union of the two vocabularies."""
+        vocab = sorted(set(self.vocab) | set(other.vocab))
+        index = {t: i for i, t in enumerate(vocab)}
+
+        def remap(table: TermTable) -> np.ndarray:
+            return np.fromiter((index[t] for t in table.vocab), dtype=np.int32, count=len(table.vocab))[table.ids]
+
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        ids = np.concatenate([remap(self), remap(other)]).astype(np.int32)
+        return TermTable(vocab, self.shas + other.shas, offsets, ids,
+                         np.concatenate([self.counts, other.counts]).astype(np.int32))
+
+    def select(self, wanted: Iterable[str]) -> "TermTable":
+        """The rows of the wanted texts that this table has, each once, in sha256 order (as ``from_mapping``
+        of ``by_sha(wanted)`` would make them)."""
+        keep, first = set(wanted), {}
+        for i, sha in enumerate(self.shas):
+            if sha in keep:
+                first.setdefault(sha, i)
+        shas = sorted(first)
+        return self.take(shas, [first[s] for s in shas])
+
     def token_ids(self) -> list[list[int]]:
         """Each row as the list of term ids bm25s indexes (a term repeated as often as it occurs)."""
-        return [np.repeat(self.ids[self.offsets[i]:self.offsets[i + 1]],
-                          self.counts[self.offsets[i]:self.offsets[i + 1]]).tolist()
-                for i in range(len(self.shas))]
+        flat = np.repeat(self.ids, self.counts).tolist()
+        ends = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])[self.offsets].tolist()
+        return [flat[ends[i]:ends[i + 1]] for i in range(len(self.shas))]
 
     def write(self, folder: Path) -> None:
         """Write the table's files into ``folder`` (np.save: a fixed header and the raw array, no timestamp)."""
@@ -130,30 +196,36 @@ class TermTable:
                    np.load(folder / "terms.counts.npy"))
 
 
-def reusable_terms(index_dir: Path | None, wanted: Iterable[str] | None = None) -> dict[str, TermCounts]:
-    """The term counts an earlier index offers (sha256 → counts), if its tokenizer is this one."""
+def reusable_table(index_dir: Path | None, wanted: Iterable[str] | None = None) -> TermTable:
+    """The term counts an earlier index offers (of the wanted texts, each once, in sha256 order), if its
+    tokenizer is this one; an empty table otherwise."""
     folder = Path(index_dir) / SPARSE_DIR if index_dir is not None else None
     if folder is None or not (folder / META_FILE).is_file():
-        return {}
+        return TermTable.from_rows([], [])
     meta = json.loads((folder / META_FILE).read_text())
     if meta.get("tokenizer") != TOKENIZER or meta.get("format") != FORMAT_VERSION:
-        return {}
-    return TermTable.read(folder).by_sha(wanted)
+        return TermTable.from_rows([], [])
+    table = TermTable.read(folder)
+    return table.select(table.shas if wanted is None else wanted)
 
 
-def save_reused_terms(path: Path, terms: Mapping[str, TermCounts]) -> None:
+def reusable_terms(index_dir: Path | None, wanted: Iterable[str] | None = None) -> dict[str, TermCounts]:
+    """The term counts an earlier index offers (sha256 → counts), if its tokenizer is this one."""
+    return reusable_table(index_dir, wanted).by_sha()
+
+
+def save_reused_terms(path: Path, terms: Mapping[str, TermCounts] | TermTable) -> None:
     """Keep reused term counts in a work folder, for the build step that runs after the plan."""
     from ragindex.atomic import fresh_temp_dir, replace_dir_atomically
 
-    shas = sorted(terms)
     tmp = fresh_temp_dir(Path(path))
-    TermTable.from_rows(shas, [terms[s] for s in shas]).write(tmp)
+    (terms if isinstance(terms, TermTable) else TermTable.from_mapping(terms)).write(tmp)
     replace_dir_atomically(tmp, Path(path))
 
 
-def load_reused_terms(path: Path) -> dict[str, TermCounts]:
-    """What ``save_reused_terms`` kept; nothing when the plan kept none."""
-    return TermTable.read(Path(path)).by_sha() if (Path(path) / "terms.shas.npy").is_file() else {}
+def load_reused_terms(path: Path) -> TermTable:
+    """What ``save_reused_terms`` kept; an empty table when the plan kept none."""
+    return TermTable.read(Path(path)) if (Path(path) / "terms.shas.npy").is_file() else TermTable.from_rows([], [])
 
 
 # ---------------------------------------------------------------- build
@@ -167,20 +239,22 @@ class SparseBuild:
 
 
 def write_sparse_index(folder: Path, texts: Sequence[str], shas: Sequence[str], *, k1: float, b: float,
-                       reuse: Mapping[str, TermCounts] | None = None) -> SparseBuild:
+                       reuse: Mapping[str, TermCounts] | TermTable | None = None) -> SparseBuild:
     """Tokenise the texts not in ``reuse`` (each distinct text once), then write the term table and the
     bm25s index into ``folder``."""
-    import bm25s
-
-    reuse = dict(reuse or {})
-    tokenized = 0
-    rows: list[TermCounts] = []
+    bm25s = bm25s_module()
+    known = reuse if isinstance(reuse, TermTable) else TermTable.from_mapping(reuse or {})
+    row_of: dict[str, int] = {}
+    for i, sha in enumerate(known.shas):
+        row_of.setdefault(sha, i)
+    fresh: dict[str, TermCounts] = {}
     for text, sha in zip(texts, shas):
-        if sha not in reuse:
-            reuse[sha] = count_terms(text)
-            tokenized += 1
-        rows.append(reuse[sha])
-    table = TermTable.from_rows(shas, rows)
+        if sha not in row_of and sha not in fresh:
+            fresh[sha] = count_terms(text)
+    row_of.update((sha, len(known.shas) + i) for i, sha in enumerate(fresh))
+    both = known.concat(TermTable.from_rows(list(fresh), list(fresh.values())))
+    table = both.take(shas, [row_of[sha] for sha in shas])
+    tokenized = len(fresh)
     folder.mkdir(parents=True, exist_ok=True)
     table.write(folder)
     if texts:
@@ -188,10 +262,32 @@ def write_sparse_index(folder: Path, texts: Sequence[str], shas: Sequence[str], 
         vocab = {t: i for i, t in enumerate(table.vocab)}
         bm25.index((table.token_ids(), vocab), create_empty_token=False, show_progress=False)
         bm25.save(folder, show_progress=False)
-    meta = {"format": FORMAT_VERSION, "tokenizer": TOKENIZER, "library": f"bm25s {bm25s.__version__}",
-            "method": BM25_METHOD, "k1": k1, "b": b, "chunks": len(texts), "terms": len(table.vocab)}
+    meta = sparse_meta(len(texts), len(table.vocab), k1=k1, b=b)
     (folder / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return SparseBuild(tokenized, len(texts) - tokenized)
+
+
+def sparse_meta(chunks: int, terms: int, *, k1: float, b: float) -> dict:
+    """What ``sparse.json`` says of a sparse index of this tokenizer, format, installed bm25s and BM25 settings
+    (the library's version read without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        library = version("bm25s")
+    except PackageNotFoundError:
+        library = "0.0.0"  # what bm25s reports of itself when its metadata is missing
+    return {"format": FORMAT_VERSION, "tokenizer": TOKENIZER, "library": f"bm25s {library}", "method": BM25_METHOD,
+            "k1": k1, "b": b, "chunks": chunks, "terms": terms}
+
+
+def written_alike(index_dir: Path, chunks: int, *, k1: float, b: float) -> bool:
+    """Whether an index folder's sparse index was written by this tokenizer, format, bm25s and BM25 settings
+    for ``chunks`` chunks: then the same chunk texts give the same bytes (``ragindex.pipeline`` copies it)."""
+    path = Path(index_dir) / SPARSE_DIR / META_FILE
+    if not path.is_file():
+        return False
+    meta = json.loads(path.read_text())
+    return meta == sparse_meta(chunks, meta.get("terms"), k1=k1, b=b)
 
 
 # ---------------------------------------------------------------- search
@@ -207,8 +303,7 @@ class SparseIndex:
         self.size = int(self.meta["chunks"])
         self.bm25 = None
         if self.size:
-            import bm25s
-
+            bm25s = bm25s_module()
             self.bm25 = bm25s.BM25.load(folder, mmap=True, show_progress=False)
 
     @staticmethod

@@ -145,3 +145,80 @@ def test_index_json_records_the_sparse_and_retrieval_settings(tiny_index) -> Non
     assert meta["index"]["sparse"] is True and meta["index"]["bm25_k1"] == 1.5
     assert meta["index"]["retrieval"]["mode"] == "hybrid"
     assert (tiny_index[0] / SPARSE_DIR / "params.index.json").is_file()
+
+
+def test_the_stop_words_are_the_ones_bm25s_ships() -> None:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    assert sparse.STOPWORDS == frozenset(STOPWORDS_EN) and len(sparse.STOPWORDS) == 33
+
+
+def random_rows(seed: int, n: int) -> tuple[list[str], list[sparse.TermCounts]]:
+    import random
+
+    rng = random.Random(seed)
+    words = [f"w{i:03d}" for i in range(60)] + ["ünïcode", "os.path", "\\alpha"]
+    by_sha: dict[str, sparse.TermCounts] = {}
+    shas = [f"{seed}{rng.randint(0, n // 2):063d}" for _ in range(n)]  # repeated, as repeated chunk texts are
+    for sha in shas:
+        if sha not in by_sha:
+            chosen = sorted(rng.sample(words, rng.randint(0, 12)))  # some rows have no terms at all
+            by_sha[sha] = (tuple(chosen), tuple(rng.randint(1, 5) for _ in chosen))
+    return shas, [by_sha[sha] for sha in shas]
+
+
+def assert_same_table(a: TermTable, b: TermTable) -> None:
+    assert (a.vocab, a.shas) == (b.vocab, b.shas)
+    for name in ("offsets", "ids", "counts"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_table_operations_on_the_arrays_equal_building_the_table_term_by_term(seed: int) -> None:
+    shas, rows = random_rows(seed, 40)
+    table = TermTable.from_rows(shas, rows)
+    order = list(range(39, -1, -3)) + [0, 0]
+    assert_same_table(table.take([shas[i] for i in order], order),
+                      TermTable.from_rows([shas[i] for i in order], [rows[i] for i in order]))
+    assert_same_table(table.take([], []), TermTable.from_rows([], []))
+    wanted = set(shas[::4]) | {"f" * 64}
+    assert_same_table(table.select(wanted), TermTable.from_mapping(table.by_sha(wanted)))
+    more_shas, more_rows = random_rows(seed + 10, 7)
+    both = table.concat(TermTable.from_rows(more_shas, more_rows))
+    assert_same_table(both.take(both.shas, range(len(both.shas))), TermTable.from_rows(shas + more_shas, rows + more_rows))
+    assert table.token_ids() == [[i for i, c in zip(ids, counts) for _ in range(c)]
+                                 for ids, counts in ((table.ids[lo:hi].tolist(), table.counts[lo:hi].tolist())
+                                                     for lo, hi in zip(table.offsets[:-1], table.offsets[1:]))]
+
+
+def test_reuse_as_a_table_or_a_mapping_writes_the_same_bytes(tmp_path: Path) -> None:
+    texts = [*TEXTS, TEXTS[0], "the and of", "New: a forklift vest, again."]
+    shas = [text_sha256(t) for t in texts]
+    fresh = write_sparse_index(tmp_path / "fresh", texts, shas, k1=1.5, b=0.75)
+    table = TermTable.read(tmp_path / "fresh").select(shas[:4])
+    as_table = write_sparse_index(tmp_path / "table", texts, shas, k1=1.5, b=0.75, reuse=table)
+    as_mapping = write_sparse_index(tmp_path / "mapping", texts, shas, k1=1.5, b=0.75, reuse=table.by_sha())
+    assert (fresh.tokenized, as_table.tokenized, as_mapping.tokenized) == (6, 2, 2)
+    assert files_of(tmp_path / "fresh") == files_of(tmp_path / "table") == files_of(tmp_path / "mapping")
+
+
+BM25S_PROBE = """
+import json, logging, sys
+from ragindex.sparse import bm25s_module
+bm25s = bm25s_module()
+skipped = sorted(m for m in ("scipy", "tqdm") if m in sys.modules)
+import scipy.sparse  # the mask is lifted: whoever needs scipy later still gets it
+print(json.dumps({"skipped": skipped, "bm25s": bm25s.__name__, "scipy": "scipy.sparse" in sys.modules,
+                  "quiet": logging.getLogger("bm25s").getEffectiveLevel() == logging.WARNING}))
+"""
+
+
+def test_bm25s_is_imported_without_scipy_or_tqdm_which_stay_importable() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", BM25S_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"skipped": [], "bm25s": "bm25s", "scipy": True,
+                                                                "quiet": True}
