@@ -107,7 +107,8 @@ class PhaseTimer:
 
 
 def forget_model_identity_cache() -> None:
-    """A fresh ``ragindex build`` process hashes the weights once; make each in-process build do so too."""
+    """A fresh ``ragindex build`` process reads the weights' recorded fingerprint (hashed once per file state);
+    make each in-process build read it too instead of the process's memo."""
     from ragindex import embedding
 
     fp = getattr(embedding, "_folder_fingerprint", None)

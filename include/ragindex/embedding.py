@@ -19,7 +19,9 @@ bits, wherever the text lands; the padding costs about what the length-sorted ba
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,7 +35,7 @@ from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
 from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, export_key, onnxruntime_version
-from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS
+from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS, models_home
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +55,53 @@ def resolve_model_location(model: str) -> str:
     return str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
 
 
+WEIGHT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The files a model's fingerprint covers (weights, configs, vocabularies), in a fixed order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
 @lru_cache(maxsize=8)
 def _folder_fingerprint(folder: str, stamp: tuple) -> str:
     h = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}:
-            h.update(path.relative_to(folder).as_posix().encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+    for path in _weight_files(Path(folder)):
+        h.update(path.relative_to(folder).as_posix().encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 
+def _fingerprint_record(folder: Path, stamp: tuple) -> Path:
+    """Where a fingerprint is kept between processes: named by the folder and the stamp of every file hashed,
+    so a changed, added or touched file names another record and is hashed again."""
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()[:32]
+    return models_home() / "fingerprints" / key
+
+
 def model_fingerprint(model: str) -> tuple[Path | None, str]:
-    """The model's folder (None for a hub name) and a hash of its weight files."""
+    """The model's folder (None for a hub name) and a hash of its weight files, hashed once per file state: a
+    fresh process (every task, every ``ragindex build``) reads the recorded hash instead of ~90 MB again."""
     folder = Path(resolve_model_location(model))
     if not folder.is_dir():
         return None, ""
-    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
-    return folder, _folder_fingerprint(str(folder), stamp)
+    stamp = tuple((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in _weight_files(folder))
+    record = _fingerprint_record(folder, stamp)
+    try:
+        recorded = record.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{16}", recorded):
+            return folder, recorded
+    except OSError:
+        pass
+    fingerprint = _folder_fingerprint(str(folder), stamp)
+    try:
+        replace_file_atomically(record, lambda tmp: tmp.write_text(fingerprint + "\n"))
+    except OSError as exc:  # a read-only models folder only costs the hash next time
+        log.debug("cannot record the fingerprint of %s: %s", folder, exc)
+    return folder, fingerprint
 
 
 def embedding_recipe(backend: str) -> str:
@@ -199,15 +229,19 @@ def encode_texts(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """L2-normalised float32 vectors, each independent of the other texts (see the module docstring)."""
-    enc = encoder(model, backend)
+    return encode_with(encoder(model, backend), texts, on_progress)
+
+
+def encode_with(enc: Any, texts: Sequence[str], on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``encode_texts`` with a given encoder, so tests can compare encoders of other thread counts."""
     out = np.empty((len(texts), enc.dimension), dtype=np.float32)
     if not texts:
         return out
     items = enc.tokenize(texts)
+    batches = fixed_shape_batches([enc.length(i) for i in items], enc.max_length, enc.tokens_per_batch)
     started, done, last_log = time.monotonic(), 0, time.monotonic()
-    for length, size, members in fixed_shape_batches([enc.length(i) for i in items], enc.max_length,
-                                                     enc.tokens_per_batch):
-        out[members] = enc.forward([items[i] for i in members], length, size)
+    for members, vectors in _passes(enc, items, batches):
+        out[members] = vectors
         done += len(members)
         if on_progress:
             on_progress(done, len(texts))
@@ -215,6 +249,24 @@ def encode_texts(
             last_log = time.monotonic()
             log.info("embedded %d/%d texts (%.1f/s)", done, len(texts), done / (last_log - started))
     return out
+
+
+def _passes(enc: Any, items: Sequence[Any], batches: list[tuple[int, int, list[int]]]
+            ) -> Iterable[tuple[list[int], np.ndarray]]:
+    """(text indices, their vectors) of every pass, in order; an encoder with several ``workers`` runs its passes
+    side by side, as each row depends only on its own text."""
+    def run(batch: tuple[int, int, list[int]]) -> tuple[list[int], np.ndarray]:
+        length, size, members = batch
+        return members, enc.forward([items[i] for i in members], length, size)
+
+    workers = getattr(enc, "workers", 1)
+    if workers <= 1 or len(batches) <= 1:
+        yield from map(run, batches)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragindex-embed") as pool:
+        yield from pool.map(run, batches)
 
 
 def encode_query(model: str, text: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> np.ndarray:

@@ -168,11 +168,16 @@ class OnnxEncoder:
         # tests/core/test_embedding.py), so a batch is not topped up to its fixed size: a small update does
         # not pay for a full batch.
         self.tokens_per_batch = 0 if backend == ONNX_INT8 else None
+        # one-text passes are too small to keep several cores busy inside one pass: int8 runs its passes side by
+        # side instead (a thread each, one core per pass; onnxruntime's run is thread-safe and drops the GIL),
+        # and a row depends only on its text, so the worker count never changes a bit (tests/core/test_embedding.py)
+        threads = int(os.environ.get("RAGINDEX_ONNX_THREADS") or os.cpu_count() or 1)
+        self.workers = threads if backend == ONNX_INT8 else 1
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()  # tokenizer.json ships fixed padding and truncation at 128
         self.tokenizer.enable_truncation(self.max_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("RAGINDEX_ONNX_THREADS") or os.cpu_count() or 1)
+        options.intra_op_num_threads = 1 if self.workers > 1 else threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # part of the bits: pinned

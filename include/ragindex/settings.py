@@ -17,7 +17,7 @@ from ragindex.errors import SettingsError
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # onnx: the same vectors as torch (cosine 1.0), a start without torch, faster encoding; see the README.
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
-DEFAULT_EMBEDDING_BACKEND = "onnx"
+DEFAULT_EMBEDDING_BACKEND = "onnx-int8"
 SPLITTERS = ("recursive", "markdown")
 INDEX_KINDS = ("flat", "hnsw")
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")

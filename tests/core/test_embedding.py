@@ -77,6 +77,24 @@ def test_onnx_rows_do_not_depend_on_the_batch_size() -> None:
     assert enc.forward([items[0], *items[20:40]], 32, 64)[0].tobytes() == padded[0].tobytes()
 
 
+def test_int8_vectors_do_not_depend_on_how_many_passes_run_side_by_side(monkeypatch) -> None:
+    """onnx-int8 runs its one-text passes in parallel threads: the bits must be those of one thread."""
+    from ragindex.embedding import encode_with, model_fingerprint
+    from ragindex.onnx_model import OnnxEncoder
+
+    folder, fingerprint = model_fingerprint(DEFAULT_MODEL)
+    texts = [*TEXTS, *(f"Dock {n} opens at {n % 12 + 1} o'clock for inbound pallets." for n in range(30))]
+    out = {}
+    for threads in ("1", "2", "4"):
+        monkeypatch.setenv("RAGINDEX_ONNX_THREADS", threads)
+        enc = OnnxEncoder(folder, fingerprint, "onnx-int8")
+        assert enc.workers == int(threads)
+        out[threads] = encode_with(enc, texts)
+    assert out["1"].tobytes() == out["2"].tobytes() == out["4"].tobytes()
+    shuffled = texts[::-1]
+    assert encode_with(enc, shuffled)[::-1].tobytes() == out["1"].tobytes()
+
+
 RULES = [
     "Forklift operators renew their certification every three years and carry the card while on shift.",
     "Perishable parcels ship on Mondays and Tuesdays only, so that none waits in a depot over the weekend.",
@@ -305,3 +323,36 @@ def test_the_export_cache_is_keyed_on_the_exporter_and_the_opset(tmp_path, monke
     monkeypatch.setattr(onnx_model, "OPSET", 18)
     assert onnx_model.export_folder(location, fingerprint) not in (seeded, upgraded)
     assert "opset18" in onnx_model.export_folder(location, fingerprint).name
+
+
+def test_the_weights_are_hashed_once_per_file_state_and_again_when_a_file_changes(tmp_path, monkeypatch) -> None:
+    """A fresh process reads the recorded fingerprint; a changed weight file (or a touched one) is hashed again."""
+    import os
+
+    from ragindex import embedding
+
+    monkeypatch.setenv("RAGINDEX_MODELS", str(tmp_path / "models"))
+    model = tmp_path / "tiny-model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "config.json").write_text('{"hidden_size": 4}')
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"weights-1" * 1000)
+    hashed: list[str] = []
+    real = embedding._folder_fingerprint.__wrapped__
+
+    def counting(folder: str, stamp: tuple) -> str:
+        hashed.append(folder)
+        return real(folder, stamp)
+
+    monkeypatch.setattr(embedding, "_folder_fingerprint", counting)
+    _, first = embedding.model_fingerprint(str(model))
+    assert embedding.model_fingerprint(str(model))[1] == first and len(hashed) == 1, "read from the record"
+    assert len(list((tmp_path / "models" / "fingerprints").iterdir())) == 1
+    weights.write_bytes(b"weights-2" * 1000)  # same size, new content and mtime
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    _, second = embedding.model_fingerprint(str(model))
+    assert second != first and len(hashed) == 2
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": false}')  # a nested file counts
+    os.utime(model / "1_Pooling" / "config.json", ns=(1, 10**18))
+    assert embedding.model_fingerprint(str(model))[1] not in (first, second) and len(hashed) == 3
