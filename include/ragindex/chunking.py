@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
@@ -13,7 +11,6 @@ from ragindex.parsing import Page, ParsedDocument
 from ragindex.sections import Section
 from ragindex.settings import ChunkingSettings
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,97 +64,15 @@ def indexed_key(chunk: Chunk, with_section: bool) -> str:
     return text_sha256(indexed_text(chunk, True)) if with_section and chunk.section else chunk.sha256
 
 
-# The separators LangChain's RecursiveCharacterTextSplitter tries, in order: its default (plain text) and its
-# ``Language.MARKDOWN`` list (regular expressions: headings, end of a code block, horizontal rules first).
-PLAIN_SEPARATORS = ("\n\n", "\n", " ", "")
-MARKDOWN_SEPARATORS = ("\n#{1,6} ", "```\n", "\n\\*\\*\\*+\n", "\n---+\n", "\n___+\n", "\n\n", "\n", " ", "")
-
-
-@dataclass(frozen=True)
-class RecursiveSplitter:
-    """LangChain's ``RecursiveCharacterTextSplitter`` (langchain-text-splitters 1.1.3) as ragindex configures it:
-    lengths in characters, each separator kept at the start of the piece after it, pieces stripped. A copy of
-    its algorithm, because importing the library costs a fresh process ~0.5 s (its base class comes from
-    langchain_core, whose import pulls pydantic and the runnables), more than an update's whole embedding; and
-    so that a library upgrade cannot change the chunks of an unchanged document under the same settings
-    (tests/core/test_chunking.py checks the copy against the installed library, piece for piece)."""
-
-    chunk_size: int
-    chunk_overlap: int
-    separators: tuple[str, ...] = PLAIN_SEPARATORS
-    regex: bool = False  # whether the separators are regular expressions (the Markdown ones are)
-
-    def split_text(self, text: str) -> list[str]:
-        """The pieces of a text, in order."""
-        return self._split(text, self.separators)
-
-    def _split(self, text: str, separators: tuple[str, ...]) -> list[str]:
-        """Split on the first separator the text contains; pieces still too long are split on the next ones."""
-        separator, finer = separators[-1], ()
-        for i, candidate in enumerate(separators):
-            if not candidate:
-                separator = candidate
-                break
-            if re.search(candidate if self.regex else re.escape(candidate), text):
-                separator, finer = candidate, separators[i + 1:]
-                break
-        out: list[str] = []
-        short: list[str] = []
-        for piece in _split_keeping_separator(text, separator if self.regex else re.escape(separator)):
-            if len(piece) < self.chunk_size:
-                short.append(piece)
-                continue
-            if short:
-                out.extend(self._merge(short))
-                short = []
-            out.extend(self._split(piece, finer) if finer else [piece])
-        if short:
-            out.extend(self._merge(short))
-        return out
-
-    def _merge(self, splits: list[str]) -> list[str]:
-        """Join consecutive splits into chunks of at most ``chunk_size``, each starting with up to
-        ``chunk_overlap`` characters of the splits that ended the chunk before it."""
-        chunks: list[str] = []
-        current: list[str] = []
-        total = 0
-        for split in splits:
-            length = len(split)
-            if total + length > self.chunk_size:
-                if total > self.chunk_size:
-                    log.warning("Created a chunk of size %d, which is longer than the specified %d", total,
-                                self.chunk_size)
-                if current:
-                    if chunk := "".join(current).strip():
-                        chunks.append(chunk)
-                    while total > self.chunk_overlap or (total + length > self.chunk_size and total > 0):
-                        total -= len(current[0])
-                        current = current[1:]
-            current.append(split)
-            total += length
-        if chunk := "".join(current).strip():
-            chunks.append(chunk)
-        return chunks
-
-
-def _split_keeping_separator(text: str, pattern: str) -> list[str]:
-    """The text cut before every match of ``pattern`` (each match starts the piece after it); empty pieces
-    dropped; every character when the pattern is empty."""
-    if not pattern:
-        return list(text)
-    parts = re.split(f"({pattern})", text)
-    pieces = [parts[0], *(parts[i] + parts[i + 1] for i in range(1, len(parts) - 1, 2))]
-    if len(parts) % 2 == 0:
-        pieces.append(parts[-1])
-    return [p for p in pieces if p]
-
-
 @lru_cache(maxsize=16)
-def make_splitter(settings: ChunkingSettings, kind: str) -> RecursiveSplitter:
-    """The splitter for a document kind (Markdown may split on headers first)."""
+def make_splitter(settings: ChunkingSettings, kind: str):
+    """The langchain splitter for a document kind (Markdown may split on headers first)."""
+    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+
+    common = dict(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
     if settings.splitter == "markdown" and kind == "markdown":
-        return RecursiveSplitter(settings.chunk_size, settings.chunk_overlap, MARKDOWN_SEPARATORS, regex=True)
-    return RecursiveSplitter(settings.chunk_size, settings.chunk_overlap)
+        return RecursiveCharacterTextSplitter.from_language(Language.MARKDOWN, **common)
+    return RecursiveCharacterTextSplitter(**common)
 
 
 # Offsets: the splitter's ``start_index`` uses ``text.find`` and gets repeated text wrong, and searching

@@ -162,52 +162,6 @@ def test_the_space_points_are_exactly_what_str_isspace_accepts() -> None:
     assert list(SPACE_POINTS) == [c for c in range(0x110000) if chr(c).isspace()]
 
 
-def splitter_texts() -> list[str]:
-    """Real documents (the sample corpus, raw) and generated ones full of what the separators match."""
-    import random
-
-    corpus = Path(__file__).resolve().parents[2] / "include" / "sample_data" / "corpus"
-    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(corpus.rglob("*"))
-             if p.suffix in (".md", ".txt", ".html")]
-    rng = random.Random(11)
-    pieces = ["word", "longer words here", " ", "  ", "\n", "\n\n", "# ", "\n## Title ", "```\n", "\n---\n",
-              "\n***\n", "\n___\n", "x" * 45, "\t", "-", "*", "_", "#", "é"]
-    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 300))) for _ in range(150)]
-    return texts + [PROSE, REPEATED, ""]
-
-
-@pytest.mark.parametrize("size,overlap", [(1000, 150), (200, 20), (120, 30), (40, 39), (60, 0), (25, 25), (1, 0)])
-def test_the_splitter_cuts_exactly_where_langchains_does(size: int, overlap: int) -> None:
-    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
-
-    from ragindex.chunking import MARKDOWN_CUT_CHARS, MARKDOWN_SEPARATORS, RecursiveSplitter, _position_marked
-
-    for markdown in (False, True):  # sizes below ChunkingSettings' minimum too: the algorithm is what is compared
-        ours = RecursiveSplitter(size, overlap, MARKDOWN_SEPARATORS, regex=True) if markdown else \
-            RecursiveSplitter(size, overlap)
-        theirs = RecursiveCharacterTextSplitter.from_language(Language.MARKDOWN, chunk_size=size, chunk_overlap=overlap) \
-            if markdown else RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap)
-        for text in splitter_texts():  # as written, and as chunk_document gives it (position-marked)
-            for variant in (text, _position_marked(text, MARKDOWN_CUT_CHARS if markdown else frozenset())):
-                assert ours.split_text(variant) == theirs.split_text(variant), (size, overlap, markdown, text[:60])
-
-
-def test_chunking_imports_no_langchain() -> None:
-    import json
-    import subprocess
-    import sys
-
-    probe = ("import json, sys\nfrom ragindex.chunking import chunk_document\nfrom ragindex.parsing import Page, "
-             "ParsedDocument\nfrom ragindex.settings import ChunkingSettings\n"
-             "chunks = chunk_document(ParsedDocument('a.md', 'markdown', (Page(None, sys.argv[1]),)), "
-             "ChunkingSettings(60, 10, 'markdown'))\n"
-             "print(json.dumps([len(chunks), sorted(m for m in sys.modules if m.startswith('langchain'))]))")
-    proc = subprocess.run([sys.executable, "-c", probe, PROSE], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    count, langchain = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert count > 3 and langchain == []
-
-
 def test_a_chunk_record_holds_every_field() -> None:
     from dataclasses import asdict
 
