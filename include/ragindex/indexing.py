@@ -69,6 +69,12 @@ def check_output_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+def fixed_meta(index_settings: IndexSettings) -> dict[str, Any]:
+    """The part of ``index.json`` this code version and the index settings decide alone (the no-op check in
+    ``ragindex.pipeline`` compares a previous index's against it)."""
+    return {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True, "index": asdict(index_settings)}
+
+
 def write_index_dir(
     out_dir: Path,
     chunks: Sequence[Chunk],
@@ -98,9 +104,8 @@ def write_index_dir(
             built = write_sparse_index(tmp / SPARSE_DIR, [indexed_text(c, with_section) for c in chunks], keys,
                                        k1=index_settings.bm25_k1, b=index_settings.bm25_b, reuse=sparse_reuse)
             log.info("sparse index: %d chunk texts tokenised, %d reused", built.tokenized, built.reused)
-        meta = {"format": FORMAT_VERSION, "metric": "inner_product", "normalized": True,
-                "dimension": int(vectors.shape[1]) if len(vectors) else 0, "chunks": len(chunks),
-                "index": asdict(index_settings), **description}
+        meta = {**fixed_meta(index_settings), "dimension": int(vectors.shape[1]) if len(vectors) else 0,
+                "chunks": len(chunks), **description}
         (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
         for extra in extra_files:
             shutil.copyfile(extra, tmp / Path(extra).name)

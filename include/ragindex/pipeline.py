@@ -384,12 +384,11 @@ def unchanged_index(previous: Path, made_with: dict[str, Any], manifest: dict[st
     byte for byte: the same documents (paths and sha256), every setting and the exact model identity recorded
     alike, the index and sparse formats (and bm25s) of this version, and only the files a build writes. The
     model identity is checked last: it is the one costly check (it hashes the weights)."""
-    from ragindex.indexing import DOCSTORE_FILE, FORMAT_VERSION, INDEX_FILE
+    from ragindex.indexing import DOCSTORE_FILE, INDEX_FILE, fixed_meta
     from ragindex.sparse import SPARSE_DIR, written_alike
 
     expected = json.loads(json.dumps({
-        "format": FORMAT_VERSION, "metric": "inner_product", "normalized": True, "index": asdict(settings.index),
-        "model": settings.model, "embedding_backend": settings.embedding_backend,
+        **fixed_meta(settings.index), "model": settings.model, "embedding_backend": settings.embedding_backend,
         "corpus_digest": manifest["content_digest"], **chunking_key(settings)}))
     if {k: made_with.get(k) for k in expected} != expected:
         return False
