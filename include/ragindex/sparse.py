@@ -209,11 +209,6 @@ def reusable_table(index_dir: Path | None, wanted: Iterable[str] | None = None) 
     return table.select(table.shas if wanted is None else wanted)
 
 
-def reusable_terms(index_dir: Path | None, wanted: Iterable[str] | None = None) -> dict[str, TermCounts]:
-    """The term counts an earlier index offers (sha256 → counts), if its tokenizer is this one."""
-    return reusable_table(index_dir, wanted).by_sha()
-
-
 def save_reused_terms(path: Path, terms: Mapping[str, TermCounts] | TermTable) -> None:
     """Keep reused term counts in a work folder, for the build step that runs after the plan."""
     from ragindex.atomic import fresh_temp_dir, replace_dir_atomically

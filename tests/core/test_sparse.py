@@ -112,9 +112,9 @@ def test_an_update_tokenises_only_new_texts(tmp_path: Path, monkeypatch) -> None
 
 def test_counts_of_another_tokenizer_are_not_reused(tmp_index_copy: Path, monkeypatch) -> None:
     monkeypatch.setattr(sparse, "TOKENIZER", "words-0")
-    assert sparse.reusable_terms(tmp_index_copy) == {}
+    assert sparse.reusable_table(tmp_index_copy).by_sha() == {}
     monkeypatch.undo()
-    assert len(sparse.reusable_terms(tmp_index_copy)) > 0
+    assert len(sparse.reusable_table(tmp_index_copy).by_sha()) > 0
 
 
 @pytest.fixture
