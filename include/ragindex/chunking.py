@@ -12,7 +12,6 @@ from ragindex.sections import Section
 from ragindex.settings import ChunkingSettings
 
 
-
 @dataclass(frozen=True)
 class Chunk:
     """A piece of a document: what is embedded, plus where it came from (``section``: the titles of the
