@@ -26,9 +26,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ragindex.atomic import replace_file_atomically
 from ragindex.chunking import Chunk, indexed_key, indexed_text
@@ -36,6 +34,9 @@ from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
 from ragindex.onnx_model import ONNX_INT8, OnnxEncoder, export_key, onnxruntime_version
 from ragindex.settings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_MODEL, EMBEDDING_BACKENDS, models_home
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a no-op build never needs it (benchmarks/README.md)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class TorchEncoder:
 
     def forward(self, items: Sequence[Any], length: int, size: int) -> np.ndarray:
         """One forward pass of exactly ``size`` rows × ``length`` tokens."""
+        import numpy as np
         import torch
 
         texts = [text for text, _ in items]
@@ -205,6 +207,7 @@ class TorchEncoder:
 
     def query(self, text: str) -> np.ndarray:
         """A question's vector for search: latency matters here and bit-reproducibility does not."""
+        import numpy as np
         vector = self.st.encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return vector.astype(np.float32, copy=False)
 
@@ -234,6 +237,7 @@ def encode_texts(
 
 def encode_with(enc: Any, texts: Sequence[str], on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``encode_texts`` with a given encoder, so tests can compare encoders of other thread counts."""
+    import numpy as np
     out = np.empty((len(texts), enc.dimension), dtype=np.float32)
     if not texts:
         return out
@@ -255,6 +259,7 @@ def _passes(enc: Any, items: Sequence[Any], batches: list[tuple[int, int, list[i
             ) -> Iterable[tuple[list[int], np.ndarray]]:
     """(text indices, their vectors) of every pass, in order; an encoder with several ``workers`` runs its passes
     side by side, as each row depends only on its own text."""
+    import numpy as np
     def run(batch: tuple[int, int, list[int]]) -> tuple[list[int], np.ndarray]:
         length, size, members = batch
         return members, enc.forward([items[i] for i in members], length, size)
@@ -311,6 +316,7 @@ def plan_embedding(chunks: Iterable[Chunk], cached: set[str] | dict, with_sectio
 
 def save_vectors(path: Path, shas: Sequence[str], vectors: np.ndarray) -> None:
     """Persist a shard's result as one .npz (written to a temp name, then renamed)."""
+    import numpy as np
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a bare temp name
             np.savez(fh, shas=np.array(list(shas), dtype="U64"), vectors=vectors.astype(np.float32, copy=False))
@@ -320,6 +326,7 @@ def save_vectors(path: Path, shas: Sequence[str], vectors: np.ndarray) -> None:
 
 def load_vectors(path: Path) -> dict[str, np.ndarray]:
     """Read a shard's (sha → vector) result."""
+    import numpy as np
     with np.load(path) as data:
         return dict(zip(data["shas"].tolist(), data["vectors"]))
 
@@ -328,6 +335,7 @@ def assemble_vectors(chunks: Sequence[Chunk], lookup: dict[str, np.ndarray], dim
                      with_section: bool = False) -> np.ndarray:
     """Vectors in chunk order (by the key of each chunk's indexed text); a missing vector is a bug in the shard
     wiring, so say which."""
+    import numpy as np
     out = np.empty((len(chunks), dimension), dtype=np.float32)
     for i, chunk in enumerate(chunks):
         try:

@@ -12,15 +12,16 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk, indexed_key, indexed_text
 from ragindex.errors import IndexDirError
 from ragindex.settings import IndexSettings
 from ragindex.sparse import SPARSE_DIR, TermCounts, TermTable, write_sparse_index
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a no-op build never needs it (benchmarks/README.md)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def write_index_dir(
     """Build the index (FAISS, docstore, and the BM25 index unless ``index_settings.sparse`` is off; its term
     counts are taken from ``sparse_reuse`` for texts already tokenised) and replace ``out_dir`` atomically;
     a folder that is not an index is never overwritten."""
+    import numpy as np
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
     out_dir = check_output_dir(Path(out_dir))

@@ -23,14 +23,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ragindex.atomic import replace_file_atomically
 from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
 from ragindex.settings import models_home
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a no-op build never needs it (benchmarks/README.md)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class OnnxEncoder:
     def forward(self, items: Sequence[Any], length: int, size: int) -> np.ndarray:
         """One pass of the texts padded to ``length`` tokens, one row each: ``size`` (the fixed batch size) is not
         topped up to, as rows do not depend on the batch's size here (see ``__init__``)."""
+        import numpy as np
         ids = np.zeros((len(items), length), np.int64)
         mask = np.zeros((len(items), length), np.int64)
         for row, item in enumerate(items):

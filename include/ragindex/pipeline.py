@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
 from ragindex.atomic import fresh_temp_dir, replace_dir_atomically, write_jsonl
 from ragindex.chunking import Chunk, chunk_document, indexed_key, indexed_text
 from ragindex.errors import SourceError
@@ -240,6 +238,7 @@ def plan_embeddings(work: WorkDir, previous_index: Path | None, settings: BuildS
                     shards: ShardSettings | None = None) -> EmbedPlan:
     """Decide which texts need the model and split them into shards; the vectors reused from the
     previous index are copied beside the plan, so later stages never read that index again."""
+    import numpy as np
     from ragindex.embedding import model_identity, plan_embedding, save_vectors
     from ragindex.indexing import cached_vectors
 
@@ -272,6 +271,7 @@ def reused_terms_dir(work: WorkDir) -> Path:
 
 def embed_shard(work: WorkDir, shard: int) -> int:
     """Embed one shard of the plan; re-running rewrites the same vectors. Returns how many it embedded."""
+    import numpy as np
     from ragindex.embedding import encode_texts, encoder, save_vectors
     from ragindex.timing import Steps
 

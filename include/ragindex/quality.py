@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
-
-import numpy as np
 
 from ragindex.chunking import Chunk
 from ragindex.parsing import ParsedDocument
@@ -72,12 +71,20 @@ def mask_text(text: str) -> str:
     return "".join(out) + text[last:]
 
 
+def _percentile(ordered: Sequence[int], q: float) -> float:
+    """numpy's default (linear) percentile to the bit, without importing numpy into a no-op build."""
+    at = (len(ordered) - 1) * (q / 100)
+    low = math.floor(at)
+    a, b, t = ordered[low], ordered[min(low + 1, len(ordered) - 1)], at - low
+    return float(b - (b - a) * (1 - t)) if t >= 0.5 else float(a + (b - a) * t)
+
+
 def _distribution(values: Sequence[int]) -> dict[str, float]:
     if not values:
         return {"min": 0, "p50": 0, "p90": 0, "max": 0, "mean": 0}
-    arr = np.asarray(values)
-    return {"min": int(arr.min()), "p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
-            "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
+    ordered = sorted(values)
+    return {"min": int(ordered[0]), "p50": _percentile(ordered, 50), "p90": _percentile(ordered, 90),
+            "max": int(ordered[-1]), "mean": round(sum(ordered) / len(ordered), 1)}
 
 
 def document_summary(doc: ParsedDocument, sha256: str = "", chunks: int = 0) -> dict[str, Any]:

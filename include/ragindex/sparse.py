@@ -20,11 +20,12 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from ragindex.errors import IndexDirError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a no-op build never needs it (benchmarks/README.md)
+    import numpy as np
 
 SPARSE_DIR = "sparse"
 META_FILE = "sparse.json"
@@ -111,6 +112,7 @@ class TermTable:
     @classmethod
     def from_rows(cls, shas: Sequence[str], rows: Sequence[TermCounts]) -> "TermTable":
         """The table of these rows; the vocabulary is sorted, so it depends only on the rows' terms."""
+        import numpy as np
         vocab = sorted({t for terms, _ in rows for t in terms})
         index = {t: i for i, t in enumerate(vocab)}
         lengths = np.fromiter((len(terms) for terms, _ in rows), dtype=np.int64, count=len(rows))
@@ -139,6 +141,7 @@ class TermTable:
     def take(self, shas: Sequence[str], rows: Sequence[int]) -> "TermTable":
         """The table of these rows of this one (in this order, under these sha256s), over the vocabulary they
         use: what ``from_rows`` makes of the same rows, computed on the arrays instead of term by term."""
+        import numpy as np
         picked = np.asarray(rows, dtype=np.int64)
         starts, lengths = self.offsets[picked], self.offsets[picked + 1] - self.offsets[picked]
         offsets = np.zeros(len(picked) + 1, dtype=np.int64)
@@ -151,6 +154,7 @@ class TermTable:
 
     def concat(self, other: "TermTable") -> "TermTable":
         """This table's rows, then ``other``'s, over the union of the two vocabularies."""
+        import numpy as np
         vocab = sorted(set(self.vocab) | set(other.vocab))
         index = {t: i for i, t in enumerate(vocab)}
 
@@ -174,12 +178,14 @@ class TermTable:
 
     def token_ids(self) -> list[list[int]]:
         """Each row as the list of term ids bm25s indexes (a term repeated as often as it occurs)."""
+        import numpy as np
         flat = np.repeat(self.ids, self.counts).tolist()
         ends = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])[self.offsets].tolist()
         return [flat[ends[i]:ends[i + 1]] for i in range(len(self.shas))]
 
     def write(self, folder: Path) -> None:
         """Write the table's files into ``folder`` (np.save: a fixed header and the raw array, no timestamp)."""
+        import numpy as np
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "terms.vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
         np.save(folder / "terms.shas.npy", np.array(self.shas, dtype="S64"))
@@ -190,6 +196,7 @@ class TermTable:
     @classmethod
     def read(cls, folder: Path) -> "TermTable":
         """Inverse of ``write``."""
+        import numpy as np
         vocab = json.loads((folder / "terms.vocab.json").read_text(encoding="utf-8"))
         shas = [s.decode() for s in np.load(folder / "terms.shas.npy").tolist()]
         return cls(vocab, shas, np.load(folder / "terms.offsets.npy"), np.load(folder / "terms.ids.npy"),
@@ -309,6 +316,7 @@ class SparseIndex:
     def search(self, question: str, n: int, mask: np.ndarray | None = None) -> list[tuple[float, int]]:
         """(BM25 score, row) of the best ``n`` rows that share a term with the question, among the rows
         ``mask`` allows (scores of the others are zeroed before the top-n, so a filter never empties it)."""
+        import numpy as np
         if self.bm25 is None:
             return []
         ids = sorted({self.bm25.vocab_dict[t] for t in tokenize(question) if t in self.bm25.vocab_dict})

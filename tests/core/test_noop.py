@@ -1,5 +1,5 @@
 """A no-op build (nothing changed since ``--previous``): the previous index folder is copied, byte for byte,
-without importing a model runtime, FAISS or bm25s; it reports what a full run would report; anything that
+without importing a model runtime, FAISS, bm25s or numpy; it reports what a full run would report; anything that
 differs (a document, a setting, the model identity, the folder's contents) takes the full path."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CORPUS = {
     "notes/returns.txt": "Returned parcels need a return authorization number printed on the label.",
     "broken.pdf": b"%PDF-1.4 not really a pdf",
 }
-HEAVY = ("faiss", "bm25s", "onnxruntime", "torch", "sentence_transformers", "langchain_text_splitters", "scipy")
+HEAVY = ("faiss", "bm25s", "onnxruntime", "torch", "sentence_transformers", "langchain_text_splitters", "scipy", "numpy")
 PROBE = """
 import io, json, sys, contextlib
 from ragindex.cli import main
@@ -55,7 +55,7 @@ def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return corpus, root / "index"
 
 
-def test_a_no_op_process_copies_the_index_and_imports_no_runtime_faiss_or_bm25s(first, tmp_path: Path) -> None:
+def test_a_no_op_process_copies_the_index_and_imports_no_runtime_faiss_bm25s_or_numpy(first, tmp_path: Path) -> None:
     corpus, previous = first
     out = tmp_path / "again"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), os.environ.get("PYTHONPATH", "")])}

@@ -92,3 +92,22 @@ def test_chunk_length_distribution_failures_and_refusals_are_reported() -> None:
     assert report["pii"] == {} and report["pii_totals"] == {}
     empty = quality_report([], [], [])
     assert empty["chunk_length"]["max"] == 0 and empty["documents"] == 0
+
+
+def test_the_length_distribution_equals_numpys_to_the_bit() -> None:
+    """The report's percentiles are computed without numpy (a no-op build never imports it); a changed figure
+    would change the chunks artifact's record for the same corpus."""
+    import random
+
+    import numpy as np
+
+    from ragindex.quality import _distribution
+
+    rng = random.Random(7)
+    for n in [1, 2, 3, 4, 5, 9, 10, 11, 99, 100, 101, 318, 1053, 2786]:
+        values = [rng.randint(1, 2000) for _ in range(n)]
+        got = _distribution(values)
+        arr = np.asarray(values)
+        assert got == {"min": int(arr.min()), "p50": float(np.percentile(arr, 50)),
+                       "p90": float(np.percentile(arr, 90)), "max": int(arr.max()),
+                       "mean": round(float(arr.mean()), 1)}, n
