@@ -162,6 +162,18 @@ def test_the_space_points_are_exactly_what_str_isspace_accepts() -> None:
     assert list(SPACE_POINTS) == [c for c in range(0x110000) if chr(c).isspace()]
 
 
+@pytest.mark.parametrize("repeat", [1, 400])  # a short text and one long enough for numpy's other branch
+def test_the_marked_copy_keeps_exactly_the_cut_characters_and_marks_each_other_by_its_position(repeat: int) -> None:
+    from ragindex.chunking import MARKDOWN_CUT_CHARS, _position_marked
+
+    text = ("ab\u00a0c#d`e*f-g_h\u3000i\tj\nk\u2028l xy" + "".join(map(chr, range(8192, 8203)))) * repeat
+    marked = _position_marked(text, MARKDOWN_CUT_CHARS)
+    assert len(marked) == len(text)
+    for i, (a, b) in enumerate(zip(text, marked)):
+        assert (b == a) if (a.isspace() or a in MARKDOWN_CUT_CHARS) else (ord(b) == 0x20000 + i), (i, a, b)
+    assert _position_marked(text, frozenset())[text.index("#")] != "#"
+
+
 def test_a_chunk_record_holds_every_field() -> None:
     from dataclasses import asdict
 
