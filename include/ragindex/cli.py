@@ -8,7 +8,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from ragindex.errors import RagindexError
 from ragindex.names import DEFAULT_NAMES, PRODUCTION
@@ -504,5 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The console script: ``main``, then an exit that skips freeing the process (``ragindex.quick_exit``);
+    an unexpected exception (and argparse's own exit) still ends the process the normal way."""
+    from ragindex.quick_exit import quick_exit
+
+    quick_exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
