@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -40,8 +41,10 @@ OPSET = 17
 EXPORTERS = ("torch", "transformers", "onnx")  # torch.onnx.export traces transformers' model, onnx re-serialises
 
 
+@lru_cache(maxsize=None)
 def onnxruntime_version() -> str:
-    """The installed onnxruntime's version (part of a model identity: its kernels decide the bits)."""
+    """The installed onnxruntime's version (part of a model identity: its kernels decide the bits); read once a
+    process, as the metadata lookup walks every installed distribution (~4 ms each time here)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -50,8 +53,9 @@ def onnxruntime_version() -> str:
         raise SettingsError("the onnx embedding backends need the package onnxruntime (see requirements.txt)") from None
 
 
+@lru_cache(maxsize=None)
 def package_version(name: str) -> str:
-    """An installed package's version without importing it ("absent" when it is not installed)."""
+    """An installed package's version without importing it ("absent" when it is not installed); once a process."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
