@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -222,6 +223,26 @@ def encoder(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> Any:
         raise SettingsError(f"model {model!r}: the onnx backends need a local model folder (a hub name cannot be "
                             "exported offline); use embedding_backend=torch")
     return OnnxEncoder(folder, fingerprint, backend)
+
+
+def load_encoder_in_background(model: str, backend: str = DEFAULT_EMBEDDING_BACKEND) -> threading.Thread | None:
+    """Start loading an ONNX encoder in a thread, so its session is built (in C++, mostly without the GIL) while
+    the documents are parsed and chunked: ~0.07 s of a two-document update (benchmarks/README.md). Join the
+    thread before encoding (``encoder``'s cache does not lock). A failure is not raised here: the encode that
+    needs the encoder loads it again and raises it where it is reported. None for torch: its load is imports
+    under the GIL, nothing to overlap."""
+    if backend == "torch":
+        return None
+
+    def load() -> None:
+        try:
+            encoder(model, backend)
+        except Exception:  # noqa: BLE001 - raised again by the encode that needs it
+            log.debug("loading the %s encoder of %s ahead failed", backend, model, exc_info=True)
+
+    thread = threading.Thread(target=load, name="ragindex-load-encoder", daemon=True)
+    thread.start()
+    return thread
 
 
 def encode_texts(

@@ -364,8 +364,13 @@ def build(source: str, out: Path, settings: BuildSettings, previous: Path | None
                 return BuildResult(str(out), same.documents, same.chunks, 0, same.chunks, same.failed, snap.refused,
                                    round(time.monotonic() - started, 3), same.quality, parsed=0,
                                    documents_reused=same.documents_reused)
+        from ragindex.embedding import load_encoder_in_background
+
+        loading = load_encoder_in_background(settings.model, settings.embedding_backend)
         chunked = chunk_snapshot(work.raw, work.chunks, settings, previous=previous, source=source)
         plan = plan_embeddings(work, previous, settings, ShardSettings(max_shards=1))
+        if loading is not None:
+            loading.join()
         for shard in range(len(plan.shards)):
             embed_shard(work, shard)
         stats = build_index_from_shards(work, settings, Path(out))

@@ -356,3 +356,39 @@ def test_the_weights_are_hashed_once_per_file_state_and_again_when_a_file_change
     (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": false}')  # a nested file counts
     os.utime(model / "1_Pooling" / "config.json", ns=(1, 10**18))
     assert embedding.model_fingerprint(str(model))[1] not in (first, second) and len(hashed) == 3
+
+
+def test_the_encoder_loaded_ahead_is_the_one_the_encode_then_uses() -> None:
+    from ragindex.embedding import encoder, load_encoder_in_background
+
+    encoder.cache_clear()
+    thread = load_encoder_in_background(DEFAULT_MODEL, "onnx-int8")
+    assert thread is not None
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    loaded = encoder.cache_info()
+    assert loaded.misses == 1 and loaded.currsize == 1
+    encoder(DEFAULT_MODEL, "onnx-int8")
+    after = encoder.cache_info()
+    assert (after.hits, after.misses) == (loaded.hits + 1, loaded.misses), "not loaded a second time"
+
+
+def test_a_load_ahead_that_fails_leaves_the_error_to_the_encode(monkeypatch, tmp_path) -> None:
+    import threading
+
+    from ragindex.embedding import encoder, load_encoder_in_background
+
+    escaped: list = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    model = "no-such-org/no-such-model"  # a hub name: the onnx backends cannot export it offline
+    thread = load_encoder_in_background(model, "onnx")
+    thread.join(timeout=60)
+    assert escaped == [], "nothing escapes the thread"
+    with pytest.raises(SettingsError, match="no-such-model"):
+        encoder(model, "onnx")
+
+
+def test_torch_is_not_loaded_ahead() -> None:
+    from ragindex.embedding import load_encoder_in_background
+
+    assert load_encoder_in_background(DEFAULT_MODEL, "torch") is None
