@@ -280,7 +280,6 @@ def _passes(enc: Any, items: Sequence[Any], batches: list[tuple[int, int, list[i
             ) -> Iterable[tuple[list[int], np.ndarray]]:
     """(text indices, their vectors) of every pass, in order; an encoder with several ``workers`` runs its passes
     side by side, as each row depends only on its own text."""
-    import numpy as np
     def run(batch: tuple[int, int, list[int]]) -> tuple[list[int], np.ndarray]:
         length, size, members = batch
         return members, enc.forward([items[i] for i in members], length, size)

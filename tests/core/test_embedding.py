@@ -373,7 +373,7 @@ def test_the_encoder_loaded_ahead_is_the_one_the_encode_then_uses() -> None:
     assert (after.hits, after.misses) == (loaded.hits + 1, loaded.misses), "not loaded a second time"
 
 
-def test_a_load_ahead_that_fails_leaves_the_error_to_the_encode(monkeypatch, tmp_path) -> None:
+def test_a_load_ahead_that_fails_leaves_the_error_to_the_encode(monkeypatch) -> None:
     import threading
 
     from ragindex.embedding import encoder, load_encoder_in_background
