@@ -48,7 +48,9 @@ page, so nDCG = 1 / log2(rank + 1)), and milliseconds per query; the row marked 
 grid of fusion parameters (rrf k, weighted dense_weight, candidates read from each ranking), fused from one
 deep dense and sparse ranking per question with ``ragindex.retrieval.fuse`` (what ``Retriever.search`` does
 with a shallower read; the default's row is checked against the real search). The default was chosen from
-this grid on some sets and checked on held-out ones (benchmarks/README.md).
+this grid on some sets and checked on held-out ones (benchmarks/README.md). It also prints, per BM25 (k1, b)
+pair of ``BM25_SWEEP`` (four search engines' defaults), the hits of the sparse ranking alone and of the default
+fusion, the index's sparse part written again with that pair from its own term counts.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ VARIANTS = [
 SWEEP_CANDIDATES = (20, 50, 100, 200)
 SWEEP = ([{"fusion": "rrf", "rrf_k": k} for k in (1, 5, 10, 20, 30, 60, 100)]
          + [{"fusion": "weighted", "dense_weight": w / 10} for w in range(1, 10)])
+# BM25's k1 and b, each pair a well-known engine's default (none tuned here): --sweep counts the hits of the sparse
+# ranking alone and of the default fusion with each, the index's sparse part rebuilt from its own term counts
+BM25_SWEEP = ((1.5, 0.75, "bm25s"), (1.2, 0.75, "Lucene, Elasticsearch"), (0.9, 0.4, "Anserini"),
+              (0.82, 0.68, "Anserini, MS MARCO passage"))
 
 
 def parse_ranges(text: str) -> list[tuple[int, int]]:
@@ -275,6 +281,51 @@ def sweep(retriever, questions: list[EvalQuestion]) -> list[dict]:
     return rows
 
 
+def bm25_sweep(retriever, questions: list[EvalQuestion], work: Path) -> list[dict]:
+    """Found at rank 1 / in the top 5 by the sparse ranking alone and by the default fusion, per BM25 (k1, b) of
+    ``BM25_SWEEP``: the index's sparse part written again from its own term counts (nothing tokenised) with each
+    pair, by the code a build runs, and searched as ``Retriever.search`` does."""
+    from ragindex.indexing import iter_docstore
+    from ragindex.retrieval import fuse
+    from ragindex.sparse import SPARSE_DIR, SparseIndex, TermTable, write_sparse_index
+
+    sources = [rec["source"] for rec in iter_docstore(retriever.index_dir)]
+    table = TermTable.read(retriever.index_dir / SPARSE_DIR)
+    depth = retriever.retrieval.candidates
+    dense = [retriever._dense(q.question, depth, None) for q in questions]
+    rows = []
+    for k1, b, where in BM25_SWEEP:
+        folder = work / f"bm25-{k1}-{b}"
+        shutil.rmtree(folder, ignore_errors=True)
+        write_sparse_index(folder / SPARSE_DIR, [""] * len(table.shas), table.shas, k1=k1, b=b, reuse=table)
+        sparse = SparseIndex(folder)
+        row = {"k1": k1, "b": b, "default of": where}
+        for mode in ("sparse", "hybrid"):
+            ranks = []
+            for q, d in zip(questions, dense):
+                s = sparse.search(q.question, depth, None)
+                ranked = s if mode == "sparse" else fuse(d, s, retriever.retrieval)
+                ranks.append(rank_of([sources[r] for _, r in ranked[:DEPTH]], q.expected_source))
+            row[mode] = {"at1": sum(r == 1 for r in ranks if r), "at5": sum(r <= 5 for r in ranks if r), "ranks": ranks}
+        rows.append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def check_bm25_sweep(body: dict, index_dir: Path) -> None:
+    """Warn when the BM25 sweep's row of the index's own k1 and b ranks otherwise than the real search did."""
+    from ragindex.indexing import read_index_settings
+
+    own = read_index_settings(index_dir)["index"]
+    row = next((r for r in body["bm25_sweep"] if (r["k1"], r["b"]) == (own["bm25_k1"], own["bm25_b"])), None)
+    default = next(r for r in body["modes"].values() if r["default"])  # the fusion the sweep's hybrid rows use
+    real = {"sparse": body["modes"]["sparse"]["ranks"], "hybrid": default["ranks"]}
+    for mode in ("sparse", "hybrid") if row and body["default"]["mode"] == "hybrid" else ():
+        if row[mode]["ranks"] != real[mode]:
+            print(f"  BM25 sweep: the index's own k1/b rank otherwise than the real {mode} search on "
+                  f"{sum(a != b for a, b in zip(row[mode]['ranks'], real[mode]))} questions", file=sys.stderr)
+
+
 def check_sweep(body: dict, default) -> None:
     """Warn when the sweep's row of the default setting ranks otherwise than the real search did."""
     knob = "rrf_k" if default.fusion == "rrf" else "dense_weight"
@@ -317,6 +368,8 @@ def measure(corpus: Path, questions: list[EvalQuestion], folder: Path, cache: Pa
     if args.sweep:
         body["sweep"] = sweep(retriever, questions)
         check_sweep(body, default)
+        body["bm25_sweep"] = bm25_sweep(retriever, questions, folder)
+        check_bm25_sweep(body, retriever.index_dir)
     return body
 
 
@@ -340,6 +393,10 @@ def print_report(report: dict, sweep_rows: bool) -> None:
                 for row in body["sweep"]:
                     knob = f"rrf k={row['rrf_k']}" if row["fusion"] == "rrf" else f"weighted {row['dense_weight']}"
                     print(f"    {knob:14} c={row['candidates']:<4} {row['at1']:4d} {row['at5']:4d} {row['mrr']:6.3f}")
+                print(f"  BM25 sweep, {backend} (found at rank 1 / in the top 5, of {n}: sparse alone; default fusion):")
+                for row in body["bm25_sweep"]:
+                    print(f"    k1={row['k1']:<4} b={row['b']:<4} {row['sparse']['at1']:4d} {row['sparse']['at5']:4d};"
+                          f" {row['hybrid']['at1']:4d} {row['hybrid']['at5']:4d}  (the default of {row['default of']})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side by side in one run, each step a fresh process as a scheduler runs it (start-up included): the bare
-# sentence-transformers encode (the torch compute limit, model load excluded), LangChain's indexing API
+# sentence-transformers encode (the torch compute limit, model load excluded) of LangChain's splitter's chunks and
+# of exactly the texts ragindex embeds (bare_encode.py; the full build's ratio is taken against it), LangChain's indexing API
 # (persisted SQL record manager + FAISS), and ragindex build (full, update, no-op) with each embedding backend.
 # Uses the shared peer scripts (../shared/bench: make_corpus.py, raw_encode.py, peer_langchain_job.py).
 # Usage: benchmarks/side_by_side.sh N_DOCS CHANGE_PCT PEER_PYTHON [BACKENDS...]   (from the checkout, .venv set up)
@@ -19,9 +20,12 @@ for b in "${backends[@]}"; do ragindex build "$d/base" --out "$d/warm-$b" --embe
   > /dev/null 2>&1 || true; done
 python -c "from ragindex.embedding import encode_texts as e; [e('sentence-transformers/all-MiniLM-L6-v2', ['x'], backend=b) for b in '${backends[*]}'.split()]"
 bare=$(python "$shared/raw_encode.py" "$d/base" 2>/dev/null | tail -1)
+# the same encode of exactly the texts ragindex embeds (its section-aware chunks, each with its section path)
+own=$(python "$here/bare_encode.py" "$d/base" 2>/dev/null | tail -1)
 lc_full=$(t "$peer" "$shared/peer_langchain_job.py" "$d/base" "$d/lc"); lc_full_r=$(tail -1 "$d/last.out")
 lc_inc=$(t "$peer" "$shared/peer_langchain_job.py" "$d/updated" "$d/lc"); lc_inc_r=$(tail -1 "$d/last.out")
-echo "bare torch encode (in process, load excluded): $bare"
+echo "bare torch encode (in process, load excluded) of LangChain's splitter's chunks: $bare"
+echo "bare torch encode (in process, load excluded) of the texts ragindex embeds: $own"
 echo "langchain full ${lc_full}s ($lc_full_r)"
 echo "langchain update ${lc_inc}s ($lc_inc_r)"
 for b in "${backends[@]}"; do
@@ -30,11 +34,11 @@ for b in "${backends[@]}"; do
   inc_e=$(field "j['embedded'],'embedded',j['reused'],'reused'")
   noop=$(t ragindex build "$d/updated" --out "$d/$b-c" --previous "$d/$b-b" --embedding-backend "$b" --json)
   echo "ragindex[$b] full ${full}s ($chunks chunks); update ${inc}s ($inc_e); no-op ${noop}s"
-  python - "$bare" "$lc_full" "$lc_inc" "$full" "$inc" "$noop" "$b" <<'PY'
+  python - "$bare" "$lc_full" "$lc_inc" "$full" "$inc" "$noop" "$b" "$own" <<'PY'
 import re, sys
-bare = float(re.search(r"seconds=([\d.]+)", sys.argv[1]).group(1))
+bare, own = (float(re.search(r"seconds=([\d.]+)", a).group(1)) for a in (sys.argv[1], sys.argv[8]))
 lf, li, rf, ri, rn = map(float, sys.argv[2:7])
 print(f"  [{sys.argv[7]}] update: {li / ri:.1f}x faster than langchain's update; full build (whole process) / bare "
-      f"torch encode = {rf / bare:.2f}; no-op {rn:.2f} s")
+      f"torch encode of the same texts = {rf / own:.2f} (of LangChain's chunks: {rf / bare:.2f}); no-op {rn:.2f} s")
 PY
 done

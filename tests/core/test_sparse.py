@@ -16,6 +16,7 @@ from ragindex.errors import RagindexError
 from ragindex.indexing import SETTINGS_FILE, read_index_settings
 from ragindex.pipeline import build
 from ragindex.retrieval import Retriever
+from ragindex.settings import IndexSettings
 from ragindex.sparse import SPARSE_DIR, SparseIndex, TermTable, tokenize, write_sparse_index
 
 from .conftest import SMALL, write_files
@@ -142,9 +143,36 @@ def test_an_index_from_before_the_sparse_index_is_dense_only(tmp_index_copy: Pat
 
 def test_index_json_records_the_sparse_and_retrieval_settings(tiny_index) -> None:
     meta = read_index_settings(tiny_index[0])
-    assert meta["index"]["sparse"] is True and meta["index"]["bm25_k1"] == 1.5
+    defaults = IndexSettings()
+    assert meta["index"]["sparse"] is True
+    assert (meta["index"]["bm25_k1"], meta["index"]["bm25_b"]) == (defaults.bm25_k1, defaults.bm25_b) == (1.2, 0.75)
+    sparse_json = json.loads((tiny_index[0] / SPARSE_DIR / "sparse.json").read_text())
+    bm25s_params = json.loads((tiny_index[0] / SPARSE_DIR / "params.index.json").read_text())
+    assert (sparse_json["k1"], sparse_json["b"]) == (bm25s_params["k1"], bm25s_params["b"]) == (1.2, 0.75)
     assert meta["index"]["retrieval"]["mode"] == "hybrid"
     assert (tiny_index[0] / SPARSE_DIR / "params.index.json").is_file()
+
+
+def test_an_index_of_other_bm25_settings_as_previous_gets_a_new_sparse_index_from_its_term_counts(
+        tiny_corpus: Path, tiny_index, tmp_path: Path) -> None:
+    """An index built before k1 became 1.2 (bm25s's 1.5): the next build is no copy of it, and rewrites the
+    BM25 scores with the new k1 from the term counts it reuses (nothing embedded, the same terms and vectors)."""
+    from dataclasses import replace
+
+    old = tmp_path / "k1-1.5"
+    build(str(tiny_corpus), old, replace(SMALL, index=replace(SMALL.index, bm25_k1=1.5)))
+    assert json.loads((old / SPARSE_DIR / "sparse.json").read_text())["k1"] == 1.5
+    new = tmp_path / "k1-default"
+    result = build(str(tiny_corpus), new, SMALL, previous=old)
+    assert result.embedded == 0 and result.reused == result.chunks
+    assert json.loads((new / SPARSE_DIR / "sparse.json").read_text())["k1"] == SMALL.index.bm25_k1 == 1.2
+    assert read_index_settings(new)["index"]["bm25_k1"] == 1.2
+    for name in ("terms.vocab.json", "terms.ids.npy", "terms.counts.npy"):  # the same terms, reused
+        assert (new / SPARSE_DIR / name).read_bytes() == (old / SPARSE_DIR / name).read_bytes()
+    # the same bytes as a fresh build with the new settings, and other scores than the old index's
+    for name in ("data.csc.index.npy", "params.index.json"):
+        assert (new / SPARSE_DIR / name).read_bytes() == (tiny_index[0] / SPARSE_DIR / name).read_bytes()
+    assert (new / SPARSE_DIR / "data.csc.index.npy").read_bytes() != (old / SPARSE_DIR / "data.csc.index.npy").read_bytes()
 
 
 def test_the_stop_words_are_the_ones_bm25s_ships() -> None:
