@@ -16,8 +16,10 @@ from ragindex.errors import RagindexError
 from ragindex.indexing import SETTINGS_FILE, read_index_settings
 from ragindex.pipeline import build
 from ragindex.retrieval import Retriever
-from ragindex.settings import IndexSettings
+from ragindex.settings import BuildSettings, IndexSettings
 from ragindex.sparse import SPARSE_DIR, SparseIndex, TermTable, tokenize, write_sparse_index
+
+from tests.conftest import need
 
 from .conftest import SMALL, write_files
 
@@ -218,6 +220,39 @@ def test_table_operations_on_the_arrays_equal_building_the_table_term_by_term(se
     assert table.token_ids() == [[i for i, c in zip(ids, counts) for _ in range(c)]
                                  for ids, counts in ((table.ids[lo:hi].tolist(), table.counts[lo:hi].tolist())
                                                      for lo, hi in zip(table.offsets[:-1], table.offsets[1:]))]
+
+
+PYDOC_LIBRARY = Path("/usr/share/doc/python3.11/html/_sources/library")
+
+
+def pydoc_chunk_texts(files: int = 60) -> list[str]:
+    """Chunk texts of real reST pages (Debian's python3.11-doc), cut the way a default build cuts them."""
+    need(PYDOC_LIBRARY.is_dir(), f"{PYDOC_LIBRARY}: install Debian's python3.11-doc")
+    from ragindex.chunking import make_splitter
+
+    splitter = make_splitter(BuildSettings().chunking, "text")
+    return [t for path in sorted(PYDOC_LIBRARY.glob("*.rst.txt"))[:files]
+            for t in splitter.split_text(path.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize(("k1", "b"), [(1.2, 0.75), (1.5, 0.75), (0.9, 0.4), (2.0, 1.0), (0.0, 0.0)])
+def test_scores_on_the_arrays_equal_what_bm25s_computes_text_by_text(k1: float, b: float, tmp_path: Path) -> None:
+    """``bm25_scores`` is bm25s's own scoring, vectorised: the same float32 bits, and the same saved files."""
+    texts = [*pydoc_chunk_texts(), "the and of", "", TEXTS[0], TEXTS[0]]  # rows without terms, repeated rows
+    shas = [text_sha256(t) for t in texts]
+    table = TermTable.from_rows(shas, [sparse.count_terms(t) for t in texts])
+    reference = sparse.bm25s_module().BM25(k1=k1, b=b, method=sparse.BM25_METHOD)
+    reference.index((table.token_ids(), {t: i for i, t in enumerate(table.vocab)}), create_empty_token=False,
+                    show_progress=False)
+    ours = sparse.bm25_scores(table, k1=k1, b=b)
+    assert len(table.shas) > 1000 and ours["num_docs"] == reference.scores["num_docs"] == len(texts)
+    for key in ("data", "indices", "indptr"):
+        assert ours[key].dtype == reference.scores[key].dtype
+        assert ours[key].tobytes() == reference.scores[key].tobytes(), key
+    reference.save(tmp_path / "bm25s", show_progress=False)
+    write_sparse_index(tmp_path / "ours", texts, shas, k1=k1, b=b)
+    for path in sorted((tmp_path / "bm25s").iterdir()):
+        assert (tmp_path / "ours" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_reuse_as_a_table_or_a_mapping_writes_the_same_bytes(tmp_path: Path) -> None:
