@@ -81,8 +81,8 @@ class IndexSettings:
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
     sparse: bool = True
-    # Lucene's and Elasticsearch's own defaults for Lucene's BM25 (bm25s's are k1 1.5): more first hits in the default
-    # hybrid mode on every set of bench_quality.py's --sweep, none fewer (benchmarks/README.md)
+    # Lucene's and Elasticsearch's own defaults for Lucene's BM25 (bm25s's k1 is 1.5): in the default hybrid mode, as
+    # many or more first hits and top-5 hits on every set and backend of bench_quality.py --sweep (benchmarks/README.md)
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
