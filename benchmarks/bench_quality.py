@@ -239,11 +239,16 @@ def built_index(corpus: Path, out: Path, settings: BuildSettings, cache: Path | 
     return out
 
 
+def found_within(ranks: Sequence[int | None], k: int) -> int:
+    """How many questions have their page among the top ``k`` hits (None: not in the top 10)."""
+    return sum(1 for r in ranks if r and r <= k)
+
+
 def figures(ranks: Sequence[int | None], seconds: float) -> dict[str, float]:
     """recall@1, recall@5, MRR@10, nDCG@10 and ms/query from each question's rank (None: not in the top 10)."""
     n = len(ranks)
     found = [r for r in ranks if r]
-    return {"recall@1": round(sum(r == 1 for r in found) / n, 3), "recall@5": round(sum(r <= 5 for r in found) / n, 3),
+    return {"recall@1": round(found_within(ranks, 1) / n, 3), "recall@5": round(found_within(ranks, 5) / n, 3),
             "mrr": round(sum(1 / r for r in found) / n, 3),
             "ndcg@10": round(sum(1 / math.log2(r + 1) for r in found) / n, 3),
             "ms_per_query": round(1000 * seconds / n, 1)}
@@ -277,8 +282,8 @@ def sweep(retriever, questions: list[EvalQuestion]) -> list[dict]:
             settings = replace(retriever.retrieval, **overrides, candidates=candidates)
             ranks = [rank_of([sources[r] for _, r in fuse(d[:candidates], s[:candidates], settings)[:DEPTH]],
                              q.expected_source) for (d, s), q in zip(sides, questions)]
-            rows.append({**overrides, "candidates": candidates, "at1": sum(r == 1 for r in ranks if r),
-                         "at5": sum(r <= 5 for r in ranks if r), "mrr": round(sum(1 / r for r in ranks if r)
+            rows.append({**overrides, "candidates": candidates, "at1": found_within(ranks, 1),
+                         "at5": found_within(ranks, 5), "mrr": round(sum(1 / r for r in ranks if r)
                                                                                / len(ranks), 3), "ranks": ranks})
     return rows
 
@@ -301,15 +306,14 @@ def bm25_sweep(retriever, questions: list[EvalQuestion], work: Path) -> list[dic
         shutil.rmtree(folder, ignore_errors=True)
         write_sparse_index(folder / SPARSE_DIR, [""] * len(table.shas), table.shas, k1=k1, b=b, reuse=table)
         sparse = SparseIndex(folder)
-        row = {"k1": k1, "b": b, "default of": where}
-        for mode in ("sparse", "hybrid"):
-            ranks = []
-            for q, d in zip(questions, dense):
-                s = sparse.search(q.question, depth, None)
-                ranked = s if mode == "sparse" else fuse(d, s, retriever.retrieval)
-                ranks.append(rank_of([sources[r] for _, r in ranked[:DEPTH]], q.expected_source))
-            row[mode] = {"at1": sum(r == 1 for r in ranks if r), "at5": sum(r <= 5 for r in ranks if r), "ranks": ranks}
-        rows.append(row)
+        ranks: dict[str, list[int | None]] = {"sparse": [], "hybrid": []}
+        for q, d in zip(questions, dense):
+            s = sparse.search(q.question, depth, None)  # once a question, for both rankings
+            for mode, ranked in (("sparse", s), ("hybrid", fuse(d, s, retriever.retrieval))):
+                ranks[mode].append(rank_of([sources[r] for _, r in ranked[:DEPTH]], q.expected_source))
+        rows.append({"k1": k1, "b": b, "default of": where,
+                     **{mode: {"at1": found_within(rs, 1), "at5": found_within(rs, 5), "ranks": rs}
+                        for mode, rs in ranks.items()}})
         shutil.rmtree(folder, ignore_errors=True)
     return rows
 
@@ -388,8 +392,8 @@ def pooled(report: dict) -> dict[str, dict[str, dict]]:
             ranks = next(m for m in body["modes"].values() if m["default"])["ranks"]
             cell = out.setdefault(kind, {}).setdefault(backend, {"questions": 0, "at1": 0, "at5": 0})
             cell["questions"] += len(ranks)
-            cell["at1"] += sum(r == 1 for r in ranks if r)
-            cell["at5"] += sum(r <= 5 for r in ranks if r)
+            cell["at1"] += found_within(ranks, 1)
+            cell["at5"] += found_within(ranks, 5)
     return out
 
 
