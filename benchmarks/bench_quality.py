@@ -40,10 +40,10 @@ pyfaq       real users' questions: the Python FAQ (Debian's python3.11-doc, ``fa
             answer), WITHOUT its question, which is the question for that document; the tutorial and the HOWTOs
             (``tutorial/*.rst``, ``howto/*.rst``, whole, index pages left out) are indexed beside the answers,
             as the rest of a documentation site. Questions are dropped when their answer has fewer than
-            MIN_ANSWER_WORDS words (a "Yes." and a link) or when two FAQ pages ask the same one (164
-            questions, 213 documents, 1,817 chunks); reST labels (``.. _slug:``, which spell the next
+            MIN_ANSWER_WORDS words (a "Yes." and a link) or when two FAQ pages ask the same one (165
+            questions, 214 documents, 1,818 chunks); reST labels (``.. _slug:``, which spell the next
             question) are removed from the answers. Limits: one relevant document per question, so a tutorial page that
-            answers it too counts as a miss, and answers often repeat their question's words.
+            answers it too counts as a miss, and a few answers lean on the question before them.
 
 Each set is indexed once per embedding backend (``--backends``), with the default settings otherwise, into
 ``--work`` and reused: a later run rebuilds with the old index as ``previous`` (nothing is embedded again
@@ -210,25 +210,15 @@ def pydoc_api_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQu
 
 
 PYDOCS = PYDOC.parent
-UNDERLINE = re.compile(r"^([=\-~^*#\"+`'])\1{2,}\s*$")
 LABEL = re.compile(r"^\s*\.\. _[^:]*:\s*$")
 MIN_ANSWER_WORDS = 30
-
-
-def rest_headings(lines: list[str]) -> list[tuple[int, str, str]]:
-    """(line, title, underline character) of each reST heading; overlined titles are marked ``=o``."""
-    found = []
-    for i in range(1, len(lines)):
-        title = lines[i - 1].strip()
-        if title and UNDERLINE.match(lines[i]) and not UNDERLINE.match(lines[i - 1]) \
-                and len(lines[i].strip()) >= len(title):
-            found.append((i - 1, title, lines[i].strip()[0] + ("o" if i >= 2 and UNDERLINE.match(lines[i - 2]) else "")))
-    return found
 
 
 def pyfaq_set(work: Path) -> tuple[Path, list[EvalQuestion]]:
     """Each FAQ answer a document without its question, which is that document's question; the tutorial and
     the HOWTOs beside them."""
+    from ragindex.sections import rest_sections  # the sections a build finds: a question is a leaf one
+
     if not (PYDOCS / "faq").is_dir():
         raise SystemExit(f"{PYDOCS / 'faq'}: missing; apt-get install python3.11-doc")
     corpus = work / "pyfaq" / "corpus"
@@ -236,24 +226,24 @@ def pyfaq_set(work: Path) -> tuple[Path, list[EvalQuestion]]:
     corpus.mkdir(parents=True)
     answers: dict[str, list[tuple[str, str]]] = {}  # question -> [(document name, text)]
     for page in sorted((PYDOCS / "faq").glob("*.rst.txt")):
-        lines = page.read_text(encoding="utf-8").split("\n")
-        heads = rest_headings(lines)
-        title = next((t for _, t, kind in heads if kind.endswith("o")), page.name)
-        group = ""
-        for n, (line, heading, kind) in enumerate(heads):
-            if kind != "-":
-                group = heading if not kind.endswith("o") else ""
-                continue
-            end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
+        text = page.read_text(encoding="utf-8")
+        marks = rest_sections(text)
+        for n, mark in enumerate(marks):
+            after = marks[n + 1] if n + 1 < len(marks) else None
+            if len(mark.path) < 2 or (after and len(after.path) > len(mark.path)):
+                continue  # the FAQ's title, or a group of questions
+            lines = text[mark.start:after.start if after else len(text)].split("\n")[2:]  # below the underline
             # a reST label (``.. _slug:``) before a heading belongs to the next answer and spells its question
-            body = "\n".join(x for x in lines[line + 2:end] if not LABEL.match(x)).strip()
-            name = f"faq-{page.name.split('.')[0]}-{n:02d}.rst.txt"
-            parts = [title, "=" * len(title), ""] + ([group, "-" * len(group), ""] if group else []) + [body, ""]
-            answers.setdefault(heading, []).append((name, "\n".join(parts)))
+            body = "\n".join(x for x in lines if not LABEL.match(x)).strip()
+            if not body:
+                continue  # a group title that docutils reads as a sibling of its questions (gui.rst)
+            headings = [x for title, rule in zip(mark.path[:-1], "=-") for x in (title, rule * len(title), "")]
+            answers.setdefault(mark.path[-1], []).append(
+                (f"faq-{page.name.split('.')[0]}-{n:02d}.rst.txt", "\n".join(headings + [body, ""])))
     questions = []
     for question, docs in answers.items():
-        for name, text in docs:
-            (corpus / name).write_text(text, encoding="utf-8")
+        for name, doc in docs:
+            (corpus / name).write_text(doc, encoding="utf-8")
         if len(docs) == 1 and len(plain(docs[0][1]).split()) >= MIN_ANSWER_WORDS:
             questions.append(EvalQuestion(question, docs[0][0]))
     for part in ("tutorial", "howto"):
