@@ -39,8 +39,9 @@ pyfaq       real users' questions: the Python FAQ (Debian's python3.11-doc, ``fa
             is (``faq-<page>-<n>.rst.txt``: the FAQ's title and the answer's group as its headings, then the
             answer), WITHOUT its question, which is the question for that document; the tutorial and the HOWTOs
             (``tutorial/*.rst``, ``howto/*.rst``, whole, index pages left out) are indexed beside the answers,
-            as the rest of a documentation site. Questions are dropped when their answer has fewer than
-            MIN_ANSWER_WORDS words (a "Yes." and a link) or when two FAQ pages ask the same one (165
+            as the rest of a documentation site. Questions are dropped when their answer's document (its two
+            headings included) has fewer than MIN_ANSWER_WORDS words (a "Yes." and a link) or when two FAQ
+            pages ask the same one (165
             questions, 214 documents, 1,818 chunks); reST labels (``.. _slug:``, which spell the next
             question) are removed from the answers. Limits: one relevant document per question, so a tutorial page that
             answers it too counts as a miss, and a few answers lean on the question before them.
