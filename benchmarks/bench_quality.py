@@ -125,17 +125,28 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
     return ranges
 
 
+def need_pydoc(folder: Path) -> None:
+    """Stop with the install command when a python3.11-doc folder a set reads from is missing."""
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: missing; apt-get install python3.11-doc")
+
+
+def new_corpus(work: Path, name: str) -> Path:
+    """An empty ``corpus`` folder for set ``name``: a set's pages are written again on every run."""
+    corpus = work / name / "corpus"
+    shutil.rmtree(corpus, ignore_errors=True)
+    corpus.mkdir(parents=True)
+    return corpus
+
+
 def pydoc_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQuestion]]:
     """Copy the chosen pages without their synopsis lines; one question per page from its synopsis."""
-    if not PYDOC.is_dir():
-        raise SystemExit(f"{PYDOC}: missing; apt-get install python3.11-doc")
+    need_pydoc(PYDOC)
     pages = sorted(PYDOC.glob("*.rst.txt"), key=lambda p: (-p.stat().st_size, p.name))[ranks[0]:ranks[1]]
     if not pages:
         raise SystemExit(f"--pydoc-ranks {ranks[0]}:{ranks[1]}: no pages there (the library has "
                          f"{len(list(PYDOC.glob('*.rst.txt')))})")
-    corpus = work / f"pydoc-{ranks[0]}-{ranks[1]}" / "corpus"
-    shutil.rmtree(corpus, ignore_errors=True)
-    corpus.mkdir(parents=True)
+    corpus = new_corpus(work, f"pydoc-{ranks[0]}-{ranks[1]}")
     questions = []
     for page in pages:
         text = page.read_text(encoding="utf-8")
@@ -190,9 +201,7 @@ def pydoc_api_set(work: Path, ranks: tuple[int, int]) -> tuple[Path, list[EvalQu
     """The pages of ``ranks`` without their synopsis lines and without one API description's first sentence
     each, which is the page's question (dropped when another page of the set holds the same sentence)."""
     synopsis_corpus, _ = pydoc_set(work, ranks)
-    corpus = work / f"pydoc-api-{ranks[0]}-{ranks[1]}" / "corpus"
-    shutil.rmtree(corpus, ignore_errors=True)
-    corpus.mkdir(parents=True)
+    corpus = new_corpus(work, f"pydoc-api-{ranks[0]}-{ranks[1]}")
     texts = {page.name: page.read_text(encoding="utf-8") for page in sorted(synopsis_corpus.iterdir())}
     flat = {name: plain(text) for name, text in texts.items()}
     questions = []
@@ -220,11 +229,8 @@ def pyfaq_set(work: Path) -> tuple[Path, list[EvalQuestion]]:
     the HOWTOs beside them."""
     from ragindex.sections import rest_sections  # the sections a build finds: a question is a leaf one
 
-    if not (PYDOCS / "faq").is_dir():
-        raise SystemExit(f"{PYDOCS / 'faq'}: missing; apt-get install python3.11-doc")
-    corpus = work / "pyfaq" / "corpus"
-    shutil.rmtree(corpus, ignore_errors=True)
-    corpus.mkdir(parents=True)
+    need_pydoc(PYDOCS / "faq")
+    corpus = new_corpus(work, "pyfaq")
     answers: dict[str, list[tuple[str, str]]] = {}  # question -> [(document name, text)]
     for page in sorted((PYDOCS / "faq").glob("*.rst.txt")):
         text = page.read_text(encoding="utf-8")
