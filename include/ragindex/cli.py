@@ -96,7 +96,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     retriever = Retriever.open(args.index, getattr(args, "registry", None))
     filters = {"source_prefix": args.source_prefix or (), "doc_type": args.doc_type or ()}
-    hits = retriever.search(args.question, k=args.k, mode=args.mode, filters=filters)
+    hits = retriever.search(args.question, k=args.k, mode=args.mode, filters=filters, per_source=args.per_source)
     if args.json:
         _print_json([h.to_json() for h in hits])
         return 0
@@ -396,6 +396,8 @@ def _add_data_commands(sub: Any, shared: _Shared) -> None:
                    help="only chunks whose source path starts with PREFIX (e.g. policies/); repeat for several")
     p.add_argument("--doc-type", action="append", choices=DOC_TYPES,
                    help="only chunks of this document type; repeat for several")
+    p.add_argument("--per-source", type=int, default=None, metavar="N",
+                   help="at most N hits from one document (e.g. 1: k distinct documents, for citations)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("ingest", parents=[registry], help="run the versioned pipeline into a registry (no Airflow needed)")

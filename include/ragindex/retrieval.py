@@ -5,6 +5,8 @@ Three modes: ``dense`` (cosine over the FAISS index), ``sparse`` (BM25 over the 
 built with (indexes built before the sparse index: dense, and they refuse the other modes). Filters (source
 path prefix, document type) restrict the candidates inside each search: a FAISS ID selector on the dense
 side, a mask on the BM25 scores on the sparse side, so k hits come back whenever k chunks match.
+``per_source`` caps the hits from one document (a collapse, as Elasticsearch's ``collapse`` or Qdrant's
+``group_size``): the rankings are read deeper until k hits from distinct enough documents are found.
 """
 
 from __future__ import annotations
@@ -153,13 +155,17 @@ class Retriever:
         return mode
 
     def search(self, question: str, k: int = 5, mode: str | None = None,
-               filters: SearchFilters | Mapping[str, Any] | None = None) -> list[Hit]:
+               filters: SearchFilters | Mapping[str, Any] | None = None, per_source: int | None = None) -> list[Hit]:
         """Top-k chunks for a question, in ``mode`` (default: the index's), among the chunks ``filters``
-        allows (a ``SearchFilters`` or a mapping with ``source_prefix`` and/or ``doc_type``)."""
+        allows (a ``SearchFilters`` or a mapping with ``source_prefix`` and/or ``doc_type``), at most
+        ``per_source`` of them from one document (None: no cap)."""
         if not question.strip():
             raise RagindexError("question: must not be empty")
         if k < 1:
             raise RagindexError(f"k={k}: must be at least 1")
+        if per_source is not None and (isinstance(per_source, bool) or not isinstance(per_source, int)
+                                       or per_source < 1):
+            raise RagindexError(f"per_source={per_source!r}: must be a whole number of at least 1 (or none)")
         mode = self._check_mode(mode or self.mode)
         filters = SearchFilters.of(filters)
         if self.index.ntotal == 0:
@@ -167,14 +173,39 @@ class Retriever:
         allowed = self._allowed_rows(filters) if filters else None
         if allowed is not None and not allowed.any():
             return []
-        depth = max(k, self.retrieval.candidates) if mode == "hybrid" else k
-        dense = self._dense(question, depth, allowed) if mode != "sparse" else []
-        sparse = self.sparse.search(question, depth, allowed) if mode != "dense" else []
-        ranked = dense if mode == "dense" else sparse if mode == "sparse" else fuse(dense, sparse, self.retrieval)
-        ranked = ranked[:k]
+        rows = self.index.ntotal if allowed is None else int(allowed.sum())
+        depth = max(k, self.retrieval.candidates) if mode == "hybrid" or per_source else k
+        while True:
+            ranked = self._ranked(question, mode, depth, allowed)
+            if per_source is None:
+                ranked = ranked[:k]
+                break
+            ranked = self._capped(ranked, k, per_source)
+            if len(ranked) == k or depth >= rows:
+                break
+            depth = min(rows, depth * 4)  # too few documents among the candidates: read both rankings deeper
         records = self.docstore.get([r for _, r in ranked])
         return [Hit(s, rec["source"], rec["page"], rec["text"], rec["chunk_id"], rec["start"],
                     tuple(rec.get("section") or ())) for (s, _), rec in zip(ranked, records)]
+
+    def _ranked(self, question: str, mode: str, depth: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
+        """(score, row) best first: the mode's ranking, each side read ``depth`` deep."""
+        dense = self._dense(question, depth, allowed) if mode != "sparse" else []
+        sparse = self.sparse.search(question, depth, allowed) if mode != "dense" else []
+        return dense if mode == "dense" else sparse if mode == "sparse" else fuse(dense, sparse, self.retrieval)
+
+    def _capped(self, ranked: Sequence[tuple[float, int]], k: int, per_source: int) -> list[tuple[float, int]]:
+        """The first k of ``ranked`` (fewer if it runs out) with at most ``per_source`` from one document."""
+        sources = self._row_meta_once()[0]
+        kept: list[tuple[float, int]] = []
+        taken: dict[str, int] = {}
+        for score, row in ranked:
+            if taken.get(sources[row], 0) < per_source:
+                taken[sources[row]] = taken.get(sources[row], 0) + 1
+                kept.append((score, row))
+                if len(kept) == k:
+                    break
+        return kept
 
     def _dense(self, question: str, n: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
         """(cosine, row) of the n nearest chunks among the allowed rows (a FAISS ID selector)."""
@@ -205,14 +236,18 @@ class Retriever:
             scores, rows = storage.search(query, n, params=faiss.SearchParameters(sel=selector))
         return scores, rows
 
-    def _allowed_rows(self, filters: SearchFilters) -> np.ndarray:
-        """A boolean per row: does the chunk pass the filters (sources read once per Retriever)."""
+    def _row_meta_once(self) -> tuple[list[str], np.ndarray]:
+        """Each row's source and document type, read from the docstore once per Retriever."""
         from ragindex.parsing import document_kind
 
         if self._row_meta is None:
             sources = [rec["source"] for rec in iter_docstore(self.index_dir)]
             self._row_meta = (sources, np.array([document_kind(s) for s in sources]))
-        sources, kinds = self._row_meta
+        return self._row_meta
+
+    def _allowed_rows(self, filters: SearchFilters) -> np.ndarray:
+        """A boolean per row: does the chunk pass the filters."""
+        sources, kinds = self._row_meta_once()
         allowed = np.ones(len(sources), dtype=bool)
         if filters.source_prefix:
             prefixes = filters.source_prefix

@@ -11,7 +11,7 @@ load), and ``POST /refresh`` reads the alias at once: the ``rag_deploy`` DAG, sc
 Asset, calls it on every endpoint it is given.
 
     POST /search   {"question": "...", "k": 5,     →  {"ref", "digest", "alias", "mode", "hits": [...], "trace_id"}
-                    "mode"?, "filters"?: {"source_prefix", "doc_type"}}
+                    "mode"?, "filters"?: {"source_prefix", "doc_type"}, "per_source"?}
     POST /context  {"question": "...", "key"?}  →  the rendered prompt, the hits, the release, index and prompt
                                                     refs with digests, and a trace id (a release is served)
     GET  /healthz                              →  {"status", "ref", "digest", "alias", "registry", ...}
@@ -73,12 +73,14 @@ def load_delay_for_tests_s() -> float:
 class SearchRequest(BaseModel):
     """The body of ``POST /search``: what ``Retriever.search`` takes. k: the release's own when a release is
     served, else 5; mode: the release's ``retrieval.mode``, else the index's own; filters: ``source_prefix``
-    and/or ``doc_type`` (a string or a list), checked by ``SearchFilters``."""
+    and/or ``doc_type`` (a string or a list), checked by ``SearchFilters``; per_source: at most that many hits
+    from one document."""
 
     question: str = Field(min_length=1)
     k: int | None = Field(default=None, ge=1, le=100)
     mode: str | None = None
     filters: dict[str, Any] | None = None
+    per_source: int | None = Field(default=None, ge=1)
 
 
 class ContextRequest(BaseModel):
@@ -299,11 +301,12 @@ def create_app(follower: IndexFollower, trace: Any = None, canary: tuple[IndexFo
         mode = request.mode or served.retriever.mode  # a release's retrieval.mode, else the index's default
         try:
             hits = served.retriever.search(request.question, k=request.k or served.k, mode=mode,
-                                           filters=request.filters)
+                                           filters=request.filters, per_source=request.per_source)
         except RagindexError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         log_answer("search", served, trace_id, request.question, hits, started, arm=arm,
-                   query={"mode": mode, **({"filters": request.filters} if request.filters else {})})
+                   query={"mode": mode, **({"filters": request.filters} if request.filters else {}),
+                          **({"per_source": request.per_source} if request.per_source else {})})
         return {**served.refs(), "alias": follower.alias, "arm": arm, "trace_id": trace_id, "mode": mode,
                 "hits": [h.to_json() for h in hits]}
 

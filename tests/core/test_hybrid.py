@@ -5,6 +5,7 @@ indexes alike), and clear errors for bad modes and filters."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,52 @@ def test_bad_modes_and_filters_are_named(hybrid_index: Path) -> None:
         retriever.search("forklift", filters={"source_prefix": [3]})
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_per_source_keeps_each_documents_best_hits_in_rank_order(hybrid_index: Path, mode: str) -> None:
+    retriever = Retriever(hybrid_index)
+    question = "forklift vest forks lowered"
+    everything = retriever.search(question, k=retriever.index.ntotal, mode=mode)
+    assert [h.source for h in everything[:2]] == ["safety/forklifts.md"] * 2, "one document leads uncapped"
+    for cap in (1, 2):
+        taken: dict[str, int] = {}
+        expected = []
+        for hit in everything:  # the uncapped ranking, each document's hits past the cap skipped
+            if taken.get(hit.source, 0) < cap:
+                taken[hit.source] = taken.get(hit.source, 0) + 1
+                expected.append(hit.chunk_id)
+        hits = retriever.search(question, k=4, mode=mode, per_source=cap)
+        assert [h.chunk_id for h in hits] == expected[:4], cap
+        assert max(Counter(h.source for h in hits).values()) <= cap
+    assert retriever.search(question, k=4, mode=mode, per_source=4) == everything[:4], "a cap that never binds"
+
+
+def test_per_source_with_a_filter_gives_fewer_than_k_when_the_documents_run_out(hybrid_index: Path) -> None:
+    hits = Retriever(hybrid_index).search("forklift", k=5, filters={"source_prefix": "hr/"}, per_source=1)
+    assert sorted(h.source for h in hits) == ["hr/benefits.md", "hr/leave.html", "hr/payroll.txt"]
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_per_source_reads_deeper_than_the_candidates_when_one_document_fills_them(tmp_path: Path, mode: str) -> None:
+    """130 chunks of one document (one text, embedded once) ahead of every other: the first 100 candidates
+    hold one document only, so the search must read on to find three."""
+    corpus = write_files(tmp_path / "corpus", {"manual.md": "# Vests\n\n" + "\n\n".join([FORKLIFT] * 130),
+                                               "a.txt": CORPUS["hr/payroll.txt"], "b.txt": CORPUS["safety/ladders.txt"]})
+    build(str(corpus), tmp_path / "index", BuildSettings(chunking=SMALL.chunking))
+    retriever = Retriever(tmp_path / "index")
+    assert retriever.index.ntotal > 130 > retriever.retrieval.candidates
+    plain = retriever.search("forklift vest forks lowered horn", k=3, mode=mode)
+    assert {h.source for h in plain} == {"manual.md"}
+    hits = retriever.search("forklift vest forks lowered horn", k=3, mode=mode, per_source=1)
+    assert sorted(h.source for h in hits) == ["a.txt", "b.txt", "manual.md"]
+    assert hits[0].source == "manual.md", "the leading document keeps its first place"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_a_bad_per_source_is_named(hybrid_index: Path, value) -> None:
+    with pytest.raises(RagindexError, match="per_source="):
+        Retriever(hybrid_index).search("forklift", per_source=value)
+
+
 def test_fusion_orders_by_reciprocal_rank_or_by_weighted_scores() -> None:
     dense = [(0.9, 1), (0.8, 2), (0.1, 3)]
     sparse = [(12.0, 2), (6.0, 3)]
@@ -137,3 +184,6 @@ def test_search_command_takes_mode_and_filters(hybrid_index: Path, capsys) -> No
     assert main(["search", str(hybrid_index), "forklift", "--source-prefix", "safety/"]) == 0
     out = capsys.readouterr().out
     assert "safety/" in out and "hr/" not in out
+    assert main(["search", str(hybrid_index), "forklift vest", "-k", "3", "--per-source", "1", "--json"]) == 0
+    sources = [h["source"] for h in json.loads(capsys.readouterr().out)]
+    assert len(sources) == 3 == len(set(sources)), sources

@@ -15,6 +15,7 @@ from ragindex.registry import RunInfo
 from ragindex.retrieval import Retriever
 from ragindex.serve import IndexFollower, create_app
 from ragindex.tracelog import TraceLog, find_trace
+from tests.conftest import write_files
 from tests.serve.servers import QUESTION, make_two_versions
 from tests.serve.test_serve_release import log_prompt
 
@@ -66,6 +67,36 @@ def test_search_takes_a_mode_and_filters_and_answers_as_the_library_does(served)
     assert logged["mode"] == "dense" and logged["filters"] == {"source_prefix": ["shift", "nowhere/"]}
 
 
+def test_per_source_caps_each_documents_hits_as_the_library_does(tmp_path: Path) -> None:
+    from ragindex.context import IngestContext
+    from ragindex.gate import evaluate_index
+    from ragindex.ingest import ingest
+    from ragindex.promotion import approve
+    from ragindex.registry import open_registry
+    from ragindex.settings import BuildSettings, ChunkingSettings
+
+    rule = "A forklift certificate is valid for three years and is renewed after a practical test."
+    corpus = write_files(tmp_path / "corpus", {"forklifts.md": "# Forklifts\n\n" + "\n\n".join(
+        f"{rule} Section {n}." for n in range(6)), "shifts.txt": "Forklift shifts start at ten and end at six.\n"})
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": QUESTION, "expected_source": "forklifts.md"}) + "\n")
+    registry = open_registry(str(tmp_path / "registry"))
+    ctx = IngestContext(registry, "run-1", BuildSettings(chunking=ChunkingSettings(200, 20)), source=str(corpus),
+                        work_root=tmp_path / "work")
+    ref = ingest(ctx)["index"]
+    evaluate_index(ctx, ref, questions)
+    approve(registry, ref, actor="alice")
+    library = Retriever(registry.download(ref))
+    http, trace = client(registry, tmp_path)
+    with http:
+        plain = answer(http, k=3)
+        assert [h["source"] for h in plain["hits"]] == ["forklifts.md"] * 3
+        capped = answer(http, k=3, per_source=1)
+    assert [h["chunk_id"] for h in capped["hits"]] == [h.chunk_id for h in library.search(QUESTION, 3, per_source=1)]
+    assert [h["source"] for h in capped["hits"]] == ["forklifts.md", "shifts.txt"], "one each, then none left"
+    assert find_trace(trace, capped["trace_id"])["per_source"] == 1
+
+
 @pytest.mark.parametrize("body, field", [
     ({"mode": "semantic"}, "mode='semantic': must be one of dense, sparse, hybrid"),
     ({"mode": 3}, "mode: "),
@@ -76,6 +107,7 @@ def test_search_takes_a_mode_and_filters_and_answers_as_the_library_does(served)
     ({"filters": "a/"}, "filters: "),
     ({"question": ""}, "question: "),
     ({"k": 0}, "k: "),
+    ({"per_source": 0}, "per_source: "),
 ])
 def test_a_bad_mode_or_filter_is_a_400_naming_the_field(served, body: dict, field: str) -> None:
     registry, _, _, tmp = served
