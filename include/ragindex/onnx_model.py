@@ -10,7 +10,8 @@ sentence-transformers 6). Only the export needs torch, once per model and export
 weights, the opset and the versions of torch, transformers and onnx (the int8 file also on onnxruntime's),
 so an upgraded exporter makes a new file instead of reusing one another exporter wrote.
 Each file is written beside its final name and renamed into place, so a crash or a concurrent exporter on
-another worker never leaves half a model (two exports of one model give the same bytes).
+another worker never leaves half a model (two exports of one model give the same bytes), and two workers
+exporting into one shared folder at once both succeed (``_quantize`` says what that took).
 
 Determinism, measured (see benchmarks/README.md): fp32 gives bit-identical vectors for texts padded to their
 length bucket, whatever the batch-mates, the batch's size and the thread count; int8 quantises activations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -129,13 +131,24 @@ def _export_fp32(location: Path, target: Path) -> None:
 
 
 def _quantize(source: Path, target: Path) -> None:
-    """Dynamic int8 (QInt8 weights per channel: per-tensor weights lose too much, see benchmarks/README.md)."""
+    """Dynamic int8 (QInt8 weights per channel: per-tensor weights lose too much, see benchmarks/README.md).
+    ``quantize_dynamic`` writes a shape-inferred copy beside its input under a fixed name (``model-inferred.onnx``)
+    and deletes it, so two workers quantising in one shared export folder deleted each other's copy (the
+    second failed with FileNotFoundError): it reads the fp32 file through a link in a folder of this call's own."""
+    import tempfile
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # quantize_dynamic advises a pre-processing that changes nothing here
     try:
-        replace_file_atomically(target, lambda tmp: quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8,
-                                                           per_channel=True))
+        with tempfile.TemporaryDirectory(prefix=f".{target.name}.in-", dir=target.parent) as private:
+            own = Path(private) / source.name
+            try:
+                os.link(source, own)  # same folder's filesystem: no copy of ~90 MB
+            except OSError:
+                shutil.copyfile(source, own)
+            replace_file_atomically(target, lambda tmp: quantize_dynamic(str(own), str(tmp),
+                                                                         weight_type=QuantType.QInt8, per_channel=True))
     finally:
         logging.disable(logging.NOTSET)
 

@@ -280,6 +280,43 @@ def test_identical_texts_get_identical_vectors_whatever_the_shards(backend, tiny
     assert all(vectors[0][sha].tobytes() == vectors[1][sha].tobytes() for sha in vectors[0])
 
 
+def test_two_workers_quantising_into_one_shared_export_folder_both_get_the_same_file(tmp_path, monkeypatch) -> None:
+    """The compose file's Celery workers share RAGINDEX_HOME, so on a first run two embedding shards make the int8
+    file side by side (the Celery fan-out test's first run hit it): onnxruntime's quantiser writes a shape-inferred
+    copy beside its input under one fixed name and deletes it, and the second worker failed on the missing file."""
+    import shutil
+    import threading
+
+    from ragindex import onnx_model
+    from ragindex.embedding import model_fingerprint
+
+    location, fingerprint = model_fingerprint(DEFAULT_MODEL)
+    shared = onnx_model.ensure_onnx(location, fingerprint, "onnx-int8")  # this checkout's own: the expected bytes
+    monkeypatch.setenv("RAGINDEX_MODELS", str(tmp_path))
+    folder = onnx_model.export_folder(location, fingerprint)
+    folder.mkdir(parents=True)
+    for name in ("model.onnx", "tokenizer.json"):  # the fp32 export done: what is left is the quantising
+        shutil.copy(shared / name, folder / name)
+    start, failures = threading.Barrier(2), []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            onnx_model.ensure_onnx(location, fingerprint, "onnx-int8")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    int8 = onnx_model.model_file("onnx-int8")
+    assert failures == []
+    assert (folder / int8).read_bytes() == (shared / int8).read_bytes(), "the same quantised bytes as ever"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([int8, "model.onnx", "tokenizer.json"]), "no leftovers"
+
+
 def test_the_export_cache_is_keyed_on_the_exporter_and_the_opset(tmp_path, monkeypatch) -> None:
     """An unchanged exporter reuses the exported file; another torch (or transformers, onnx) version or opset
     gets its own folder and a fresh export, and vectors of the two never share a model identity."""
