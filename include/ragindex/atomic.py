@@ -45,6 +45,15 @@ def replace_file_atomically(target: Path, write: Callable[[Path], Any]) -> Path:
     return target
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the filesystem allows one (no space), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """One JSON object per line, keys sorted, so equal content gives equal bytes."""
     with open(path, "w", encoding="utf-8") as fh:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ragindex.atomic import replace_file_atomically
+from ragindex.atomic import link_or_copy, replace_file_atomically
 from ragindex.errors import SettingsError
 from ragindex.offline import hugging_face_offline
 from ragindex.settings import models_home
@@ -143,10 +142,7 @@ def _quantize(source: Path, target: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix=f".{target.name}.in-", dir=target.parent) as private:
             own = Path(private) / source.name
-            try:
-                os.link(source, own)  # same folder's filesystem: no copy of ~90 MB
-            except OSError:
-                shutil.copyfile(source, own)
+            link_or_copy(source, own)  # beside the source: a link, no copy of ~90 MB
             replace_file_atomically(target, lambda tmp: quantize_dynamic(str(own), str(tmp),
                                                                          weight_type=QuantType.QInt8, per_channel=True))
     finally:

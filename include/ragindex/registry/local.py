@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Iterator
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
+from ragindex.atomic import link_or_copy
 from ragindex.errors import ArtifactNotFound, RegistryError, RegistryUnavailable
 
 from .base import RegistryBase, move_conflict, refuse_type_change
@@ -152,15 +153,6 @@ def copy_hashing(src: Path, dst: Path) -> tuple[str, str]:
         fout.flush()
         os.fsync(fout.fileno())
     return hashes
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """A hard link where the filesystem allows one (no space), else a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def _locked(exc: BaseException) -> bool:
