@@ -28,34 +28,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_two_versions(tmp_path: Path):
-    """A registry with vector-index v0 (production; forklifts "valid for three years") and v1, evaluated and
-    ready to approve, of the changed corpus ("valid for two years now")."""
+def evaluated_version(registry, corpus: Path, tmp_path: Path, run: str) -> str:
+    """One ingest run of ``corpus`` (200-character chunks) into ``registry``, evaluated on QUESTION (answered by
+    forklifts.md): the new index's ref, ready to approve."""
     from ragindex.context import IngestContext
     from ragindex.gate import evaluate_index
     from ragindex.ingest import ingest
+    from ragindex.settings import BuildSettings, ChunkingSettings
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": QUESTION, "expected_source": "forklifts.md"}) + "\n")
+    ctx = IngestContext(registry, run, BuildSettings(chunking=ChunkingSettings(200, 20)), source=str(corpus),
+                        work_root=tmp_path / "work")
+    ref = ingest(ctx)["index"]
+    evaluate_index(ctx, ref, questions)
+    return ref
+
+
+def make_two_versions(tmp_path: Path):
+    """A registry with vector-index v0 (production; forklifts "valid for three years") and v1, evaluated and
+    ready to approve, of the changed corpus ("valid for two years now")."""
     from ragindex.promotion import approve
     from ragindex.registry import open_registry
-    from ragindex.settings import BuildSettings, ChunkingSettings
 
     corpus = write_files(tmp_path / "corpus", {
         "forklifts.md": f"# Forklifts\n\nA forklift certificate is {FIRST_TEXT}.\n",
         "shifts.txt": "Night shifts start at ten and end at six.\n"})
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text(json.dumps({"question": QUESTION, "expected_source": "forklifts.md"}) + "\n")
     registry = open_registry(str(tmp_path / "registry"))
-
-    def version(run: str) -> str:
-        ctx = IngestContext(registry, run, BuildSettings(chunking=ChunkingSettings(200, 20)), source=str(corpus),
-                            work_root=tmp_path / "work")
-        ref = ingest(ctx)["index"]
-        evaluate_index(ctx, ref, questions)
-        return ref
-
-    first = version("run-1")
+    first = evaluated_version(registry, corpus, tmp_path, "run-1")
     approve(registry, first, actor="alice")
     (corpus / "forklifts.md").write_text(f"# Forklifts\n\nA forklift certificate is {SECOND_TEXT}.\n")
-    second = version("run-2")
+    second = evaluated_version(registry, corpus, tmp_path, "run-2")
     return registry, first, second
 
 

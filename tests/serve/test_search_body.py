@@ -16,7 +16,7 @@ from ragindex.retrieval import Retriever
 from ragindex.serve import IndexFollower, create_app
 from ragindex.tracelog import TraceLog, find_trace
 from tests.conftest import write_files
-from tests.serve.servers import QUESTION, make_two_versions
+from tests.serve.servers import QUESTION, evaluated_version, make_two_versions
 from tests.serve.test_serve_release import log_prompt
 
 
@@ -68,23 +68,14 @@ def test_search_takes_a_mode_and_filters_and_answers_as_the_library_does(served)
 
 
 def test_per_source_caps_each_documents_hits_as_the_library_does(tmp_path: Path) -> None:
-    from ragindex.context import IngestContext
-    from ragindex.gate import evaluate_index
-    from ragindex.ingest import ingest
     from ragindex.promotion import approve
     from ragindex.registry import open_registry
-    from ragindex.settings import BuildSettings, ChunkingSettings
 
     rule = "A forklift certificate is valid for three years and is renewed after a practical test."
     corpus = write_files(tmp_path / "corpus", {"forklifts.md": "# Forklifts\n\n" + "\n\n".join(
         f"{rule} Section {n}." for n in range(6)), "shifts.txt": "Forklift shifts start at ten and end at six.\n"})
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text(json.dumps({"question": QUESTION, "expected_source": "forklifts.md"}) + "\n")
     registry = open_registry(str(tmp_path / "registry"))
-    ctx = IngestContext(registry, "run-1", BuildSettings(chunking=ChunkingSettings(200, 20)), source=str(corpus),
-                        work_root=tmp_path / "work")
-    ref = ingest(ctx)["index"]
-    evaluate_index(ctx, ref, questions)
+    ref = evaluated_version(registry, corpus, tmp_path, "run-1")
     approve(registry, ref, actor="alice")
     library = Retriever(registry.download(ref))
     http, trace = client(registry, tmp_path)
