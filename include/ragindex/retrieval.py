@@ -173,17 +173,11 @@ class Retriever:
         allowed = self._allowed_rows(filters) if filters else None
         if allowed is not None and not allowed.any():
             return []
-        rows = self.index.ntotal if allowed is None else int(allowed.sum())
-        depth = max(k, self.retrieval.candidates) if mode == "hybrid" or per_source else k
-        while True:
-            ranked = self._ranked(question, mode, depth, allowed)
-            if per_source is None:
-                ranked = ranked[:k]
-                break
-            ranked = self._capped(ranked, k, per_source)
-            if len(ranked) == k or depth >= rows:
-                break
-            depth = min(rows, depth * 4)  # too few documents among the candidates: read both rankings deeper
+        if per_source is None:
+            depth = max(k, self.retrieval.candidates) if mode == "hybrid" else k
+            ranked = self._ranked(question, mode, depth, allowed)[:k]
+        else:
+            ranked = self._capped_ranking(question, mode, k, per_source, allowed)
         records = self.docstore.get([r for _, r in ranked])
         return [Hit(s, rec["source"], rec["page"], rec["text"], rec["chunk_id"], rec["start"],
                     tuple(rec.get("section") or ())) for (s, _), rec in zip(ranked, records)]
@@ -193,6 +187,17 @@ class Retriever:
         dense = self._dense(question, depth, allowed) if mode != "sparse" else []
         sparse = self.sparse.search(question, depth, allowed) if mode != "dense" else []
         return dense if mode == "dense" else sparse if mode == "sparse" else fuse(dense, sparse, self.retrieval)
+
+    def _capped_ranking(self, question: str, mode: str, k: int, per_source: int, allowed: np.ndarray | None
+                        ) -> list[tuple[float, int]]:
+        """The mode's top k with at most ``per_source`` per document, reading deeper while too few documents fill it."""
+        rows = self.index.ntotal if allowed is None else int(allowed.sum())
+        depth = max(k, self.retrieval.candidates)
+        while True:
+            ranked = self._capped(self._ranked(question, mode, depth, allowed), k, per_source)
+            if len(ranked) == k or depth >= rows:
+                return ranked
+            depth = min(rows, depth * 4)  # too few documents among the candidates: read both rankings deeper
 
     def _capped(self, ranked: Sequence[tuple[float, int]], k: int, per_source: int) -> list[tuple[float, int]]:
         """The first k of ``ranked`` (fewer if it runs out) with at most ``per_source`` from one document."""

@@ -111,7 +111,8 @@ def test_per_source_reads_deeper_than_the_candidates_when_one_document_fills_the
     """130 chunks of one document (one text, embedded once) ahead of every other: the first 100 candidates
     hold one document only, so the search must read on to find three."""
     corpus = write_files(tmp_path / "corpus", {"manual.md": "# Vests\n\n" + "\n\n".join([FORKLIFT] * 130),
-                                               "a.txt": CORPUS["hr/payroll.txt"], "b.txt": CORPUS["safety/ladders.txt"]})
+                                               "a.txt": CORPUS["hr/payroll.txt"],
+                                               "b.txt": CORPUS["safety/ladders.txt"]})
     build(str(corpus), tmp_path / "index", BuildSettings(chunking=SMALL.chunking))
     retriever = Retriever(tmp_path / "index")
     assert retriever.index.ntotal > 130 > retriever.retrieval.candidates
